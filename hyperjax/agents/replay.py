@@ -1,0 +1,134 @@
+"""Per-context episodic replay with K-window sampling (notes §3.6, §9.4).
+
+All envs run in lock-step with fixed-length episodes (every AIB task: no termination, a time
+limit), so the buffer is a dense array ``[C, E, P + T, ...]``: C contexts (one env each), E
+episode slots (a ring), P = K warm-up transitions (the DMA ``fill_context_window`` rollout, only
+for methods with an encoder) followed by the T real steps. A sample is a real step ``t`` of an
+episode; its context window is rows ``[P + t - K + 1 ... P + t]`` of the same episode, i.e. the
+window ``[t - K + 1 ... t]`` that includes the current transition (notes §3.1 caveat), reaching
+back into the warm-up for the first steps.
+
+Capacity per context is ``min(buffer_size, total_steps)`` transitions (the authors' setting),
+rounded up to whole episodes, plus the episode being written.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hyperjax.envs.wrappers import transition_features
+
+
+class Replay(NamedTuple):
+    obs: jax.Array          # float32[C, E, P+T, obs_dim]
+    action: jax.Array       # float32[C, E, P+T, act_dim]
+    next_obs: jax.Array     # float32[C, E, P+T, obs_dim]
+    reward: jax.Array       # float32[C, E, P+T]
+    terminated: jax.Array   # bool[C, E, P+T]
+    truncated: jax.Array    # bool[C, E, P+T]
+    episodes: jax.Array     # int32[], episodes started so far (the current one included)
+    t: jax.Array            # int32[], real steps written into the current episode
+
+
+class Batch(NamedTuple):
+    """A stratified sample, ``B = n_contexts * per_context`` rows, context-major."""
+
+    obs: jax.Array         # float32[B, obs_dim]
+    action: jax.Array      # float32[B, act_dim]
+    reward: jax.Array      # float32[B]
+    next_obs: jax.Array    # float32[B, obs_dim]
+    terminated: jax.Array  # bool[B]
+    truncated: jax.Array   # bool[B]
+    context_id: jax.Array  # int32[B]
+    window: jax.Array      # float32[B, K, 2*obs_dim+act_dim] (K = 0 without an encoder)
+
+
+def num_slots(buffer_size: int, total_steps: int, episode_length: int) -> int:
+    """Episode slots E: ``ceil(min(buffer_size, total_steps) / T) + 1``."""
+    return math.ceil(min(buffer_size, total_steps) / episode_length) + 1
+
+
+def init(n_contexts: int, slots: int, prefix: int, episode_length: int, obs_dim: int,
+         action_dim: int) -> Replay:
+    """An empty buffer (shapes in the class doc)."""
+    length = prefix + episode_length
+    f = lambda *s: jnp.zeros((n_contexts, slots, length, *s), jnp.float32)
+    b = jnp.zeros((n_contexts, slots, length), bool)
+    return Replay(f(obs_dim), f(action_dim), f(obs_dim), jnp.zeros((n_contexts, slots, length)),
+                  b, b, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def _slot(buf: Replay):
+    return (buf.episodes - 1) % buf.obs.shape[1]
+
+
+def start_episode(buf: Replay, warm_obs=None, warm_action=None, warm_next_obs=None) -> Replay:
+    """Opens the next episode slot; writes the ``[C, P, ...]`` warm-up prefix if given."""
+    buf = buf._replace(episodes=buf.episodes + 1, t=jnp.zeros((), jnp.int32))
+    slot = _slot(buf)
+    if warm_obs is None:
+        return buf
+    put = lambda arr, val: arr.at[:, slot, : val.shape[1]].set(val)
+    return buf._replace(obs=put(buf.obs, warm_obs), action=put(buf.action, warm_action),
+                        next_obs=put(buf.next_obs, warm_next_obs))
+
+
+def add(buf: Replay, prefix: int, obs, action, reward, next_obs, terminated,
+        truncated) -> Replay:
+    """Writes one lock-step transition per context (``[C, ...]`` arrays) at real step ``t``.
+
+    ``prefix`` is P, the warm-up length of every episode row (K or 0).
+    """
+    slot = _slot(buf)
+    i = prefix + buf.t
+    put = lambda arr, val: arr.at[:, slot, i].set(val)
+    return buf._replace(obs=put(buf.obs, obs), action=put(buf.action, action),
+                        next_obs=put(buf.next_obs, next_obs), reward=put(buf.reward, reward),
+                        terminated=put(buf.terminated, terminated),
+                        truncated=put(buf.truncated, truncated), t=buf.t + 1)
+
+
+def num_valid(buf: Replay, episode_length: int) -> jax.Array:
+    """Transitions available per context: the current episode's plus the full ones kept."""
+    full = jnp.minimum(buf.episodes - 1, buf.obs.shape[1] - 1)
+    return full * episode_length + buf.t
+
+
+def sample(buf: Replay, key, per_context: int, episode_length: int, context_size: int) -> Batch:
+    """Stratified sample: ``per_context`` uniform transitions from every context's buffer.
+
+    Args:
+      buf: the replay (needs at least one transition).
+      key: PRNG key.
+      per_context: samples per context (the authors' ``256 // 20 = 12``).
+      episode_length: T.
+      context_size: K; 0 returns an empty window.
+    Returns:
+      ``Batch`` with ``B = C * per_context`` rows, context-major.
+    """
+    n_ctx, slots, length = buf.reward.shape
+    prefix = length - episode_length
+    n = num_valid(buf, episode_length)
+    u = jax.random.randint(key, (n_ctx, per_context), 0, jnp.maximum(n, 1))
+    cur = _slot(buf)
+    in_cur = u < buf.t
+    v = u - buf.t
+    back = v // episode_length + 1
+    slot = jnp.where(in_cur, cur, (cur - back) % slots)
+    step = jnp.where(in_cur, u, v % episode_length)
+    c = jnp.broadcast_to(jnp.arange(n_ctx)[:, None], u.shape)
+    row = prefix + step
+    take = lambda arr: arr[c, slot, row].reshape(n_ctx * per_context, *arr.shape[3:])
+    if context_size:
+        w = row[..., None] + jnp.arange(-context_size + 1, 1)  # [C, n, K]
+        cc, ss = c[..., None], slot[..., None]
+        window = transition_features(buf.obs[cc, ss, w], buf.action[cc, ss, w],
+                                     buf.next_obs[cc, ss, w])
+        window = window.reshape(n_ctx * per_context, context_size, -1)
+    else:
+        window = jnp.zeros((n_ctx * per_context, 0, 0), jnp.float32)
+    return Batch(take(buf.obs), take(buf.action), take(buf.reward), take(buf.next_obs),
+                 take(buf.terminated), take(buf.truncated), c.reshape(-1), window)

@@ -1,0 +1,154 @@
+"""Run configuration: one frozen dataclass, method presets, validation with clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hyperjax import envs
+
+# Method presets: (source of the context signal) x (how it is merged), notes §4.
+#   source: "none" (DR) | "true" (ground-truth c) | "inferred" (z from the DMA encoder)
+#   merge:  "none" | "concat" | "own" (a hypernetwork per network) | "shared" (DMA*-SH)
+METHODS: dict[str, dict] = {
+    "dr": dict(source="none", merge="none"),
+    "concat": dict(source="true", merge="concat"),
+    "da": dict(source="true", merge="own"),
+    "dma": dict(source="inferred", merge="concat", mask_rate=0.0, input_norm=False,
+                output_norm=False),
+    "dma_pearl": dict(source="inferred", merge="concat", mask_rate=0.0, input_norm=False,
+                      output_norm=False, pearl=True),
+    "dma_star": dict(source="inferred", merge="concat", mask_rate=0.2, input_norm=True,
+                     output_norm=True),
+    "dma_sh": dict(source="inferred", merge="shared", mask_rate=0.4, input_norm=True,
+                   output_norm=True),
+}
+METHOD_FIELDS = ("source", "merge", "mask_rate", "input_norm", "output_norm", "pearl")
+
+# What `make run` trains by default on this 2-core CPU (<= 15 min, compile included); the
+# paper's budget is TASK_DEFAULTS[env]["paper_total_steps"] (pass --total_steps to use it).
+CPU_DEFAULT_TOTAL_STEPS = {"di": 20_000, "di_friction": 20_000, "ode": 20_000}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run. Numbers follow notes §3.6 unless marked.
+
+    Attributes:
+      env, algo: task and method preset names.
+      total_steps: vector-env steps; one gradient step per vector step after learning_starts.
+      eval_every: steps between evaluations (a multiple of the episode length).
+      learning_starts: uniform-random steps before the first update (5000).
+      batch_size: 256; stratified, ``batch_size // n_contexts`` per context (12, i.e. 240).
+      eval_episodes: episodes per context and split at each evaluation.
+      context_size: K, None = the task's default (24 for DI/ODE).
+      buffer_size: per-context replay capacity in transitions (min(1e5, total_steps)).
+      bootstrap_truncation: False = faithful ``done = terminated or truncated`` in the TD
+        target (the authors' code); True bootstraps through time limits.
+      source, merge, mask_rate, input_norm, output_norm, pearl, pearl_beta: method axes; None
+        takes the preset's value.
+    """
+
+    env: str = "di"
+    algo: str = "dma_sh"
+    total_steps: int = 100_000
+    eval_every: int = 5_000
+    learning_starts: int = 5_000
+    batch_size: int = 256
+    eval_episodes: int = 10
+    context_size: int | None = None
+    buffer_size: int = 100_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    q_lr: float = 1e-3
+    actor_lr: float = 3e-4
+    alpha_lr: float = 1e-3
+    model_lr: float = 3e-4
+    policy_frequency: int = 2
+    bootstrap_truncation: bool = False
+    source: str | None = None
+    merge: str | None = None
+    mask_rate: float | None = None
+    input_norm: bool | None = None
+    output_norm: bool | None = None
+    pearl: bool | None = None
+    pearl_beta: float = 0.4
+
+    def resolved(self) -> "Config":
+        """Validates and fills method fields and K from the presets.
+
+        Raises:
+          ValueError: unknown env/algo or an invalid number; the message names the field.
+        """
+        if self.algo not in METHODS:
+            raise ValueError(f"unknown algo {self.algo!r}; valid: {', '.join(METHODS)}")
+        if self.env not in envs.env_names():
+            raise ValueError(f"unknown env {self.env!r}; valid: {', '.join(envs.env_names())}")
+        preset = {**dict(mask_rate=0.0, input_norm=False, output_norm=False, pearl=False),
+                  **METHODS[self.algo]}
+        fill = {k: preset[k] for k in METHOD_FIELDS if getattr(self, k) is None}
+        if self.context_size is None:
+            fill["context_size"] = envs.TASK_DEFAULTS[self.env]["context_size"]
+        cfg = dataclasses.replace(self, **fill)
+        cfg._validate()
+        return cfg
+
+    def _validate(self) -> None:
+        env = envs.make_env(self.env)
+        n_ctx = envs.contexts.NUM_CONTEXTS
+        for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
+                     "buffer_size", "policy_frequency", "context_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) \
+                or self.learning_starts < 0:
+            raise ValueError(f"learning_starts must be a non-negative integer, "
+                             f"got {self.learning_starts!r}")
+        T = env.episode_length
+        if self.eval_every % T:
+            raise ValueError(f"eval_every={self.eval_every} must be a multiple of the episode "
+                             f"length {T} of {self.env!r}")
+        if self.eval_every > self.total_steps:
+            raise ValueError(f"eval_every={self.eval_every} is larger than "
+                             f"total_steps={self.total_steps}")
+        if self.total_steps % self.eval_every:
+            raise ValueError(f"total_steps={self.total_steps} must be a multiple of "
+                             f"eval_every={self.eval_every}")
+        if self.batch_size < n_ctx:
+            raise ValueError(f"batch_size={self.batch_size} is smaller than the {n_ctx} "
+                             f"contexts the stratified sampler draws from")
+        if not 0.0 <= self.mask_rate < 1.0:
+            raise ValueError(f"mask_rate must be in [0, 1), got {self.mask_rate}")
+        if self.source not in ("none", "true", "inferred"):
+            raise ValueError(f"unknown source {self.source!r}; valid: none, true, inferred")
+        valid_merge = {"none": ("none",), "true": ("concat", "own"),
+                       "inferred": ("concat", "shared")}[self.source]
+        if self.merge not in valid_merge:
+            raise ValueError(f"merge {self.merge!r} does not fit source {self.source!r}; "
+                             f"valid: {', '.join(valid_merge)}")
+        for name in ("gamma", "tau"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {v}")
+        for name in ("q_lr", "actor_lr", "alpha_lr", "model_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def per_context_batch(self) -> int:
+        return self.batch_size // envs.contexts.NUM_CONTEXTS
+
+    @property
+    def inferred(self) -> bool:
+        return self.source == "inferred"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,120 @@
+"""Env protocol shared by every hyperjax task (gymnax-style, contexts as data).
+
+An env is a stateless object whose methods are pure functions::
+
+    state, ts = env.reset(key, context)
+    state, ts = env.step(key, state, action, context)
+
+``context`` is a ``float32[n_factors]`` array whose entries follow ``env.factors``
+(for AIB's DI: ``("mass", "action_factor")``). Nothing about the context is stored on the
+env object, so one compiled program can run thousands of envs, each with its own context,
+under ``jax.vmap``.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Timestep(NamedTuple):
+    """What an env returns after ``reset`` and ``step``.
+
+    Attributes:
+      obs: ``float32[obs_dim]`` observation after the step (the first one after reset).
+      reward: ``float32[]`` reward of the transition (0 after reset).
+      terminated: ``bool[]`` true MDP termination (never true on AIB tasks).
+      truncated: ``bool[]`` the time limit was reached on this step.
+      info: wrapper extras (``AutoReset`` adds ``final_obs`` and ``context_id``).
+    """
+
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    info: dict = {}
+
+
+class Env:
+    """Base class: subclasses set the class attributes and implement ``_reset``/``_step``.
+
+    Class attributes:
+      name: registry name.
+      obs_dim, action_dim: sizes of the flat observation and action vectors.
+      action_low, action_high: scalar action bounds (same for every dimension).
+      episode_length: number of steps after which ``truncated`` is set.
+      factors: tuple of context factor names, the column order of a context array.
+      default_context: ``float32[n_factors]`` default values (the unmodified task).
+      max_return: per-episode return bound used to normalise scores.
+    """
+
+    name: str = ""
+    obs_dim: int = 0
+    action_dim: int = 0
+    action_low: float = -1.0
+    action_high: float = 1.0
+    episode_length: int = 0
+    factors: tuple[str, ...] = ()
+    max_return: float = 1.0
+
+    @property
+    def default_context(self) -> jax.Array:
+        return jnp.asarray(self._default_context, jnp.float32)
+
+    _default_context: tuple[float, ...] = ()
+
+    # --- the public, pure API -------------------------------------------------------
+    def reset(self, key: jax.Array, context: jax.Array) -> tuple[Any, Timestep]:
+        """Starts an episode.
+
+        Args:
+          key: PRNG key.
+          context: ``float32[n_factors]`` in ``self.factors`` order.
+        Returns:
+          ``(state, timestep)`` with ``timestep.reward == 0`` and both flags false.
+        """
+        physics = self._reset(key, context)
+        state = EnvState(physics=physics, t=jnp.zeros((), jnp.int32))
+        return state, Timestep(self._obs(physics), jnp.zeros((), jnp.float32),
+                               jnp.zeros((), bool), jnp.zeros((), bool), {})
+
+    def step(self, key: jax.Array, state: "EnvState", action: jax.Array,
+             context: jax.Array) -> tuple["EnvState", Timestep]:
+        """Advances one step.
+
+        Args:
+          key: PRNG key (unused by deterministic tasks, kept for a uniform signature).
+          state: the ``EnvState`` returned by ``reset``/``step``.
+          action: ``float32[action_dim]`` in ``[action_low, action_high]``.
+          context: ``float32[n_factors]``.
+        Returns:
+          ``(next_state, timestep)``; ``truncated`` is true on the ``episode_length``-th step.
+        """
+        physics, reward, terminated = self._step(key, state.physics, action, context)
+        t = state.t + 1
+        truncated = t >= self.episode_length
+        return (EnvState(physics=physics, t=t),
+                Timestep(self._obs(physics), reward.astype(jnp.float32), terminated,
+                         truncated, {}))
+
+    # --- to implement -----------------------------------------------------------------
+    def _reset(self, key, context):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _step(self, key, physics, action, context):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _obs(self, physics):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def factor(self, context: jax.Array, name: str) -> jax.Array:
+        """Value of factor ``name`` in ``context`` (a static lookup, jit-safe)."""
+        return context[..., self.factors.index(name)]
+
+
+class EnvState(NamedTuple):
+    """Env state: the task's physical state and the step counter ``t`` (``int32[]``)."""
+
+    physics: Any
+    t: jax.Array

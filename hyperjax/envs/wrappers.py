@@ -1,0 +1,173 @@
+"""Env wrappers: episode statistics, auto-reset with in-jit context resampling, and the DMA
+context-window warm-up (notes §3.6 ``fill_context_window``).
+
+All are pure and jit/vmap-safe. The context *set* is an argument (data), never an attribute, so
+the same compiled program serves train / eval-in / eval-out and user-supplied sets.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hyperjax.envs.core import Env, Timestep
+
+
+class StatsState(NamedTuple):
+    inner: object
+    episode_return: jax.Array           # float32[], running return of the current episode
+    episode_length: jax.Array           # int32[]
+    returned_episode_return: jax.Array  # float32[], return of the last finished episode
+    returned_episode_length: jax.Array  # int32[]
+
+
+class EpisodeStats:
+    """Tracks running and last-finished episode return/length (PureJaxRL ``LogWrapper``)."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, key, context):
+        inner, ts = self.env.reset(key, context)
+        z = jnp.zeros((), jnp.float32)
+        zi = jnp.zeros((), jnp.int32)
+        return StatsState(inner, z, zi, z, zi), ts
+
+    def step(self, key, state: StatsState, action, context):
+        inner, ts = self.env.step(key, state.inner, action, context)
+        ret = state.episode_return + ts.reward
+        length = state.episode_length + 1
+        done = ts.terminated | ts.truncated
+        return StatsState(
+            inner,
+            jnp.where(done, 0.0, ret),
+            jnp.where(done, 0, length),
+            jnp.where(done, ret, state.returned_episode_return),
+            jnp.where(done, length, state.returned_episode_length),
+        ), ts
+
+
+class AutoResetState(NamedTuple):
+    inner: object
+    context_id: jax.Array  # int32[], row of the context set this env runs
+    context: jax.Array     # float32[n_factors]
+
+
+CONTEXT_SAMPLING = ("fixed", "uniform")
+
+
+class AutoReset:
+    """Resets an env when its episode ends, drawing the next context inside jit.
+
+    ``sampling="uniform"`` draws a new row of the context set per env and episode (a batch of
+    4096 envs may hold 4096 contexts); ``"fixed"`` keeps each env on its row, as the authors'
+    ``SyncVectorEnv`` with one env per training context does (notes §3.6).
+
+    The returned ``Timestep.obs`` is the observation to act on next (after a reset when the
+    episode ended); the transition's true last observation is ``info["final_obs"]``, so nothing
+    is lost at a time limit. ``info["context_id"]`` is the row the transition ran in.
+    """
+
+    def __init__(self, env, sampling: str = "uniform"):
+        if sampling not in CONTEXT_SAMPLING:
+            raise ValueError(f"unknown context sampling {sampling!r}; valid: "
+                             f"{', '.join(CONTEXT_SAMPLING)}")
+        self.env = env
+        self.sampling = sampling
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, key, context_set, context_id=None):
+        """Args: ``context_set`` ``float32[N, F]``; ``context_id`` ``int32[]`` or None (drawn)."""
+        k_id, k_reset = jax.random.split(key)
+        if context_id is None:
+            context_id = jax.random.randint(k_id, (), 0, context_set.shape[0])
+        context_id = jnp.asarray(context_id, jnp.int32)
+        context = context_set[context_id]
+        inner, ts = self.env.reset(k_reset, context)
+        ts = ts._replace(info={**ts.info, "final_obs": ts.obs, "context_id": context_id})
+        return AutoResetState(inner, context_id, context), ts
+
+    def step(self, key, state: AutoResetState, action, context_set):
+        k_step, k_reset = jax.random.split(key)
+        inner, ts = self.env.step(k_step, state.inner, action, state.context)
+        done = ts.terminated | ts.truncated
+        keep = state.context_id if self.sampling == "fixed" else None
+        reset_state, reset_ts = self.reset(k_reset, context_set, keep)
+        # Only the env part resets: wrapper statistics (EpisodeStats) keep their own fields.
+        new_inner = _reset_inner(inner, reset_state.inner, done)
+        new = AutoResetState(new_inner,
+                             jnp.where(done, reset_state.context_id, state.context_id),
+                             jnp.where(done, reset_state.context, state.context))
+        obs = jnp.where(done, reset_ts.obs, ts.obs)
+        info = {**ts.info, "final_obs": ts.obs, "context_id": state.context_id}
+        return new, ts._replace(obs=obs, info=info)
+
+
+def _reset_inner(stepped, fresh, done):
+    if isinstance(stepped, StatsState):
+        # Keep the statistics of the stepped state (they already closed the episode).
+        env_part = jax.tree.map(lambda a, b: jnp.where(done, b, a), stepped.inner, fresh.inner)
+        return stepped._replace(inner=env_part)
+    return jax.tree.map(lambda a, b: jnp.where(done, b, a), stepped, fresh)
+
+
+# --- the DMA context window -------------------------------------------------------------
+
+def transition_features(obs, action, next_obs):
+    """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (notes §3.1)."""
+    return jnp.concatenate([obs, action, next_obs - obs], axis=-1)
+
+
+def push_window(window, obs, action, next_obs):
+    """Rolls the window ``float32[K, D]`` and appends the newest transition as the last row."""
+    row = transition_features(obs, action, next_obs)
+    return jnp.concatenate([window[1:], row[None]], axis=0)
+
+
+class Warmup(NamedTuple):
+    """What ``fill_context_window`` returns (leading axis K)."""
+
+    obs: jax.Array       # float32[K, obs_dim]
+    action: jax.Array    # float32[K, act_dim]
+    next_obs: jax.Array  # float32[K, obs_dim]
+    window: jax.Array    # float32[K, 2*obs_dim + act_dim], the final window
+
+
+def fill_context_window(env: Env, key, context, policy: Callable, k: int) -> Warmup:
+    """DMA episode warm-up (notes §3.6): reset, run ``k`` steps of ``policy`` in ``context``.
+
+    ``policy(key, obs, window) -> action`` sees the evolving window (zeros at first). The caller
+    resets the env again afterwards, so the real episode starts with a full window of the same
+    context. Source: ``fill_context_window`` in the authors' code.
+
+    Args:
+      env: base env (``reset(key, context)``/``step``).
+      key: PRNG key.
+      context: ``float32[n_factors]``.
+      policy: pure action function.
+      k: window length K.
+    Returns:
+      ``Warmup`` with the K transitions and the final window.
+    """
+    k_reset, k_run = jax.random.split(key)
+    state, ts = env.reset(k_reset, context)
+    d = 2 * env.obs_dim + env.action_dim
+    window0 = jnp.zeros((k, d), jnp.float32)
+
+    def body(carry, step_key):
+        state, obs, window = carry
+        k_pi, k_env = jax.random.split(step_key)
+        action = policy(k_pi, obs, window)
+        state, ts = env.step(k_env, state, action, context)
+        window = push_window(window, obs, action, ts.obs)
+        return (state, ts.obs, window), (obs, action, ts.obs)
+
+    (_, _, window), (o, a, no) = jax.lax.scan(body, (state, ts.obs, window0),
+                                              jax.random.split(k_run, k))
+    return Warmup(o, a, no, window)

@@ -1,0 +1,89 @@
+"""The DMA context encoder g_phi (``LSTMContextEncoder``, notes §3.1 and §9.3).
+
+Input: a window of the K most recent transitions ``float32[B, K, 2*obs_dim + act_dim]`` with
+rows ``[s, a, s' - s]``. Training mode:
+
+1. one random permutation of the K timesteps shared by the batch (shuffle);
+2. each of s, a, delta-s zeroed independently per (sample, timestep) with probability p;
+3. bias-free Linear -> 32, then AvgL1Norm (when ``input_norm``);
+4. a random subset of k = int(0.2*K) timesteps per sample (eval: ``linspace(0, K-1, k)``);
+5. LSTM(32), final hidden state h;
+6. bias-free Linear -> d_z = 8, then SimNorm over 2 groups of 4 (when ``output_norm``).
+
+Eval mode: no shuffle, no mask, the equidistant subset. The ``pearl`` variant (DMA-Pearl)
+replaces 6 by mu and softplus-variance heads and samples z ~ N(mu, var) in training.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperjax.nets.layers import TorchDense, avg_l1_norm, sim_norm
+
+
+class EncoderOut(NamedTuple):
+    z: jax.Array    # float32[B, d_z]
+    kl: jax.Array   # float32[B], KL(N(mu, var) || N(0, I)) for Pearl, zeros otherwise
+
+
+class ContextEncoder(nn.Module):
+    """g_phi. Attributes follow notes §3.1; ``obs_dim``/``action_dim`` split the input row."""
+
+    obs_dim: int
+    action_dim: int
+    context_size: int          # K
+    mask_rate: float = 0.4     # p: 0.4 DMA*-SH, 0.2 DMA*, 0 DMA
+    input_norm: bool = True    # AvgL1Norm after the embedding
+    output_norm: bool = True   # SimNorm on z
+    pearl: bool = False        # Gaussian head (DMA-Pearl)
+    dim: int = 32
+    z_dim: int = 8
+    subset_fraction: float = 0.2
+
+    @property
+    def subset_size(self) -> int:
+        return max(1, int(self.subset_fraction * self.context_size))
+
+    @nn.compact
+    def __call__(self, window: jax.Array, key: jax.Array | None, training: bool) -> EncoderOut:
+        """Args: ``window`` ``float32[B, K, D]``; ``key`` (needed when ``training``).
+
+        Raises:
+          ValueError: if the window is not ``[B, K, 2*obs_dim + act_dim]``.
+        """
+        b, k, d = window.shape
+        if k != self.context_size or d != 2 * self.obs_dim + self.action_dim:
+            raise ValueError(f"encoder window must be [B, {self.context_size}, "
+                             f"{2 * self.obs_dim + self.action_dim}], got {list(window.shape)}")
+        n = self.subset_size
+        if training:
+            k_perm, k_mask, k_sub, k_z = jax.random.split(key, 4)
+            window = window[:, jax.random.permutation(k_perm, k)]
+            if self.mask_rate > 0:
+                keep = jax.random.bernoulli(k_mask, 1.0 - self.mask_rate, (b, k, 3))
+                comp = np.repeat([0, 1, 2], [self.obs_dim, self.action_dim, self.obs_dim])
+                window = window * keep[..., comp].astype(window.dtype)
+        x = TorchDense(self.dim, use_bias=False, name="embed")(window)
+        if self.input_norm:
+            x = avg_l1_norm(x)
+        if training:
+            idx = jnp.sort(jnp.argsort(jax.random.uniform(k_sub, (b, k)), axis=-1)[:, :n], axis=-1)
+            x = jnp.take_along_axis(x, idx[..., None], axis=1)
+        else:
+            x = x[:, np.linspace(0, k - 1, n).astype(int)]
+        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.dim), return_carry=True, name="lstm")(x)
+        if self.pearl:
+            mu = TorchDense(self.z_dim, use_bias=False, name="mu")(h)
+            var = jax.nn.softplus(TorchDense(self.z_dim, use_bias=False, name="var")(h))
+            var = jnp.maximum(var, 1e-7)
+            kl = 0.5 * jnp.sum(var + mu**2 - 1.0 - jnp.log(var), axis=-1)
+            z = mu + jnp.sqrt(var) * jax.random.normal(k_z, mu.shape) if training else mu
+            return EncoderOut(z, kl)
+        z = TorchDense(self.z_dim, use_bias=False, name="summarize")(h)
+        if self.output_norm:
+            z = sim_norm(z, self.z_dim // 2)
+        return EncoderOut(z, jnp.zeros((b,), z.dtype))

@@ -1,0 +1,81 @@
+"""Hypernetwork h_eta and the bottleneck adapter it parameterises (notes §3.2-3.4, §9.1).
+
+Adapter on a trunk feature ``x`` (``float32[B, 256]``), with generated weights omega::
+
+    g(x; omega) = W_up @ relu(W_down @ x + b_down) + b_up
+    x_tilde     = relu(x + g(x; omega))              (skip connection, ReLU after)
+
+``W_down: [32, 256]``, ``b_down: [32]``, ``W_up: [256, 32]``, ``b_up: [256]``: 16,672 numbers
+per sample, produced by ``HyperNet``: z (8) -> 64 -> ReLU -> 64 -> ReLU -> 16,672 (hypnettorch
+``HMLP`` with default PyTorch-style init). Weights are per sample and applied with ``einsum``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hyperjax.nets.layers import TorchDense
+
+FEATURES = 256
+BOTTLENECK = FEATURES // 8  # 32
+
+
+class AdapterWeights(NamedTuple):
+    """Generated adapter weights omega, per sample (leading batch axes ``...``)."""
+
+    w_down: jax.Array  # float32[..., 32, 256]
+    b_down: jax.Array  # float32[..., 32]
+    w_up: jax.Array    # float32[..., 256, 32]
+    b_up: jax.Array    # float32[..., 256]
+
+
+def adapter_size(features: int = FEATURES, bottleneck: int = BOTTLENECK) -> int:
+    """Number of generated numbers per sample (16,672 for 256 -> 32 -> 256)."""
+    return 2 * features * bottleneck + bottleneck + features
+
+
+def split_omega(flat: jax.Array, features: int = FEATURES,
+                bottleneck: int = BOTTLENECK) -> AdapterWeights:
+    """Splits ``float32[..., adapter_size]`` into ``AdapterWeights`` (hypnettorch order)."""
+    lead = flat.shape[:-1]
+    n1 = bottleneck * features
+    n2 = n1 + bottleneck
+    n3 = n2 + features * bottleneck
+    return AdapterWeights(
+        flat[..., :n1].reshape(*lead, bottleneck, features),
+        flat[..., n1:n2],
+        flat[..., n2:n3].reshape(*lead, features, bottleneck),
+        flat[..., n3:],
+    )
+
+
+def adapter_apply(x: jax.Array, omega: AdapterWeights) -> jax.Array:
+    """``relu(x + g(x; omega))`` for ``x: float32[B, F]`` and per-sample ``omega`` (batch B).
+
+    Raises:
+      ValueError: if the adapter's feature size does not match ``x``.
+    """
+    if omega.w_down.shape[-1] != x.shape[-1]:
+        raise ValueError(f"adapter expects {omega.w_down.shape[-1]} features, got {x.shape[-1]}")
+    h = jax.nn.relu(jnp.einsum("...i,...ji->...j", x, omega.w_down) + omega.b_down)
+    g = jnp.einsum("...j,...ij->...i", h, omega.w_up) + omega.b_up
+    return jax.nn.relu(x + g)
+
+
+class HyperNet(nn.Module):
+    """h_eta: ``float32[B, d_in]`` (z or a true context) -> ``AdapterWeights`` (notes §3.3)."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    features: int = FEATURES
+    bottleneck: int = BOTTLENECK
+
+    @nn.compact
+    def __call__(self, z):
+        h = z
+        for width in self.hidden:
+            h = jax.nn.relu(TorchDense(width)(h))
+        flat = TorchDense(adapter_size(self.features, self.bottleneck), name="head")(h)
+        return split_omega(flat, self.features, self.bottleneck)
