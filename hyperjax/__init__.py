@@ -1,4 +1,6 @@
 """hyperjax: JAX-native contextual RL with hypernetworks (DMA*-SH, AIB)."""
+__version__ = "0.1.0"
+
 from hyperjax.config import METHODS, Config
 from hyperjax.envs import context_sets, env_names, make_env
 from hyperjax.train import Program, TrainState, make_program, make_train

@@ -49,6 +49,7 @@ class Program(NamedTuple):
     init: Callable
     segment: Callable
     evaluate: Callable
+    episodes: Callable
     n_segments: int
 
 
@@ -177,6 +178,10 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
         (_, _, _, ret), _ = jax.lax.scan(body, carry, jax.random.split(k_run, T))
         return ret.reshape(len(SPLITS), n_ctx, cfg.eval_episodes)
 
+    def episodes(state: TrainState, ep_indices):
+        """Training only: one lock-step episode per entry of ``ep_indices`` (``int32[n]``)."""
+        return jax.lax.scan(episode, state, ep_indices)
+
     def segment(state: TrainState, seg_idx):
         """One evaluation interval: ``eval_every`` steps, then an evaluation.
 
@@ -184,8 +189,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
         metrics)`` with scalar training metrics (means over the interval), ``eval_return``
         ``float32[3, C]`` (mean over episodes) and ``aer`` ``float32[3]``.
         """
-        eps = seg_idx * eps_per_segment + jnp.arange(eps_per_segment)
-        state, m = jax.lax.scan(episode, state, eps)
+        state, m = episodes(state, seg_idx * eps_per_segment + jnp.arange(eps_per_segment))
         key, k_eval = jax.random.split(state.key)
         returns = evaluate(state.agent.params, k_eval).mean(-1)
         metrics = {k: _nanmean(v) for k, v in m.items()}
@@ -193,7 +197,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
                        aer=returns.mean(-1))
         return state.replace(key=key, segments_done=state.segments_done + 1), metrics
 
-    return Program(cfg, env, agent, sets, init, segment, evaluate, n_segments)
+    return Program(cfg, env, agent, sets, init, segment, evaluate, episodes, n_segments)
 
 
 def _nanmean(x):

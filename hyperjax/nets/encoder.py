@@ -75,7 +75,8 @@ class ContextEncoder(nn.Module):
             x = jnp.take_along_axis(x, idx[..., None], axis=1)
         else:
             x = x[:, np.linspace(0, k - 1, n).astype(int)]
-        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.dim), return_carry=True, name="lstm")(x)
+        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.dim), return_carry=True, unroll=n,
+                           name="lstm")(x)
         if self.pearl:
             mu = TorchDense(self.z_dim, use_bias=False, name="mu")(h)
             var = jax.nn.softplus(TorchDense(self.z_dim, use_bias=False, name="var")(h))

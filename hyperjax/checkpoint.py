@@ -1,0 +1,83 @@
+"""Orbax checkpoints of the whole train state (parameters, optimizer states, targets, log alpha,
+replay buffer, RNG keys, counters) plus a JSON record (config, version, metrics rows so far).
+
+Saves go through ``orbax.checkpoint.CheckpointManager``, whose saves are atomic (written to a
+temporary directory and renamed when complete), so a kill during a save leaves the previous
+checkpoint restorable. Steps are numbers of completed segments.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from hyperjax import __version__
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this run (other config or version, none found)."""
+
+
+def _manager(directory: str, keep: int | None = None) -> ocp.CheckpointManager:
+    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=opts)
+
+
+def save(directory: str, step: int, state, record: dict, keep: int | None = None) -> None:
+    """Saves ``state`` (any pytree of arrays) and ``record`` (JSON) as checkpoint ``step``.
+
+    Keeps the newest ``keep`` checkpoints (all when None). Blocks until written.
+    """
+    with _manager(directory, keep) as mgr:
+        mgr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            record=ocp.args.JsonSave({**record, "version": __version__})))
+        mgr.wait_until_finished()
+
+
+def latest_step(directory: str) -> int | None:
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory) as mgr:
+        return mgr.latest_step()
+
+
+def all_steps(directory: str) -> list[int]:
+    if not os.path.isdir(directory):
+        return []
+    with _manager(directory) as mgr:
+        return sorted(mgr.all_steps())
+
+
+def restore(directory: str, abstract_state, step: int | None = None):
+    """Restores ``(state, record)`` of checkpoint ``step`` (default: the latest).
+
+    ``abstract_state``: the pytree structure to restore into (``jax.eval_shape`` of ``init``);
+    without it orbax would turn tuples into lists.
+
+    Raises:
+      CheckpointError: no checkpoint in ``directory``.
+    """
+    with _manager(directory) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        out = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    return out["state"], out["record"]
+
+
+def check_compatible(record: dict, config: dict) -> None:
+    """Raises ``CheckpointError`` naming the first field where a checkpoint's config or version
+    differs from this run's."""
+    if record.get("version") != __version__:
+        raise CheckpointError(f"checkpoint was written by hyperjax {record.get('version')}, "
+                              f"this is {__version__}")
+    saved = record.get("config", {})
+    for k in sorted(set(saved) | set(config)):
+        if saved.get(k) != config.get(k):
+            raise CheckpointError(f"checkpoint config differs in {k!r}: checkpoint has "
+                                  f"{saved.get(k)!r}, this run has {config.get(k)!r}")

@@ -1,0 +1,21 @@
+"""Process-level helpers: JAX's persistent compilation cache."""
+from __future__ import annotations
+
+import os
+
+import jax
+
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hyperjax", "jax")
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Turns on JAX's persistent compilation cache (``HYPERJAX_CACHE_DIR`` or ``~/.cache``).
+
+    Entries depend on the CPU type (stack.md §4); the cache is a few MB. Returns the path.
+    """
+    path = path or os.environ.get("HYPERJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return path
