@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", "Method preset: dr, concat, da, dma, dma_pearl, dma_star, "
@@ -37,7 +37,17 @@ flags.DEFINE_integer("eval_every", None, "Steps between evaluations (default 2,0
                      "CPU budget, else 5,000).")
 flags.DEFINE_integer("learning_starts", 5000, "Uniform-random steps before updates start.")
 flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per context and split.")
-flags.DEFINE_integer("batch_size", 256, "Batch size; stratified 256 // 20 = 12 per context.")
+flags.DEFINE_integer("batch_size", 240, "Batch size, stratified evenly over the training "
+                     "contexts (the authors' 256 // 20 = 12 per context = 240).")
+flags.DEFINE_float("q_lr", 1e-3, "Critic learning rate (Adam).")
+flags.DEFINE_float("actor_lr", 3e-4, "Actor learning rate (Adam).")
+flags.DEFINE_float("alpha_lr", 1e-3, "Temperature learning rate (Adam).")
+flags.DEFINE_float("model_lr", 3e-4, "Encoder / hypernetwork / dynamics-model learning rate.")
+flags.DEFINE_float("gamma", 0.99, "Discount.")
+flags.DEFINE_float("tau", 0.005, "Target-critic Polyak rate.")
+flags.DEFINE_string("context_file", None, "JSON file with user context sets: "
+                    '{"train": [[...], ...], "eval_in": ..., "eval_out": ...} (rows in the '
+                    "task's factor order; a missing split keeps the recipe's).")
 flags.DEFINE_integer("context_size", None, "Encoder window K (default: 24 for DI/ODE).")
 flags.DEFINE_integer("buffer_size", 100_000, "Replay capacity per context (transitions).")
 flags.DEFINE_float("mask_rate", None, "Encoder input mask rate (default: the preset's).")
@@ -78,7 +88,33 @@ def build_config():
                   learning_starts=FLAGS.learning_starts, batch_size=FLAGS.batch_size,
                   eval_episodes=FLAGS.eval_episodes, context_size=FLAGS.context_size,
                   buffer_size=FLAGS.buffer_size, mask_rate=FLAGS.mask_rate,
-                  bootstrap_truncation=FLAGS.bootstrap_truncation).resolved()
+                  bootstrap_truncation=FLAGS.bootstrap_truncation, q_lr=FLAGS.q_lr,
+                  actor_lr=FLAGS.actor_lr, alpha_lr=FLAGS.alpha_lr, model_lr=FLAGS.model_lr,
+                  gamma=FLAGS.gamma, tau=FLAGS.tau).resolved()
+
+
+def load_context_sets(cfg):
+    """The run's context sets: the recipe's, with splits replaced from ``--context_file``.
+
+    Raises:
+      ValueError: unreadable file, unknown split names, or malformed sets (names the factor).
+    """
+    from hyperjax import envs
+    sets = envs.context_sets(cfg.env)
+    if not FLAGS.context_file:
+        return sets
+    try:
+        with open(FLAGS.context_file) as f:
+            user = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--context_file {FLAGS.context_file}: {e}") from None
+    if not isinstance(user, dict) or set(user) - set(envs.contexts.SPLITS):
+        raise ValueError(f"--context_file must be a JSON object with keys among "
+                         f"{list(envs.contexts.SPLITS)}")
+    varied = envs.make_env(cfg.env).varied
+    new = {s: envs.validate_context_set(v, varied, what=f"{s} context set")
+           for s, v in user.items()}
+    return dataclasses.replace(sets, **new)
 
 
 def prepare_run_dir(cfg) -> tuple[str, bool]:
@@ -110,8 +146,12 @@ def prepare_run_dir(cfg) -> tuple[str, bool]:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
         cfg = build_config()
+        sets = load_context_sets(cfg)
+        from hyperjax.config import check_batch
+        check_batch(cfg.batch_size, sets.train.shape[0])
         run_dir, resuming = prepare_run_dir(cfg)
         if resuming:
             path = os.path.join(run_dir, "config.json")
@@ -122,12 +162,13 @@ def main(argv):
             _check_same(saved, run_config(cfg))
     except ValueError as e:
         _fail(str(e))
-    train_run(cfg, run_dir, resuming)
+    train_run(cfg, sets, run_dir, resuming)
 
 
 def run_config(cfg) -> dict:
     """What defines a run: the resolved Config plus the seeds."""
-    return {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed}
+    return {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed,
+            "context_file": FLAGS.context_file}
 
 
 def _check_same(saved: dict, current: dict) -> None:
@@ -137,7 +178,7 @@ def _check_same(saved: dict, current: dict) -> None:
                              f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
 
 
-def train_run(cfg, run_dir: str, resuming: bool) -> None:
+def train_run(cfg, sets, run_dir: str, resuming: bool) -> None:
     import jax
     import numpy as np
 
@@ -149,7 +190,7 @@ def train_run(cfg, run_dir: str, resuming: bool) -> None:
     config_dict = run_config(cfg)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    prog = make_program(cfg)
+    prog = make_program(cfg, sets)
     print(f"hyperjax: {cfg.algo} on {cfg.env}, {FLAGS.seeds} seed(s), {cfg.total_steps} steps, "
           f"eval every {cfg.eval_every}; run dir {run_dir}", flush=True)
     init, seg, compile_s = run.compile_program(prog, FLAGS.seeds, FLAGS.seed)

@@ -25,7 +25,7 @@ import numpy as np
 from hyperjax import envs
 from hyperjax.agents import replay as rb
 from hyperjax.agents.agent import Agent, AgentState
-from hyperjax.config import Config
+from hyperjax.config import Config, check_batch
 from hyperjax.envs.wrappers import EpisodeStats, fill_context_window, push_window
 
 SPLITS = envs.contexts.SPLITS
@@ -70,6 +70,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
                          f"{cfg.env!r}'s factors {list(env.factors)}")
     for split in SPLITS:
         envs.validate_context_set(sets.split(split), env.varied, what=f"{split} context set")
+    check_batch(cfg.batch_size, sets.train.shape[0])
     agent = Agent(cfg, env)
     stats_env = EpisodeStats(env)
     T = env.episode_length
@@ -117,7 +118,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
             window = jax.vmap(push_window)(window, obs, action, ts.obs)
 
         def do_update(agent_state):
-            batch = rb.sample(replay, k_sample, cfg.per_context_batch, T, K)
+            batch = rb.sample(replay, k_sample, cfg.per_context_batch(n_ctx), T, K)
             return agent.update(agent_state, batch, train_ctx, k_upd,
                                 global_step % cfg.policy_frequency == 0)
 

@@ -123,8 +123,12 @@ def validate_context_set(contexts, factors: tuple[Factor, ...], what: str = "con
       ValueError: wrong rank or width, non-finite values, or a value outside the factor's
         bounds (``Factor.bounds``); the message names the factor and the offending row.
     """
-    arr = np.asarray(contexts, dtype=np.float64)
     names = [f.name for f in factors]
+    try:
+        arr = np.asarray(contexts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a numeric array of shape [N, {len(factors)}] for "
+                         f"factors {names}") from None
     if arr.ndim != 2 or arr.shape[1] != len(factors) or arr.shape[0] == 0:
         raise ValueError(f"{what} must have shape [N, {len(factors)}] for factors {names}, "
                          f"got {list(arr.shape)}")

@@ -1,0 +1,31 @@
+# Two entry points that work on a fresh machine (Python 3.10+ with venv):
+#   make run    set up .venv if needed, then train DMA*-SH on AIB's double integrator (CPU)
+#   make test   set up .venv if needed, then run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hyperjax-installed
+ARGS ?=
+
+.PHONY: setup run test test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.aib $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

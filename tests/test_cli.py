@@ -1,0 +1,177 @@
+"""`python -m experiments.aib`: bad input, run directories, checkpoints, resume, NaN guard."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--algo=dr", "--total_steps=600", "--eval_every=100", "--learning_starts=50",
+        "--eval_episodes=1"]
+
+
+def aib(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "experiments.aib", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(res, pattern):
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), lines
+    import re
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "compiled" not in res.stdout
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--algo=sac"], r"unknown algo 'sac'; valid: dr, concat, da, dma, dma_pearl, dma_star, "
+                     r"dma_sh"),
+    (["--env=hopper"], r"unknown env 'hopper'; valid: di, di_friction, ode"),
+    (["--task=cheetah"], r"Unknown command line flag 'task'"),
+    (["--total_steps=0"], r"total_steps must be a positive integer, got 0"),
+    (["--total_steps=-100"], r"total_steps must be a positive integer"),
+    (["--total_steps=abc"], r"total_steps.*(int|integer)"),
+    (["--total_steps=1.5"], r"total_steps.*(int|integer)"),
+    (["--seeds=0"], r"seeds must be a positive integer"),
+    (["--batch_size=250"], r"batch_size=250 is not divisible by the 20 training contexts"),
+    (["--total_steps=1000", "--eval_every=2000"], r"eval_every=2000 is larger than "
+                                                  r"total_steps=1000"),
+    (["--eval_every=150"], r"multiple of the episode length 100"),
+    (["--out_dir=/etc/hostname/run"], r"output directory .* is not writable"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, pattern):
+    _one_line_error(aib(*args), pattern)
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ({"train": [[1.0, 1.0, 3.0]]}, r"train context set must have shape \[N, 2\]"),
+    ({"eval_out": [[float("nan"), 1.0]]}, r"'mass' is not finite in row 0"),
+    ({"eval_in": [[1.0, 1.0], [9.0, -1.0]]}, r"'mass' = 9 in row 1 is outside its bounds"),
+    ({"eval_in": [[1.0, 0.3]]}, r"'action_factor' = 0.3 in row 0 is not one of"),
+    ({"test": [[1.0, 1.0]]}, r"keys among"),
+    ({"train": [[1.0, 1.0]] * 7}, r"batch_size=240 is not divisible by the 7 training"),
+])
+def test_malformed_context_file(tmp_path, content, pattern):
+    path = tmp_path / "ctx.json"
+    path.write_text(json.dumps(content))
+    _one_line_error(aib(f"--context_file={path}"), pattern)
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("ref") / "run")
+    res = aib(*FAST, f"--out_dir={d}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return d, res
+
+
+def test_run_directory_layout_and_table(reference_run):
+    d, res = reference_run
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= set(os.listdir(d))
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    assert cfg["algo"] == "dr" and cfg["total_steps"] == 600 and cfg["seeds"] == 1
+    rows = _rows(d)
+    assert len(rows) == 6 * 3 and {r["split"] for r in rows} == {"train", "eval_in", "eval_out"}
+    assert all(len(r["returns"]) == 20 for r in rows)
+    assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["5", "6"]  # keep 2
+    assert "compiled in" in res.stdout and "step     600/600" in res.stdout
+    assert "eval_out" in res.stdout.splitlines()[-1]
+
+
+def test_existing_run_directory_is_not_overwritten(reference_run):
+    d, _ = reference_run
+    _one_line_error(aib(*FAST, f"--out_dir={d}"), r"exists: pass --resume to continue it or "
+                                                  r"--overwrite to replace it")
+    _one_line_error(aib(*FAST, "--q_lr=0.01", f"--out_dir={d}", "--resume"),
+                    r"config differs in 'q_lr'")
+
+
+def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
+    ref, _ = reference_run
+    d = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.aib", *FAST, f"--out_dir={d}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = os.path.join(d, "checkpoints", "3")
+    deadline = time.time() + 300
+    while not os.path.isdir(ckpt) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(d, "summary.json"))
+    res = aib(*FAST, f"--out_dir={d}", "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from checkpoint" in res.stdout
+    assert _rows(d) == _rows(ref)  # bitwise: same floats printed in the same rows
+    assert json.load(open(os.path.join(d, "summary.json")))["aer"] == \
+        json.load(open(os.path.join(ref, "summary.json")))["aer"]
+    # the final train states are identical, replay buffer and RNG keys included
+    check = textwrap.dedent(f"""
+        import jax, numpy as np, hyperjax as hj
+        from hyperjax import checkpoint
+        from hyperjax.run import seed_keys
+        prog = hj.make_program(hj.Config(algo="dr", total_steps=600, eval_every=100,
+                                         learning_starts=50, eval_episodes=1))
+        abstract = jax.eval_shape(jax.vmap(prog.init), seed_keys(0, 1))
+        a, _ = checkpoint.restore("{ref}/checkpoints", abstract)
+        b, _ = checkpoint.restore("{d}/checkpoints", abstract)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        print("EQUAL", len(jax.tree.leaves(a)))
+    """)
+    out = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert "EQUAL" in out.stdout, out.stderr[-3000:]
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
+    d = str(tmp_path / "ckpt")
+    script = textwrap.dedent(f"""
+        import os, signal, jax.numpy as jnp
+        from orbax.checkpoint._src.path import atomicity
+        from hyperjax import checkpoint
+        checkpoint.save("{d}", 1, {{"x": jnp.arange(3.0)}}, {{"config": {{}}}})
+        async def killed(self, *a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)   # dies after writing, before the commit
+        atomicity.AtomicRenameTemporaryPath.finalize = killed
+        checkpoint.save("{d}", 2, {{"x": jnp.arange(3.0) + 10}}, {{"config": {{}}}})
+    """)
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert any(n.startswith("2") and n != "2" for n in os.listdir(d))  # the unfinished save
+    check = textwrap.dedent(f"""
+        import jax.numpy as jnp, numpy as np
+        from hyperjax import checkpoint
+        assert checkpoint.latest_step("{d}") == 1, checkpoint.all_steps("{d}")
+        state, rec = checkpoint.restore("{d}", {{"x": jnp.zeros(3)}})
+        np.testing.assert_array_equal(state["x"], [0, 1, 2])
+        print("OK")
+    """)
+    res = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert "OK" in res.stdout, res.stderr[-2000:]
+
+
+def test_non_finite_guard_stops_and_keeps_last_finite_checkpoint(tmp_path):
+    d = str(tmp_path / "run")
+    res = aib("--algo=dr", "--total_steps=1000", "--eval_every=100", "--learning_starts=100",
+              "--eval_episodes=1", "--q_lr=1e30", "--actor_lr=1e30", f"--out_dir={d}")
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    line = res.stderr.strip().splitlines()[-1]
+    assert "non-finite" in line and "at step" in line and "in seed 0" in line, line
+    steps = sorted(int(x) for x in os.listdir(os.path.join(d, "checkpoints")))
+    assert steps and max(steps) * 100 < int(line.split("at step ")[1].split()[0])
+    assert not os.path.exists(os.path.join(d, "summary.json"))
