@@ -31,12 +31,13 @@ flags.DEFINE_string("env", "di", "AIB task: di, di_friction, ode.")
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program.")
 flags.DEFINE_integer("seed", 0, "First seed; seed i uses PRNGKey(seed + i).")
 flags.DEFINE_integer("total_steps", None, "Vector-env steps (one gradient step each after "
-                     "learning_starts). Default: the CPU-sized budget of the task "
-                     "(20,000 for DI); the paper used 100,000.")
-flags.DEFINE_integer("eval_every", None, "Steps between evaluations (default 2,000 for the "
-                     "CPU budget, else 5,000).")
-flags.DEFINE_integer("learning_starts", 5000, "Uniform-random steps before updates start.")
-flags.DEFINE_integer("eval_episodes", 10, "Evaluation episodes per context and split.")
+                     "learning_starts). Unset: the task's CPU budget (DI: 10,000 steps, "
+                     "eval every 1,000, learning_starts 1,000, 5 eval episodes); set: the "
+                     "paper's settings for the unset flags (eval every 5,000, "
+                     "learning_starts 5,000, 10 eval episodes). The paper used 100,000.")
+flags.DEFINE_integer("eval_every", None, "Steps between evaluations.")
+flags.DEFINE_integer("learning_starts", None, "Uniform-random steps before updates start.")
+flags.DEFINE_integer("eval_episodes", None, "Evaluation episodes per context and split.")
 flags.DEFINE_integer("batch_size", 240, "Batch size, stratified evenly over the training "
                      "contexts (the authors' 256 // 20 = 12 per context = 240).")
 flags.DEFINE_float("q_lr", 1e-3, "Critic learning rate (Adam).")
@@ -73,20 +74,21 @@ def _parse(argv):
 
 def build_config():
     """Flags -> validated ``Config``. Raises ``ValueError`` naming the bad flag."""
-    from hyperjax.config import CPU_DEFAULT_TOTAL_STEPS, Config
-    total, every = FLAGS.total_steps, FLAGS.eval_every
-    if total is None:
-        total = CPU_DEFAULT_TOTAL_STEPS.get(FLAGS.env, 100_000)
-        every = every if every is not None else 2_000
-    every = every if every is not None else 5_000
+    from hyperjax.config import CPU_BUDGET, PAPER_BUDGET, Config
+    if FLAGS.total_steps is None:
+        budget = dict(CPU_BUDGET.get(FLAGS.env, dict(total_steps=100_000, **PAPER_BUDGET)))
+    else:
+        budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)
+    for name in ("eval_every", "learning_starts", "eval_episodes"):
+        if getattr(FLAGS, name) is not None:
+            budget[name] = getattr(FLAGS, name)
     if FLAGS.seeds is None or FLAGS.seeds <= 0:
         raise ValueError(f"seeds must be a positive integer, got {FLAGS.seeds}")
     if FLAGS.keep_checkpoints <= 0:
         raise ValueError(f"keep_checkpoints must be a positive integer, "
                          f"got {FLAGS.keep_checkpoints}")
-    return Config(env=FLAGS.env, algo=FLAGS.algo, total_steps=total, eval_every=every,
-                  learning_starts=FLAGS.learning_starts, batch_size=FLAGS.batch_size,
-                  eval_episodes=FLAGS.eval_episodes, context_size=FLAGS.context_size,
+    return Config(env=FLAGS.env, algo=FLAGS.algo, **budget, batch_size=FLAGS.batch_size,
+                  context_size=FLAGS.context_size,
                   buffer_size=FLAGS.buffer_size, mask_rate=FLAGS.mask_rate,
                   bootstrap_truncation=FLAGS.bootstrap_truncation, q_lr=FLAGS.q_lr,
                   actor_lr=FLAGS.actor_lr, alpha_lr=FLAGS.alpha_lr, model_lr=FLAGS.model_lr,
