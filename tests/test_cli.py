@@ -175,3 +175,15 @@ def test_non_finite_guard_stops_and_keeps_last_finite_checkpoint(tmp_path):
     steps = sorted(int(x) for x in os.listdir(os.path.join(d, "checkpoints")))
     assert steps and max(steps) * 100 < int(line.split("at step ")[1].split()[0])
     assert not os.path.exists(os.path.join(d, "summary.json"))
+
+
+def test_checkpoint_from_another_config_or_version_names_the_field():
+    from hyperjax import __version__, checkpoint
+    cfg = {"algo": "dma_sh", "q_lr": 1e-3}
+    checkpoint.check_compatible({"version": __version__, "config": dict(cfg)}, cfg)
+    with pytest.raises(checkpoint.CheckpointError, match="written by hyperjax 0.0.1"):
+        checkpoint.check_compatible({"version": "0.0.1", "config": dict(cfg)}, cfg)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match="differs in 'q_lr': checkpoint has 0.01, this run has 0.001"):
+        checkpoint.check_compatible({"version": __version__,
+                                     "config": {**cfg, "q_lr": 0.01}}, cfg)

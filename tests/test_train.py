@@ -30,6 +30,8 @@ def dma_sh_runs():
 
 
 def test_vmap_over_two_seeds_equals_single_seed_runs(dma_sh_runs):
+    """Batched (seed-vmapped) and unbatched matmuls round differently on XLA:CPU, so after
+    150 Adam steps parameters agree to ~1e-4, far below the gap between the two seeds."""
     _, (b_state, b_metrics), singles = dma_sh_runs
     for i, (state, metrics) in enumerate(singles):
         for k in metrics:
@@ -37,9 +39,13 @@ def test_vmap_over_two_seeds_equals_single_seed_runs(dma_sh_runs):
                                        rtol=2e-4, atol=1e-5, err_msg=k)
         pa = jax.tree.map(lambda x: x[i], b_state.agent.params)
         for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(state.agent.params)):
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=1e-5)
-        # the two seeds differ
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=2e-4)
+        np.testing.assert_array_equal(b_state.replay.action[i, :, 0, :24],
+                                      state.replay.action[:, 0, :24])  # same warm-up data
+    # the two seeds differ by far more than the rounding
     assert not np.allclose(b_metrics["q_loss"][0], b_metrics["q_loss"][1])
+    w0, w1 = (b_state.agent.params["actor"]["params"]["mean"]["kernel"][i] for i in (0, 1))
+    assert float(jnp.max(jnp.abs(w0 - w1))) > 0.05
 
 
 def test_segments_equal_one_scan(dma_sh_runs):
