@@ -10,6 +10,7 @@ from hyperjax.agents.agent import WorldModel
 from hyperjax.nets.encoder import ContextEncoder
 from hyperjax.nets.hypernet import HyperNet, adapter_apply, adapter_size
 from hyperjax.nets.layers import avg_l1_norm, sim_norm
+from hyperjax.nets.networks import Cond
 
 
 def test_avg_l1_norm():
@@ -153,10 +154,7 @@ def test_dma_sh_gradient_routing_is_exact():
     def lifted(mp):
         z = ag.model.apply(mp, batch.window, k, True, method=WorldModel.encode).z
         om = ag.model.apply(mp, z, method=WorldModel.omega)
-        mean, _ = ag.actor.apply(params["actor"], batch.obs, hj.train.Cond(omega=om)) \
-            if hasattr(hj.train, "Cond") else ag.actor.apply(
-                params["actor"], batch.obs, __import__("hyperjax.nets.networks",
-                                                       fromlist=["Cond"]).Cond(omega=om))
+        mean, _ = ag.actor.apply(params["actor"], batch.obs, Cond(omega=om))
         return jnp.sum(mean)
     g_lift = jax.grad(lifted)(params["model"])
     assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g_lift)) > 0

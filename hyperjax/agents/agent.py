@@ -11,7 +11,6 @@ losses' gradients w.r.t. phi and eta are exactly zero (a test checks it).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -62,10 +61,8 @@ class Agent:
         self.cfg = cfg
         self.env = env
         self.low, self.high = float(env.action_low), float(env.action_high)
-        rl_merge = {"none": "none", "concat": "concat", "own": "own",
-                    "shared": "shared"}[cfg.merge]
-        self.actor = Actor(env.action_dim, merge=rl_merge)
-        self.critic = TwinCritic(merge=rl_merge)
+        self.actor = Actor(env.action_dim, merge=cfg.merge)
+        self.critic = TwinCritic(merge=cfg.merge)
         self.model = None
         if cfg.inferred:
             enc = dict(obs_dim=env.obs_dim, action_dim=env.action_dim,

@@ -11,7 +11,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hyperjax.envs.core import Env, Timestep
+from hyperjax.envs.core import Env
 
 
 class StatsState(NamedTuple):
