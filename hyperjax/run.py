@@ -7,8 +7,6 @@ driver can report progress and save between intervals.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Callable
 
@@ -87,19 +85,6 @@ def format_table(scores: dict, algo: str, env: str, n_seeds: int) -> str:
     for split, (mean, std, _) in scores.items():
         lines.append(f"{split:<10} {mean:>9.2f} {std:>9.2f}")
     return "\n".join(lines)
-
-
-def append_jsonl(path: str, rows: list[dict]) -> None:
-    with open(path, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,

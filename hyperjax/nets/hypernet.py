@@ -37,21 +37,6 @@ def adapter_size(features: int = FEATURES, bottleneck: int = BOTTLENECK) -> int:
     return 2 * features * bottleneck + bottleneck + features
 
 
-def split_omega(flat: jax.Array, features: int = FEATURES,
-                bottleneck: int = BOTTLENECK) -> AdapterWeights:
-    """Splits ``float32[..., adapter_size]`` into ``AdapterWeights`` (hypnettorch order)."""
-    lead = flat.shape[:-1]
-    n1 = bottleneck * features
-    n2 = n1 + bottleneck
-    n3 = n2 + features * bottleneck
-    return AdapterWeights(
-        flat[..., :n1].reshape(*lead, bottleneck, features),
-        flat[..., n1:n2],
-        flat[..., n2:n3].reshape(*lead, features, bottleneck),
-        flat[..., n3:],
-    )
-
-
 def adapter_apply(x: jax.Array, omega: AdapterWeights) -> jax.Array:
     """``relu(x + g(x; omega))`` for ``x: float32[B, F]`` and per-sample ``omega`` (batch B).
 
