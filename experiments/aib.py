@@ -174,10 +174,11 @@ def run_config(cfg) -> dict:
 
 
 def _check_same(saved: dict, current: dict) -> None:
-    for k in sorted(set(saved) | set(current)):
-        if saved.get(k) != current.get(k):
-            raise ValueError(f"--resume: the run's config differs in {k!r}: the run has "
-                             f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
+    from hyperjax.checkpoint import config_diff
+    k = config_diff(saved, current)
+    if k is not None:
+        raise ValueError(f"--resume: the run's config differs in {k!r}: the run has "
+                         f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
 
 
 def train_run(cfg, sets, run_dir: str, resuming: bool) -> None:

@@ -70,6 +70,14 @@ def restore(directory: str, abstract_state, step: int | None = None):
     return out["state"], out["record"]
 
 
+def config_diff(saved: dict, current: dict) -> str | None:
+    """First field (sorted) whose value differs between two config dicts, or None."""
+    for k in sorted(set(saved) | set(current)):
+        if saved.get(k) != current.get(k):
+            return k
+    return None
+
+
 def check_compatible(record: dict, config: dict) -> None:
     """Raises ``CheckpointError`` naming the first field where a checkpoint's config or version
     differs from this run's."""
@@ -77,7 +85,7 @@ def check_compatible(record: dict, config: dict) -> None:
         raise CheckpointError(f"checkpoint was written by hyperjax {record.get('version')}, "
                               f"this is {__version__}")
     saved = record.get("config", {})
-    for k in sorted(set(saved) | set(config)):
-        if saved.get(k) != config.get(k):
-            raise CheckpointError(f"checkpoint config differs in {k!r}: checkpoint has "
-                                  f"{saved.get(k)!r}, this run has {config.get(k)!r}")
+    k = config_diff(saved, config)
+    if k is not None:
+        raise CheckpointError(f"checkpoint config differs in {k!r}: checkpoint has "
+                              f"{saved.get(k)!r}, this run has {config.get(k)!r}")

@@ -148,7 +148,7 @@ def test_malformed_context_sets_are_rejected():
 def test_auto_reset_draws_contexts_inside_jit():
     env = hj.make_env("di")
     cs = jnp.asarray(hj.context_sets("di").train)
-    wrapped = AutoReset(EpisodeStats(env), sampling="uniform")
+    wrapped = EpisodeStats(AutoReset(env, sampling="uniform"))
     n = 64
     state, ts = jax.vmap(wrapped.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), n), cs)
 
@@ -157,7 +157,7 @@ def test_auto_reset_draws_contexts_inside_jit():
         def body(state, k):
             state, ts = jax.vmap(wrapped.step, in_axes=(0, 0, 0, None))(
                 jax.random.split(k, n), state, jnp.zeros((n, 2)), cs)
-            return state, (state.context_id, ts.truncated, ts.info["context_id"])
+            return state, (state.inner.context_id, ts.truncated, ts.info["context_id"])
         return jax.lax.scan(body, state, jax.random.split(key, 250))
 
     state, (ids, trunc, info_ids) = rollout(state, jax.random.PRNGKey(1))
@@ -168,9 +168,11 @@ def test_auto_reset_draws_contexts_inside_jit():
     assert (ids[0] != ids[100]).mean() > 0.8
     # each env's context row is its own: many different contexts at once
     assert len(set(ids[0].tolist())) > 10
-    np.testing.assert_array_equal(state.context, cs[state.context_id])
+    np.testing.assert_array_equal(state.inner.context, cs[state.inner.context_id])
     # the time limit reset the step counter and the statistics closed the episode
     assert (np.asarray(state.inner.inner.t) == 50).all()
+    assert (np.asarray(state.returned_episode_length) == 100).all()
+    assert (np.asarray(state.episode_length) == 50).all()
     fixed = AutoReset(env, sampling="fixed")
     s, _ = fixed.reset(jax.random.PRNGKey(0), cs, 7)
     for i in range(100):

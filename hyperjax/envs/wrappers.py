@@ -23,7 +23,12 @@ class StatsState(NamedTuple):
 
 
 class EpisodeStats:
-    """Tracks running and last-finished episode return/length (PureJaxRL ``LogWrapper``)."""
+    """Tracks running and last-finished episode return/length (PureJaxRL ``LogWrapper``).
+
+    Wraps any env or wrapper and passes the context argument through unchanged, so it goes
+    outside ``AutoReset`` (``EpisodeStats(AutoReset(env))``), where an episode ends on the
+    transition's ``terminated | truncated``.
+    """
 
     def __init__(self, env):
         self.env = env
@@ -31,8 +36,8 @@ class EpisodeStats:
     def __getattr__(self, name):
         return getattr(self.env, name)
 
-    def reset(self, key, context):
-        inner, ts = self.env.reset(key, context)
+    def reset(self, key, context, *args):
+        inner, ts = self.env.reset(key, context, *args)
         z = jnp.zeros((), jnp.float32)
         zi = jnp.zeros((), jnp.int32)
         return StatsState(inner, z, zi, z, zi), ts
@@ -99,22 +104,13 @@ class AutoReset:
         done = ts.terminated | ts.truncated
         keep = state.context_id if self.sampling == "fixed" else None
         reset_state, reset_ts = self.reset(k_reset, context_set, keep)
-        # Only the env part resets: wrapper statistics (EpisodeStats) keep their own fields.
-        new_inner = _reset_inner(inner, reset_state.inner, done)
-        new = AutoResetState(new_inner,
-                             jnp.where(done, reset_state.context_id, state.context_id),
-                             jnp.where(done, reset_state.context, state.context))
+        new = AutoResetState(
+            jax.tree.map(lambda a, b: jnp.where(done, b, a), inner, reset_state.inner),
+            jnp.where(done, reset_state.context_id, state.context_id),
+            jnp.where(done, reset_state.context, state.context))
         obs = jnp.where(done, reset_ts.obs, ts.obs)
         info = {**ts.info, "final_obs": ts.obs, "context_id": state.context_id}
         return new, ts._replace(obs=obs, info=info)
-
-
-def _reset_inner(stepped, fresh, done):
-    if isinstance(stepped, StatsState):
-        # Keep the statistics of the stepped state (they already closed the episode).
-        env_part = jax.tree.map(lambda a, b: jnp.where(done, b, a), stepped.inner, fresh.inner)
-        return stepped._replace(inner=env_part)
-    return jax.tree.map(lambda a, b: jnp.where(done, b, a), stepped, fresh)
 
 
 # --- the DMA context window -------------------------------------------------------------
