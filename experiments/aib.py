@@ -75,8 +75,10 @@ def _parse(argv):
 def build_config():
     """Flags -> validated ``Config``. Raises ``ValueError`` naming the bad flag."""
     from hyperjax.config import CPU_BUDGET, PAPER_BUDGET, Config
-    if FLAGS.total_steps is None:
-        budget = dict(CPU_BUDGET.get(FLAGS.env, dict(total_steps=100_000, **PAPER_BUDGET)))
+    from hyperjax.envs import TASK_DEFAULTS
+    if FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
+        paper = TASK_DEFAULTS.get(FLAGS.env, {}).get("paper_total_steps", 100_000)
+        budget = dict(CPU_BUDGET.get(FLAGS.env, dict(total_steps=paper, **PAPER_BUDGET)))
     else:
         budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)
     for name in ("eval_every", "learning_starts", "eval_episodes"):
@@ -113,7 +115,7 @@ def load_context_sets(cfg):
     if not isinstance(user, dict) or set(user) - set(envs.contexts.SPLITS):
         raise ValueError(f"--context_file must be a JSON object with keys among "
                          f"{list(envs.contexts.SPLITS)}")
-    varied = envs.make_env(cfg.env).varied
+    varied = envs.varied_factors(cfg.env)
     new = {s: envs.validate_context_set(v, varied, what=f"{s} context set")
            for s, v in user.items()}
     return dataclasses.replace(sets, **new)

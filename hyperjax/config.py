@@ -112,7 +112,6 @@ class Config:
         return cfg
 
     def _validate(self) -> None:
-        env = envs.make_env(self.env)
         n_ctx = envs.contexts.NUM_CONTEXTS
         for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
                      "buffer_size", "policy_frequency", "context_size"):
@@ -123,7 +122,7 @@ class Config:
                 or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, "
                              f"got {self.learning_starts!r}")
-        T = env.episode_length
+        T = envs.episode_length(self.env)
         if self.eval_every % T:
             raise ValueError(f"eval_every={self.eval_every} must be a multiple of the episode "
                              f"length {T} of {self.env!r}")

@@ -63,13 +63,16 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
       ValueError: invalid config or malformed context sets (names the field / factor).
     """
     cfg = config.resolved()
-    env = envs.make_env(cfg.env)
     sets = sets if sets is not None else envs.context_sets(cfg.env)
-    if tuple(sets.factors) != tuple(env.factors):
+    varied = envs.varied_factors(cfg.env)
+    if tuple(sets.factors) != tuple(f.name for f in varied):
         raise ValueError(f"context set factors {list(sets.factors)} do not match "
-                         f"{cfg.env!r}'s factors {list(env.factors)}")
+                         f"{cfg.env!r}'s factors {[f.name for f in varied]}")
     for split in SPLITS:
-        envs.validate_context_set(sets.split(split), env.varied, what=f"{split} context set")
+        envs.validate_context_set(sets.split(split), varied, what=f"{split} context set")
+    # MJX tasks compile a model per context: the run's sets (user-supplied ones included).
+    env = envs.make_env(cfg.env, np.concatenate([sets.split(s) for s in SPLITS])
+                        if envs.is_mjx(cfg.env) else None)
     check_batch(cfg.batch_size, sets.train.shape[0])
     agent = Agent(cfg, env)
     stats_env = EpisodeStats(env)

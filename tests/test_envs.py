@@ -127,7 +127,8 @@ def test_context_sets_follow_the_recipe():
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(ValueError, match="unknown env 'pendulum'; valid: di, di_friction, ode"):
+    with pytest.raises(ValueError, match="unknown env 'pendulum'; valid: di, di_friction, di_perm, ode, "
+                                         "cartpole"):
         hj.make_env("pendulum")
     with pytest.raises(ValueError, match="valid: di"):
         hj.context_sets("nope")
@@ -179,6 +180,37 @@ def test_auto_reset_draws_contexts_inside_jit():
         s, ts = fixed.step(jax.random.PRNGKey(i), s, jnp.zeros(2), cs)
     assert int(s.context_id) == 7 and bool(ts.truncated) and int(s.inner.t) == 0
     assert not np.array_equal(ts.info["final_obs"], ts.obs)
+
+
+def test_vmap_auto_reset_resets_only_finished_envs_with_new_contexts():
+    """The batched auto-reset: identical stepping, new contexts only at episode ends."""
+    from hyperjax.envs.wrappers import VmapAutoReset
+    env = hj.make_env("di")
+    cs = jnp.asarray(hj.context_sets("di").train)
+    wrapped = VmapAutoReset(env, "uniform")
+    n = 32
+    state, ts = wrapped.reset(jax.random.PRNGKey(0), cs, n)
+    # stagger the episodes: half the envs are 50 steps from their time limit
+    state = state._replace(inner=state.inner._replace(
+        t=jnp.where(jnp.arange(n) < n // 2, 50, 0).astype(jnp.int32)))
+
+    @jax.jit
+    def rollout(state, key):
+        def body(state, k):
+            state, ts = wrapped.step(k, state, jnp.zeros((n, 2)), cs)
+            return state, (state.context_id, ts.truncated, ts.info["final_obs"], ts.obs)
+        return jax.lax.scan(body, state, jax.random.split(key, 100))
+
+    state, (ids, trunc, final_obs, obs) = rollout(state, jax.random.PRNGKey(1))
+    ids, trunc = np.asarray(ids), np.asarray(trunc)
+    assert trunc[49, : n // 2].all() and not trunc[49, n // 2:].any()
+    assert trunc[99, n // 2:].all() and trunc.sum() == n
+    assert (ids[:49] == ids[0]).all() and (ids[0, : n // 2] != ids[49, : n // 2]).mean() > 0.7
+    assert (ids[49, n // 2:] == ids[0, n // 2:]).all()  # unfinished envs keep their context
+    np.testing.assert_array_equal(state.context, cs[state.context_id])
+    # final_obs is the last observation; obs after a reset is a corner start at rest
+    assert np.abs(np.asarray(obs[49, : n // 2, 2:])).max() == 0.0
+    assert np.abs(np.asarray(final_obs[49, : n // 2] - obs[49, : n // 2])).max() > 0
 
 
 def test_episode_stats_return():

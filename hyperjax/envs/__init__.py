@@ -4,21 +4,32 @@ from __future__ import annotations
 from hyperjax.envs import contexts
 from hyperjax.envs.contexts import ContextSets, Factor, make_context_sets, validate_context_set
 from hyperjax.envs.core import Env, EnvState, Timestep
-from hyperjax.envs.di import make_di, make_di_friction
+from hyperjax.envs.di import make_di, make_di_friction, make_di_perm
+from hyperjax.envs.mjx_tasks import TASKS as MJX_TASKS
+from hyperjax.envs.mjx_tasks import make_task
 from hyperjax.envs.ode import ComplexODE
 from hyperjax.envs.wrappers import AutoReset, EpisodeStats, fill_context_window, push_window
 
-_REGISTRY = {
+_JNP = {
     "di": make_di,
     "di_friction": make_di_friction,
+    "di_perm": make_di_perm,
     "ode": ComplexODE,
 }
+_REGISTRY = {**_JNP, **{name: None for name in MJX_TASKS}}
 
 # Per-task defaults of the training program (notes §2): window length K and the paper's budget.
 TASK_DEFAULTS = {
     "di": dict(context_size=24, paper_total_steps=100_000),
     "di_friction": dict(context_size=24, paper_total_steps=100_000),
+    "di_perm": dict(context_size=24, paper_total_steps=100_000),
     "ode": dict(context_size=24, paper_total_steps=100_000),
+    "cartpole": dict(context_size=128, paper_total_steps=100_000),
+    **{name: dict(context_size=128, paper_total_steps=200_000)
+       for name in ("ball_in_cup", "walker", "cheetah", "reacher_easy", "reacher_hard",
+                    "reacher_perm")},
+    "walker_gym": dict(context_size=128, paper_total_steps=500_000),
+    "hopper_gym": dict(context_size=128, paper_total_steps=500_000),
 }
 
 
@@ -31,14 +42,37 @@ def _check(name: str) -> None:
         raise ValueError(f"unknown env {name!r}; valid: {', '.join(_REGISTRY)}")
 
 
-def make_env(name: str) -> Env:
+def is_mjx(name: str) -> bool:
+    """True for the MuJoCo (MJX) tasks, whose models are compiled per context."""
+    return name in MJX_TASKS
+
+
+def make_env(name: str, contexts=None) -> Env:
     """Returns the AIB task ``name`` (pure ``reset(key, context)`` / ``step``).
 
+    Args:
+      name: one of ``env_names()``.
+      contexts: MJX tasks only: extra ``float[N, F]`` contexts to compile models for, beyond
+        the task's three recipe sets and its default (the jnp tasks take any context).
     Raises:
-      ValueError: unknown name (the message lists the valid ones).
+      ValueError: unknown name (the message lists the valid ones) or a malformed context.
     """
     _check(name)
+    if is_mjx(name):
+        return make_task(name, contexts)
     return _REGISTRY[name]()
+
+
+def varied_factors(name: str) -> tuple[Factor, ...]:
+    """The context factors of task ``name`` without building it (MJX builds take seconds)."""
+    _check(name)
+    return MJX_TASKS[name].varied if is_mjx(name) else _REGISTRY[name]().varied
+
+
+def episode_length(name: str) -> int:
+    """Steps per episode of task ``name`` (without building an MJX task)."""
+    _check(name)
+    return MJX_TASKS[name].episode_length if is_mjx(name) else _REGISTRY[name]().episode_length
 
 
 def context_sets(name: str) -> ContextSets:
@@ -47,10 +81,9 @@ def context_sets(name: str) -> ContextSets:
     Raises:
       ValueError: unknown name.
     """
-    _check(name)
-    return make_context_sets(make_env(name).varied)
+    return make_context_sets(varied_factors(name))
 
 
 __all__ = ["AutoReset", "ContextSets", "Env", "EnvState", "EpisodeStats", "Factor", "Timestep",
-           "context_sets", "contexts", "env_names", "fill_context_window", "make_env",
+           "context_sets", "contexts", "env_names", "episode_length", "is_mjx", "varied_factors", "fill_context_window", "make_env",
            "make_context_sets", "push_window", "validate_context_set", "TASK_DEFAULTS"]

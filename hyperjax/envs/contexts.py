@@ -68,6 +68,7 @@ class Factor:
 MASS = Factor("mass", 1.0, (0.5, 1.5), (0.1, 2.0))
 FRICTION = Factor("friction", 1.0, (0.5, 1.5), (0.1, 2.0))
 ACTION_FACTOR = Factor("action_factor", 1.0, (-1.0, 1.0), (-1.0, 1.0), values=(-1.0, 1.0))
+PERMUTATION = Factor("permutation", 0.0, (0.0, 1.0), (0.0, 1.0), values=(0.0, 1.0))
 ODE_P0 = Factor("parameter_0", 1.0, (-5.0, 5.0), (-10.0, 10.0))
 ODE_P1 = Factor("parameter_1", 0.0, (-5.0, 5.0), (-10.0, 10.0))
 

@@ -62,6 +62,8 @@ class DoubleIntegrator(Env):
         mass = self._param(context, "mass", 1.0)
         friction = self._param(context, "friction", self._friction)
         af = self._param(context, "action_factor", 1.0)
+        if "permutation" in self.factors:  # v2's actuator permutation: swap the two axes
+            action = jnp.where(self.factor(context, "permutation") > 0.5, action[::-1], action)
         force = jnp.clip(action * af, -1.0, 1.0)
         pos = p.pos + p.vel * DT
         vel = p.vel * (1.0 - DT * friction / mass) + force / mass * DT
@@ -82,3 +84,12 @@ def make_di() -> DoubleIntegrator:
 def make_di_friction() -> DoubleIntegrator:
     """DI-Friction: context (mass, friction), friction default 1.0 (notes §2)."""
     return DoubleIntegrator("di_friction", (ctx.MASS, ctx.FRICTION), friction=1.0)
+
+
+def make_di_perm() -> DoubleIntegrator:
+    """DI-Perm (v2): context (mass, permutation); permutation 1 swaps the two action axes.
+
+    The v2 paper's exact DI-Perm recipe was not retrievable (notes §2); this keeps DI with the
+    action factor replaced by the binary permutation, which takes both values in every split.
+    """
+    return DoubleIntegrator("di_perm", (ctx.MASS, ctx.PERMUTATION), friction=0.0)

@@ -167,3 +167,48 @@ def fill_context_window(env: Env, key, context, policy: Callable, k: int) -> War
     (_, _, window), (o, a, no) = jax.lax.scan(body, (state, ts.obs, window0),
                                               jax.random.split(k_run, k))
     return Warmup(o, a, no, window)
+
+
+class VmapAutoReset:
+    """``AutoReset`` for a batch of envs, resetting only at steps where an episode ended.
+
+    ``AutoReset`` is per env, so under ``vmap`` its reset runs on every step and ``where``
+    picks it (cheap for jnp tasks; for MJX tasks a reset costs many steps: Cheetah's is 200
+    stabilisation steps). Here the batch steps, and one ``lax.cond`` on ``any(done)`` runs the
+    batched reset (new contexts drawn from ``context_set`` in jit) only when needed. Under a
+    further ``vmap`` (over seeds) the cond becomes a select, as any cond does.
+
+    ``reset(key, context_set, batch)``, ``step(key, state, action[B, A], context_set)``.
+    """
+
+    def __init__(self, env, sampling: str = "uniform"):
+        self.env = env
+        self.single = AutoReset(env, sampling)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, key, context_set, batch: int, context_id=None):
+        """``batch`` envs; ``context_id`` ``int32[batch]`` or None (drawn per env)."""
+        keys = jax.random.split(key, batch)
+        if context_id is None:
+            return jax.vmap(self.single.reset, (0, None))(keys, context_set)
+        return jax.vmap(self.single.reset, (0, None, 0))(keys, context_set, context_id)
+
+    def step(self, key, state: AutoResetState, action, context_set):
+        batch = action.shape[0]
+        k_step, k_reset = jax.random.split(key)
+        inner, ts = jax.vmap(self.env.step)(jax.random.split(k_step, batch), state.inner,
+                                            action, state.context)
+        done = ts.terminated | ts.truncated
+        stepped = AutoResetState(inner, state.context_id, state.context)
+        info = {**ts.info, "final_obs": ts.obs, "context_id": state.context_id}
+
+        def with_reset(_):
+            keep = state.context_id if self.single.sampling == "fixed" else None
+            r_state, r_ts = self.reset(k_reset, context_set, batch, keep)
+            pick = lambda a, b: jax.vmap(lambda d, x, y: jnp.where(d, y, x))(done, a, b)
+            return jax.tree.map(pick, stepped, r_state), pick(ts.obs, r_ts.obs)
+
+        new, obs = jax.lax.cond(jnp.any(done), with_reset, lambda _: (stepped, ts.obs), None)
+        return new, ts._replace(obs=obs, info=info)

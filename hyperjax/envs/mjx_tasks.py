@@ -1,0 +1,456 @@
+"""AIB's physics tasks on MJX: DMC Cartpole, BallInCup, Walker, Cheetah, Reacher (easy/hard),
+gymnasium's Walker2d-v5 / Hopper-v5, and the permutation variant Reacher-Perm.
+
+Sources: DMA*-SH notes §1–2 (tasks, factors, ranges, episode lengths); models, observations,
+rewards and resets come from MuJoCo Playground's DM Control Suite (``impl="jax"``, i.e. pure
+MJX), which ports dm_control's suite tasks; the two gym tasks follow gymnasium's v5 classes on
+gymnasium's own XMLs (:mod:`hyperjax.envs.gym_tasks`).
+
+**How a context changes the physics.** A context can change geometry (Cheetah's legs, the
+cartpole's pole), so masses and inertias must be recompiled. For every context a task may see,
+the model is edited with ``mujoco.MjSpec`` and compiled by MuJoCo on the host (so
+``settotalmass``, ``inertiafromgeom`` and every derived constant come out exactly as MuJoCo
+computes them); the MJX model fields that differ between contexts are stacked into
+``[N, ...]`` arrays and the rest stays shared. Inside jit, ``reset`` finds the context's row
+of that table and every ``step`` gathers the row's fields into the model it steps with (the
+``tree_replace`` + ``in_axes`` pattern of Playground's domain randomisation, done by index so a
+batch of 4096 envs can hold 4096 different contexts). The table holds the task's three
+recipe sets and the default; ``make_env(name, contexts=...)`` adds user sets. A context that
+is not in the table is refused on the host (``check_contexts``).
+
+``action_factor`` (±1) multiplies the whole action vector before it reaches the actuators
+(notes §1); ``permutation`` (0/1) reverses the order of the action dimensions (v2's actuator
+permutation: with two actuators, a swap).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from hyperjax.envs import contexts as ctx
+from hyperjax.envs.core import Env
+
+# --- factors (notes §2, CONTEXT_DEFAULTS) ------------------------------------------------
+POLE_LENGTH = ctx.Factor("length", 0.5, (0.3, 0.85), (0.1, 2.0))
+BIC_GRAVITY = ctx.Factor("gravity", 9.81, (8.0, 12.0), (1.0, 20.0))
+BIC_DISTANCE = ctx.Factor("distance", 0.3, (0.24, 0.36), (0.1, 0.5))
+WALKER_GRAVITY = ctx.Factor("gravity", 9.81, (4.91, 14.71), (0.98, 19.62))
+ACTUATOR_STRENGTH = ctx.Factor("actuator_strength", 1.0, (0.5, 1.5), (0.1, 2.0))
+LIMB_LENGTH = ctx.Factor("length", 1.0, (0.8, 1.2), (0.4, 1.6))
+PERMUTATION = ctx.PERMUTATION
+
+
+# --- model edits, one per factor (applied to an MjSpec before compiling) -------------------
+
+def _scale(v, s):
+    return np.asarray(v, np.float64) * s
+
+
+def _pole_length(spec: mujoco.MjSpec, length: float) -> None:
+    """Cartpole: the pole geom runs from the hinge to ``2 * length`` (notes §2)."""
+    spec.geom("pole_1").fromto = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0 * length]
+
+
+def _string_distance(spec: mujoco.MjSpec, d: float) -> None:
+    """BallInCup: tendon range ``(0, d)``; the ball body moves down by ``d - 0.3`` (notes §2)."""
+    spec.tendon("string").range = [0.0, d]
+    ball = spec.body("ball")
+    ball.pos = np.asarray(ball.pos) - np.array([0.0, 0.0, d - BIC_DISTANCE.default])
+
+
+def _cheetah_legs(spec: mujoco.MjSpec, s: float) -> None:
+    """Cheetah: the six leg geoms' positions and half-lengths and the four child bodies'
+    positions scale by ``s`` (issue 3 / the authors' ``cheetah-run_morph``)."""
+    for name in ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"):
+        g = spec.geom(name)
+        g.pos = _scale(g.pos, s)
+        size = np.array(g.size)
+        size[1] *= s
+        g.size = size
+    for name in ("bshin", "bfoot", "fshin", "ffoot"):
+        b = spec.body(name)
+        b.pos = _scale(b.pos, s)
+
+
+def _reacher_arm(spec: mujoco.MjSpec, s: float) -> None:
+    """Reacher: both links (geoms ``arm``, ``hand``) and the child bodies scale by ``s``."""
+    for name in ("arm", "hand"):
+        g = spec.geom(name)
+        g.fromto = _scale(g.fromto, s)
+    for name in ("hand", "finger"):
+        b = spec.body(name)
+        b.pos = _scale(b.pos, s)
+
+
+def _gear(spec: mujoco.MjSpec, s: float) -> None:
+    """``actuator_gear *= s`` for every actuator (notes §2)."""
+    for a in spec.actuators:
+        a.gear = _scale(a.gear, s)
+
+
+def _gravity(model: mujoco.MjModel, g: float) -> None:
+    """``opt.gravity = (0, 0, -g)`` (notes §2)."""
+    model.opt.gravity[:] = (0.0, 0.0, -g)
+
+
+SPEC_EDITS: dict[str, Callable] = {
+    "pole_length": _pole_length, "string_distance": _string_distance,
+    "cheetah_legs": _cheetah_legs, "reacher_arm": _reacher_arm, "gear": _gear,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What a physics task is made of.
+
+    Attributes:
+      name: registry name.
+      backend: ``() -> env`` with Playground's ``MjxEnv`` interface (``reset(rng)``,
+        ``step(state, action)``, ``mj_model``, ``_mjx_model``).
+      base_spec: ``backend_env -> MjSpec`` reproducing the backend's own model.
+      varied: the context factors in column order.
+      edits: per factor name, either ``("spec", fn)`` (an MjSpec edit) or ``("model", fn)``
+        (an edit of the compiled ``MjModel``) or ``("action", None)`` (applied to actions).
+      episode_length, max_return, obs_dim, action_dim: as ``Env``.
+    """
+
+    name: str
+    backend: Callable
+    base_spec: Callable
+    varied: tuple
+    edits: dict
+    obs_dim: int
+    action_dim: int
+    episode_length: int = 1000
+    max_return: float = 1000.0
+
+
+class MjxPhysics(NamedTuple):
+    state: Any           # the backend's state (Playground ``mjx_env.State``)
+    model_id: jax.Array  # int32[], row of the model table this episode runs
+
+
+class ModelTable:
+    """Per-context MJX models: shared fields once, differing fields stacked ``[N, ...]``.
+
+    Args:
+      contexts: ``float32[N, F]`` the rows.
+      models: ``N`` ``mjx.Model``s of the same structure.
+    """
+
+    def __init__(self, contexts: np.ndarray, models: list):
+        self.contexts = np.asarray(contexts, np.float32)
+        leaves0, self.treedef = jax.tree_util.tree_flatten(models[0])
+        all_leaves = [jax.tree_util.tree_leaves(m) for m in models]
+        self.shared = list(leaves0)
+        self.varying: dict[int, jax.Array] = {}
+        for i, leaf in enumerate(leaves0):
+            vals = [np.asarray(ls[i]) for ls in all_leaves]
+            if any(v.shape != vals[0].shape or not np.array_equal(v, vals[0]) for v in vals[1:]):
+                self.varying[i] = jnp.asarray(np.stack(vals))
+        paths = jax.tree_util.tree_flatten_with_path(models[0])[0]
+        self.varying_fields = tuple(jax.tree_util.keystr(paths[i][0]) for i in self.varying)
+
+    def __len__(self):
+        return self.contexts.shape[0]
+
+    def lookup(self, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Row whose context equals ``context`` (``float32[F]``).
+
+        Returns ``(row int32[], missing bool[])``; ``missing`` is true when no row is within
+        1e-5 (then ``row`` is the nearest one and the caller poisons the state with NaN).
+        """
+        dist = jnp.abs(jnp.asarray(self.contexts) - context).sum(-1)
+        return jnp.argmin(dist).astype(jnp.int32), jnp.min(dist) > 1e-5
+
+    def at(self, model_id: jax.Array):
+        """The ``mjx.Model`` of row ``model_id`` (``int32[]``, traced or not)."""
+        leaves = list(self.shared)
+        for i, stacked in self.varying.items():
+            leaves[i] = stacked[model_id]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+class MjxTask(Env):
+    """An AIB physics task: a Playground/gym MJX env whose model is chosen by the context.
+
+    ``reset(key, context)`` and ``step(key, state, action, context)`` follow :class:`Env`;
+    ``state.physics`` is ``MjxPhysics(backend_state, model_id)``. ``terminated`` is always
+    false (AIB runs fixed-length episodes; notes §2).
+    """
+
+    action_low = -1.0
+    action_high = 1.0
+
+    def __init__(self, task: TaskSpec, extra_contexts=None):
+        self.task = task
+        self.name = task.name
+        self.varied = task.varied
+        self.factors = tuple(f.name for f in task.varied)
+        self._default_context = tuple(f.default for f in task.varied)
+        self.obs_dim, self.action_dim = task.obs_dim, task.action_dim
+        self.episode_length, self.max_return = task.episode_length, task.max_return
+        self.backend = task.backend()
+        rows = [np.asarray(self._default_context, np.float32)[None]]
+        rows += list(ctx.make_context_sets(task.varied).stacked())
+        if extra_contexts is not None:
+            rows.append(ctx.validate_context_set(extra_contexts, task.varied, "contexts"))
+        self._table_rows = np.unique(np.concatenate(rows).astype(np.float32), axis=0)
+
+    @functools.cached_property
+    def table(self) -> ModelTable:
+        """The per-context model table, compiled on first use (about 0.1 s per context)."""
+        with jax.ensure_compile_time_eval():  # first use may be inside a jit trace
+            return ModelTable(self._table_rows,
+                              [self._mjx_model(c) for c in self._table_rows])
+
+    # --- host side ---------------------------------------------------------------------
+    def mj_model(self, context) -> mujoco.MjModel:
+        """The C MuJoCo model of ``context`` (``float[F]``), compiled on the host."""
+        spec = self.task.base_spec(self.backend)
+        model_edits = []
+        for f, value in zip(self.factors, np.asarray(context, np.float32)):
+            value = round(float(value), 6)  # float32 rows -> the recipe's decimals
+            kind, fn = self.task.edits[f]
+            if kind == "spec":
+                fn(spec, float(value))
+            elif kind == "model":
+                model_edits.append((fn, float(value)))
+        with warnings.catch_warnings():  # cheetah.xml's ``settotalmass`` (kept: dm_control's)
+            warnings.filterwarnings("ignore", message=".*settotalmass.*")
+            model = spec.compile()
+        model.opt.timestep = self.backend.mj_model.opt.timestep
+        for fn, value in model_edits:
+            fn(model, value)
+        return model
+
+    def _mjx_model(self, context):
+        return mjx.put_model(self.mj_model(context), impl="jax")
+
+    def check_contexts(self, contexts, what: str = "contexts") -> None:
+        """Raises ``ValueError`` naming the first row of ``contexts`` not in the model table."""
+        arr = np.asarray(contexts, np.float32).reshape(-1, len(self.factors))
+        d = np.abs(arr[:, None, :] - self.table.contexts[None]).sum(-1).min(-1)
+        bad = np.flatnonzero(d > 1e-5)
+        if bad.size:
+            raise ValueError(f"{what}: row {bad[0]} {arr[bad[0]].tolist()} has no compiled "
+                             f"model for {self.name!r}; pass it in make_env(..., contexts=)")
+
+    # --- jit side ----------------------------------------------------------------------
+    def reset(self, key, context):
+        """``Env.reset`` under ``jax.jit``: MJX is traced once per env, not once per call site
+        (a training program calls reset/step from the warm-up, training and evaluation;
+        tracing MJX takes seconds each time, while vmap batches the cached jaxpr)."""
+        return self._jit_reset(key, context)
+
+    def step(self, key, state, action, context):
+        """``Env.step`` under ``jax.jit`` (see ``reset``)."""
+        return self._jit_step(key, state, action, context)
+
+    @functools.cached_property
+    def _jit_reset(self):
+        return jax.jit(super().reset)
+
+    @functools.cached_property
+    def _jit_step(self):
+        return jax.jit(super().step)
+
+    @contextlib.contextmanager
+    def _with_model(self, model):
+        old = self.backend._mjx_model
+        self.backend._mjx_model = model
+        try:
+            yield self.backend
+        finally:
+            self.backend._mjx_model = old
+
+    def apply_action_factors(self, action, context):
+        """Actuator inversion / permutation of ``action`` ``float32[A]`` (notes §1)."""
+        if "action_factor" in self.factors:
+            action = action * self.factor(context, "action_factor")
+        if "permutation" in self.factors:
+            action = jnp.where(self.factor(context, "permutation") > 0.5, action[::-1], action)
+        return action
+
+    def _reset(self, key, context):
+        model_id, missing = self.table.lookup(context)
+        with self._with_model(self.table.at(model_id)) as be:
+            state = be.reset(key)
+        # A context without a compiled model must not run silently on its neighbour's model:
+        # its state is NaN, which the training program's non-finite guard reports.
+        nan = jnp.where(missing, jnp.nan, 0.0)
+        state = state.replace(data=state.data.replace(qpos=state.data.qpos + nan),
+                              obs=state.obs + nan)
+        return MjxPhysics(_canonical(state), model_id)
+
+    def _step(self, key, p: MjxPhysics, action, context):
+        action = self.apply_action_factors(jnp.clip(action, -1.0, 1.0), context)
+        with self._with_model(self.table.at(p.model_id)) as be:
+            state = be.step(p.state, action)
+        return (MjxPhysics(_canonical(state), p.model_id), state.reward.astype(jnp.float32),
+                jnp.zeros((), bool))
+
+    def _obs(self, p: MjxPhysics):
+        return p.state.obs.astype(jnp.float32)
+
+
+def _canonical(state):
+    """Same pytree types and dtypes after reset and step (so ``lax.scan``/``where`` accept
+    both): Playground resets give float64-free but weakly typed scalars."""
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32)
+                        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, state)
+
+
+# --- backends ----------------------------------------------------------------------------
+
+def _playground(name: str, **overrides):
+    """A Playground DM Control Suite env on pure MJX (``impl="jax"``; 0.2.0 defaults to warp)."""
+    from mujoco_playground import dm_control_suite  # noqa: PLC0415  (3 s import)
+    from mujoco_playground._src.dm_control_suite import reacher  # noqa: PLC0415
+    # Playground 0.2.0's ``reacher._make_model`` tests ``mujoco.__version__ >= "3.3.0"`` as
+    # strings, so MuJoCo 3.17 takes the pre-3.3 branch and fails; same function, fixed.
+    reacher._make_model = _reacher_model
+    return dm_control_suite.load(name, config_overrides={"impl": "jax", **overrides})
+
+
+def _reacher_model(xml_path, target_size, assets) -> mujoco.MjModel:
+    spec = mujoco.MjSpec.from_string(xml_path.read_text(), assets)
+    spec.body("target").first_geom().size[0] = target_size
+    _reacher_implicit_damping(spec)
+    return spec.compile()
+
+
+def _reacher_implicit_damping(spec: mujoco.MjSpec) -> None:
+    """Re-enables MuJoCo's implicit joint damping (``eulerdamp``), as dm_control's reacher has.
+
+    Playground's reacher XML disables it (explicit damping, 4 x 5 ms substeps). With the arm
+    scaled to AIB's eval-out lengths (0.4-0.8) the links' inertia falls by up to 0.4^3, and
+    explicit damping (0.01 N m s/rad) then diverges within a few steps under full torque, in
+    MJX and in C MuJoCo alike. Implicit damping is stable there and matches dm_control.
+    """
+    spec.option.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_EULERDAMP)
+
+
+def _playground_spec(env) -> mujoco.MjSpec:
+    """The MjSpec Playground compiles its model from (Reacher also sets its target size)."""
+    with open(env.xml_path) as f:
+        spec = mujoco.MjSpec.from_string(f.read(), env._model_assets)
+    if type(env).__name__ == "Reacher":  # ``reacher._make_model``
+        spec.body("target").first_geom().size[0] = env._target_size
+        _reacher_implicit_damping(spec)
+    return spec
+
+
+def _ball_in_cup():
+    """Playground's BallInCup with dm_control's episode initialisation.
+
+    Playground 0.2.0 starts every episode with the ball hanging at rest; dm_control's
+    ``BallInCup.initialize_episode`` draws ``ball_x ~ U(-.2, .2)``, ``ball_z ~ U(.2, .5)`` until
+    the ball touches nothing. Here 32 candidates are drawn at once and the first whose sphere
+    clears every cup capsule (exact sphere-segment distance) is used; all 32 colliding has
+    probability below 1e-30.
+    """
+    from mujoco_playground._src.dm_control_suite import ball_in_cup  # noqa: PLC0415
+
+    class BallInCupDMC(ball_in_cup.BallInCup):
+        def __init__(self):
+            super().__init__(config_overrides={"impl": "jax"})
+            m = self._mj_model
+            d = mujoco.MjData(m)
+            mujoco.mj_forward(m, d)
+            cup = [i for i in range(m.ngeom) if m.geom(i).name.startswith("cup_part")]
+            axis = d.geom_xmat[cup].reshape(-1, 3, 3)[:, :, 2]
+            half = m.geom_size[cup, 1][:, None]
+            self._seg_a = jnp.asarray(d.geom_xpos[cup] - half * axis, jnp.float32)
+            self._seg_b = jnp.asarray(d.geom_xpos[cup] + half * axis, jnp.float32)
+            self._clearance = float(m.geom_size[cup, 0][0] + m.geom_size[m.geom("ball").id, 0])
+            self._qadr = (m.jnt_qposadr[m.joint("ball_x").id], m.jnt_qposadr[m.joint("ball_z").id])
+
+        def reset(self, rng):
+            rng, kx, kz = jax.random.split(rng, 3)
+            x = jax.random.uniform(kx, (32,), minval=-0.2, maxval=0.2)
+            z = jax.random.uniform(kz, (32,), minval=0.2, maxval=0.5)
+            body = self.mjx_model.body_pos[self._ball_body_id]
+            centre = body + jnp.stack([x, jnp.zeros_like(x), z], -1)  # [32, 3]
+            ab = self._seg_b - self._seg_a                              # [S, 3]
+            ap = centre[:, None] - self._seg_a[None]                    # [32, S, 3]
+            t = jnp.clip((ap * ab).sum(-1) / (ab * ab).sum(-1), 0.0, 1.0)
+            dist = jnp.linalg.norm(ap - t[..., None] * ab, axis=-1).min(-1)
+            pick = jnp.argmax(dist > self._clearance)
+            qpos = jnp.zeros(self.mjx_model.nq)
+            qpos = qpos.at[self._qadr[0]].set(x[pick]).at[self._qadr[1]].set(z[pick])
+            data = mjx_env.make_data(self.mj_model, qpos=qpos, impl="jax",
+                                     naconmax=self._config.naconmax, njmax=self._config.njmax)
+            data = mjx.forward(self.mjx_model, data)
+            zero = jnp.zeros((), jnp.float32)
+            return mjx_env.State(data, self._get_obs(data, {}), zero, zero, {}, {"rng": rng})
+
+    from mujoco_playground._src import mjx_env  # noqa: PLC0415
+    return BallInCupDMC()
+
+
+def _gym(kind):
+    from hyperjax.envs.gym_tasks import GymLocomotion  # noqa: PLC0415
+    return lambda: GymLocomotion(kind)
+
+
+def _gym_spec(env) -> mujoco.MjSpec:
+    return mujoco.MjSpec.from_file(env.xml_path)
+
+
+_AF = ("action", None)
+_GRAVITY = ("model", _gravity)
+_GEAR = ("spec", _gear)
+
+TASKS: dict[str, TaskSpec] = {
+    "cartpole": TaskSpec(
+        "cartpole", lambda: _playground("CartpoleBalance"), _playground_spec,
+        (POLE_LENGTH, ctx.ACTION_FACTOR),
+        {"length": ("spec", _pole_length), "action_factor": _AF}, obs_dim=5, action_dim=1),
+    "ball_in_cup": TaskSpec(
+        "ball_in_cup", _ball_in_cup, _playground_spec, (BIC_GRAVITY, BIC_DISTANCE),
+        {"gravity": _GRAVITY, "distance": ("spec", _string_distance)}, obs_dim=8, action_dim=2),
+    "walker": TaskSpec(
+        "walker", lambda: _playground("WalkerWalk"), _playground_spec,
+        (WALKER_GRAVITY, ACTUATOR_STRENGTH),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=24, action_dim=6),
+    "cheetah": TaskSpec(
+        "cheetah", lambda: _playground("CheetahRun"), _playground_spec,
+        (LIMB_LENGTH, ctx.ACTION_FACTOR),
+        {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6),
+    "reacher_easy": TaskSpec(
+        "reacher_easy", lambda: _playground("ReacherEasy"), _playground_spec,
+        (LIMB_LENGTH, ctx.ACTION_FACTOR),
+        {"length": ("spec", _reacher_arm), "action_factor": _AF}, obs_dim=6, action_dim=2),
+    "reacher_hard": TaskSpec(
+        "reacher_hard", lambda: _playground("ReacherHard"), _playground_spec,
+        (LIMB_LENGTH, ctx.ACTION_FACTOR),
+        {"length": ("spec", _reacher_arm), "action_factor": _AF}, obs_dim=6, action_dim=2),
+    "reacher_perm": TaskSpec(
+        "reacher_perm", lambda: _playground("ReacherHard"), _playground_spec,
+        (LIMB_LENGTH, PERMUTATION),
+        {"length": ("spec", _reacher_arm), "permutation": ("action", None)},
+        obs_dim=6, action_dim=2),
+    "walker_gym": TaskSpec(
+        "walker_gym", _gym("walker2d"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6,
+        max_return=5000.0),
+    "hopper_gym": TaskSpec(
+        "hopper_gym", _gym("hopper"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3,
+        max_return=4000.0),
+}
+
+
+def make_task(name: str, contexts=None) -> MjxTask:
+    """Builds physics task ``name`` with a model for every recipe context (and ``contexts``)."""
+    return MjxTask(TASKS[name], contexts)
