@@ -19,10 +19,10 @@ run: $(STAMP)
 	$(PY) -m experiments.aib $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py $(ARGS)
