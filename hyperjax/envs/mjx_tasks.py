@@ -102,12 +102,6 @@ def _gravity(model: mujoco.MjModel, g: float) -> None:
     model.opt.gravity[:] = (0.0, 0.0, -g)
 
 
-SPEC_EDITS: dict[str, Callable] = {
-    "pole_length": _pole_length, "string_distance": _string_distance,
-    "cheetah_legs": _cheetah_legs, "reacher_arm": _reacher_arm, "gear": _gear,
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     """What a physics task is made of.
@@ -359,6 +353,7 @@ def _ball_in_cup():
     clears every cup capsule (exact sphere-segment distance) is used; all 32 colliding has
     probability below 1e-30.
     """
+    from mujoco_playground._src import mjx_env  # noqa: PLC0415
     from mujoco_playground._src.dm_control_suite import ball_in_cup  # noqa: PLC0415
 
     class BallInCupDMC(ball_in_cup.BallInCup):
@@ -394,7 +389,6 @@ def _ball_in_cup():
             zero = jnp.zeros((), jnp.float32)
             return mjx_env.State(data, self._get_obs(data, {}), zero, zero, {}, {"rng": rng})
 
-    from mujoco_playground._src import mjx_env  # noqa: PLC0415
     return BallInCupDMC()
 
 
@@ -410,6 +404,13 @@ def _gym_spec(env) -> mujoco.MjSpec:
 _AF = ("action", None)
 _GRAVITY = ("model", _gravity)
 _GEAR = ("spec", _gear)
+
+def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> TaskSpec:
+    """Reacher: arm length x ``mode`` (``action_factor`` or ``permutation``, both on actions)."""
+    return TaskSpec(name, lambda: _playground(playground_name), _playground_spec,
+                    (LIMB_LENGTH, mode), {"length": ("spec", _reacher_arm), mode.name: _AF},
+                    obs_dim=6, action_dim=2)
+
 
 TASKS: dict[str, TaskSpec] = {
     "cartpole": TaskSpec(
@@ -427,19 +428,9 @@ TASKS: dict[str, TaskSpec] = {
         "cheetah", lambda: _playground("CheetahRun"), _playground_spec,
         (LIMB_LENGTH, ctx.ACTION_FACTOR),
         {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6),
-    "reacher_easy": TaskSpec(
-        "reacher_easy", lambda: _playground("ReacherEasy"), _playground_spec,
-        (LIMB_LENGTH, ctx.ACTION_FACTOR),
-        {"length": ("spec", _reacher_arm), "action_factor": _AF}, obs_dim=6, action_dim=2),
-    "reacher_hard": TaskSpec(
-        "reacher_hard", lambda: _playground("ReacherHard"), _playground_spec,
-        (LIMB_LENGTH, ctx.ACTION_FACTOR),
-        {"length": ("spec", _reacher_arm), "action_factor": _AF}, obs_dim=6, action_dim=2),
-    "reacher_perm": TaskSpec(
-        "reacher_perm", lambda: _playground("ReacherHard"), _playground_spec,
-        (LIMB_LENGTH, PERMUTATION),
-        {"length": ("spec", _reacher_arm), "permutation": ("action", None)},
-        obs_dim=6, action_dim=2),
+    "reacher_easy": _reacher("reacher_easy", "ReacherEasy", ctx.ACTION_FACTOR),
+    "reacher_hard": _reacher("reacher_hard", "ReacherHard", ctx.ACTION_FACTOR),
+    "reacher_perm": _reacher("reacher_perm", "ReacherHard", PERMUTATION),
     "walker_gym": TaskSpec(
         "walker_gym", _gym("walker2d"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
         {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6,
