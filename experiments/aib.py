@@ -1,17 +1,22 @@
-"""Train a method on an AIB task: ``python -m experiments.aib --algo=dma_sh --env=di``.
+"""Train methods on AIB tasks and report: ``python -m experiments.aib --algo=dma_sh --env=di``.
 
-Seeds are vmapped inside one compiled program; the program runs one evaluation interval per
-call, and the whole train state is checkpointed (orbax) between calls, so ``--resume``
-continues a killed run exactly. Bad flags end with a one-line error and exit status 2 before
-anything is compiled.
+``--algo`` and ``--env`` take one name, a comma-separated list, or (``--algo``) ``all``: each
+(task, method) pair is one compiled program with the seeds vmapped inside. A program runs one
+evaluation interval per call, and the whole train state is checkpointed (orbax) between calls,
+so ``--resume`` continues a killed study exactly, run by run. Bad flags end with a one-line
+error and exit status 2 before anything is compiled. After training, inferred-context methods
+get the representation diagnostics (notes §5), and the study's report and figures are written.
 
-Run directory layout::
+Run directory layout (one pair: RUN_DIR is the run; several: RUN_DIR/ENV/ALGO/ each)::
 
-    RUN_DIR/config.json      the resolved Config (JSON)
-    RUN_DIR/metrics.jsonl    one row per (seed, split, evaluation): step, aer, per-context
-                             returns, training losses of the interval
-    RUN_DIR/checkpoints/N/   orbax checkpoint after N segments (state + record JSON)
-    RUN_DIR/summary.json     final AER per split (mean, std, per-seed scores)
+    RUN_DIR/config.json        the resolved Config (JSON)
+    RUN_DIR/metrics.jsonl      one row per (seed, split, evaluation): step, aer, per-context
+                               returns, training losses of the interval
+    RUN_DIR/checkpoints/N/     orbax checkpoint after N segments (state + record JSON)
+    RUN_DIR/summary.json       final AER per split (mean, std, per-seed scores)
+    RUN_DIR/diagnostics.json   z diagnostics per split and seed (inferred methods)
+  and at the top:
+    report.md, study.json, plots/*.png   AER / IQM / relative-gain tables, diagnostics, figures
 """
 from __future__ import annotations
 
@@ -25,9 +30,11 @@ import time
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("algo", "dma_sh", "Method preset: dr, concat, da, dma, dma_pearl, dma_star, "
-                    "dma_sh.")
-flags.DEFINE_string("env", "di", "AIB task: di, di_friction, ode.")
+flags.DEFINE_string("algo", "dma_sh", "Method preset(s), comma-separated, or 'all': dr, concat, "
+                    "da, dma, dma_pearl, dma_star, dma_sh.")
+flags.DEFINE_string("env", "di", "AIB task(s), comma-separated: di, di_friction, di_perm, ode, "
+                    "cartpole, ball_in_cup, walker, cheetah, reacher_easy, reacher_hard, "
+                    "reacher_perm, walker_gym, hopper_gym.")
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program.")
 flags.DEFINE_integer("seed", 0, "First seed; seed i uses PRNGKey(seed + i).")
 flags.DEFINE_integer("total_steps", None, "Vector-env steps (one gradient step each after "
@@ -58,6 +65,14 @@ flags.DEFINE_string("out_dir", None, "Run directory (default runs/ENV-ALGO-TIMES
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept (newest first).")
+flags.DEFINE_bool("diagnostics", True, "After training, the z diagnostics of inferred-context "
+                  "methods (notes §5): KSG informativeness, variability, overlap, variance "
+                  "decomposition, cosine matrices, shadow gradients.")
+flags.DEFINE_integer("diag_windows", 256, "Windows per context for the diagnostics.")
+flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' windows with the "
+                  "encoder in training mode, as the authors' metrics code (false: eval mode).")
+flags.DEFINE_integer("bootstrap_reps", 5000, "Bootstrap resamples of the report's 95 % CIs.")
+flags.DEFINE_bool("report", True, "Write report.md, study.json and plots/ into the run dir.")
 
 
 def _fail(msg: str, code: int = 2):
@@ -72,13 +87,45 @@ def _parse(argv):
         _fail(str(e).splitlines()[0])
 
 
-def build_config():
-    """Flags -> validated ``Config``. Raises ``ValueError`` naming the bad flag."""
+def parse_names(value: str, valid, what: str, allow_all: bool = False) -> list[str]:
+    """``"a,b"`` (or ``"all"``) -> names, in the given order, without duplicates.
+
+    Raises:
+      ValueError: an empty list or an unknown name (the message lists the valid ones).
+    """
+    if allow_all and value.strip() == "all":
+        return list(valid)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise ValueError(f"--{what} is empty")
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"unknown {what} {n!r}; valid: {', '.join(valid)}"
+                             + (", or all" if allow_all else ""))
+    return list(dict.fromkeys(names))
+
+
+def selected() -> tuple[list[str], list[str]]:
+    """``(envs, algos)`` from the flags. Raises ``ValueError`` naming a bad one."""
+    from hyperjax.config import METHODS
+    from hyperjax.envs import env_names
+    return (parse_names(FLAGS.env, env_names(), "env"),
+            parse_names(FLAGS.algo, list(METHODS), "algo", allow_all=True))
+
+
+def build_config(env: str | None = None, algo: str | None = None):
+    """Flags -> validated ``Config`` for one (env, algo) pair (default: the flags' only pair).
+
+    Raises ``ValueError`` naming the bad flag.
+    """
     from hyperjax.config import CPU_BUDGET, PAPER_BUDGET, Config
     from hyperjax.envs import TASK_DEFAULTS
+    if env is None or algo is None:
+        envs_, algos_ = selected()
+        env, algo = env or envs_[0], algo or algos_[0]
     if FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
-        paper = TASK_DEFAULTS.get(FLAGS.env, {}).get("paper_total_steps", 100_000)
-        budget = dict(CPU_BUDGET.get(FLAGS.env, dict(total_steps=paper, **PAPER_BUDGET)))
+        paper = TASK_DEFAULTS.get(env, {}).get("paper_total_steps", 100_000)
+        budget = dict(CPU_BUDGET.get(env, dict(total_steps=paper, **PAPER_BUDGET)))
     else:
         budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)
     for name in ("eval_every", "learning_starts", "eval_episodes"):
@@ -86,10 +133,10 @@ def build_config():
             budget[name] = getattr(FLAGS, name)
     if FLAGS.seeds is None or FLAGS.seeds <= 0:
         raise ValueError(f"seeds must be a positive integer, got {FLAGS.seeds}")
-    if FLAGS.keep_checkpoints <= 0:
-        raise ValueError(f"keep_checkpoints must be a positive integer, "
-                         f"got {FLAGS.keep_checkpoints}")
-    return Config(env=FLAGS.env, algo=FLAGS.algo, **budget, batch_size=FLAGS.batch_size,
+    for name in ("keep_checkpoints", "diag_windows", "bootstrap_reps"):
+        if getattr(FLAGS, name) <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(FLAGS, name)}")
+    return Config(env=env, algo=algo, **budget, batch_size=FLAGS.batch_size,
                   context_size=FLAGS.context_size,
                   buffer_size=FLAGS.buffer_size, mask_rate=FLAGS.mask_rate,
                   bootstrap_truncation=FLAGS.bootstrap_truncation, q_lr=FLAGS.q_lr,
@@ -121,10 +168,10 @@ def load_context_sets(cfg):
     return dataclasses.replace(sets, **new)
 
 
-def prepare_run_dir(cfg) -> tuple[str, bool]:
+def prepare_run_dir(default_name: str) -> tuple[str, bool]:
     """Returns ``(run_dir, resuming)``; refuses to overwrite silently."""
     run_dir = FLAGS.out_dir or os.path.join(
-        "runs", f"{cfg.env}-{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+        "runs", f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = os.path.abspath(run_dir)
     exists = os.path.isdir(run_dir) and bool(os.listdir(run_dir))
     if FLAGS.resume and FLAGS.overwrite:
@@ -152,25 +199,62 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
-        cfg = build_config()
-        sets = load_context_sets(cfg)
-        from hyperjax.config import check_batch
-        check_batch(cfg.batch_size, sets.train.shape[0])
-        run_dir, resuming = prepare_run_dir(cfg)
-        if resuming:
+        env_list, algo_list = selected()
+        plan = []  # (cfg, sets) for every pair, all validated before anything compiles
+        for env in env_list:
+            for algo in algo_list:
+                cfg = build_config(env, algo)
+                sets = load_context_sets(cfg)
+                from hyperjax.config import check_batch
+                check_batch(cfg.batch_size, sets.train.shape[0])
+                plan.append((cfg, sets))
+        single = len(plan) == 1
+        top, resuming = prepare_run_dir(
+            f"{env_list[0]}-{algo_list[0]}" if single else "study")
+        runs = []
+        for cfg, sets in plan:
+            run_dir = top if single else os.path.join(top, cfg.env, cfg.algo)
             path = os.path.join(run_dir, "config.json")
-            if not os.path.exists(path):
+            sub_resume = resuming and os.path.exists(path)
+            if resuming and single and not sub_resume:
                 raise ValueError(f"--resume: {run_dir} has no config.json")
-            with open(path) as f:
-                saved = json.load(f)
-            _check_same(saved, run_config(cfg))
+            if sub_resume:
+                with open(path) as f:
+                    saved = json.load(f)
+                _check_same(saved, run_config(cfg))
+            runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))
-    train_run(cfg, sets, run_dir, resuming)
+    results = [train_run(cfg, sets, run_dir, sub_resume)
+               for cfg, sets, run_dir, sub_resume in runs]
+    if FLAGS.report:
+        write_report(top, env_list, algo_list, plan[0][0], results)
+
+
+def write_report(top, env_list, algo_list, cfg, results) -> None:
+    """The study's report.md, study.json and plots/ in ``top`` (``hyperjax.analysis``)."""
+    import jax
+
+    from hyperjax.analysis.report import Study
+    from hyperjax.analysis.study import curves_from_rows, write_study
+    scores, curves, diags = {}, {}, {}
+    for (c, rows, final, diag) in results:
+        scores.setdefault(c.env, {})[c.algo] = {s: v[2] for s, v in final.items()}
+        curves.setdefault(c.env, {})[c.algo] = curves_from_rows(rows)
+        if diag is not None:
+            diags.setdefault(c.env, {})[c.algo] = diag
+    meta = dict(seeds=FLAGS.seeds, seed=FLAGS.seed, total_steps=cfg.total_steps,
+                eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
+                device=jax.devices()[0].device_kind)
+    study = Study(env_list, algo_list, scores, curves, diags, meta)
+    t0 = time.time()
+    path = write_study(study, top, FLAGS.bootstrap_reps)
+    print(f"report: {path} ({time.time() - t0:.0f} s)", flush=True)
 
 
 def run_config(cfg) -> dict:
-    """What defines a run: the resolved Config plus the seeds."""
+    """What defines a run: the resolved Config plus the seeds (diagnostics flags excluded:
+    they do not change training)."""
     return {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed,
             "context_file": FLAGS.context_file}
 
@@ -183,7 +267,12 @@ def _check_same(saved: dict, current: dict) -> None:
                          f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
 
 
-def train_run(cfg, sets, run_dir: str, resuming: bool) -> None:
+def train_run(cfg, sets, run_dir: str, resuming: bool):
+    """Trains one (env, algo) pair over the seeds, resuming from its last checkpoint.
+
+    Returns ``(cfg, rows, final_scores, diagnostics or None)``. A finished run that is resumed
+    is not recompiled: its files are read back.
+    """
     import jax
     import numpy as np
 
@@ -195,6 +284,15 @@ def train_run(cfg, sets, run_dir: str, resuming: bool) -> None:
     config_dict = run_config(cfg)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    diag_path = os.path.join(run_dir, "diagnostics.json")
+    want_diag = FLAGS.diagnostics and cfg.inferred
+    os.makedirs(run_dir, exist_ok=True)
+    if resuming and os.path.exists(os.path.join(run_dir, "summary.json")) and (
+            not want_diag or os.path.exists(diag_path)):
+        print(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}", flush=True)
+        rows = [json.loads(x) for x in open(metrics_path)]
+        diag = json.load(open(diag_path)) if want_diag else None
+        return cfg, rows, run.final_scores(rows), diag
     prog = make_program(cfg, sets)
     print(f"hyperjax: {cfg.algo} on {cfg.env}, {FLAGS.seeds} seed(s), {cfg.total_steps} steps, "
           f"eval every {cfg.eval_every}; run dir {run_dir}", flush=True)
@@ -246,12 +344,26 @@ def train_run(cfg, sets, run_dir: str, resuming: bool) -> None:
               f"train return {tr:7.2f}  {sps:6.1f} steps/s  "
               f"[{time.time() - t_start:6.0f} s]", flush=True)
 
-    run.run_segments(prog, state, seg, start, FLAGS.seed, on_segment)
+    state = run.run_segments(prog, state, seg, start, FLAGS.seed, on_segment)
     scores = run.final_scores(rows)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump({"compile_seconds": compile_s, "train_seconds": time.time() - t_start,
                    "aer": scores}, f, indent=2)
     print(run.format_table(scores, cfg.algo, cfg.env, FLAGS.seeds), flush=True)
+    diag = None
+    if want_diag:
+        from hyperjax.analysis.study import run_diagnostics
+        t0 = time.time()
+        diag = run_diagnostics(prog, state, FLAGS.seeds, jax.random.PRNGKey(FLAGS.seed + 10**6),
+                               FLAGS.diag_windows, FLAGS.diag_encoder_training)
+        with open(diag_path, "w") as f:
+            json.dump(diag, f)
+        d = diag["splits"]["eval_out"]
+        print(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
+              f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
+              f"{np.mean([x['variability'] for x in d]):.3g}, RO "
+              f"{np.mean([x['overlap'] for x in d]):.3f}", flush=True)
+    return cfg, rows, scores, diag
 
 
 def _write_rows(path, rows):

@@ -22,6 +22,9 @@ METHODS: dict[str, dict] = {
     "dma_sh": dict(source="inferred", merge="shared", mask_rate=0.4, input_norm=True,
                    output_norm=True),
 }
+# The paper's labels (notes §4), in its table order.
+METHOD_LABELS = {"concat": "Concat", "da": "DA", "dr": "DR", "dma": "DMA",
+                 "dma_pearl": "DMA-Pearl", "dma_star": "DMA*", "dma_sh": "DMA*-SH"}
 METHOD_FIELDS = ("source", "merge", "mask_rate", "input_norm", "output_norm", "pearl")
 
 # The CLI's budget when --total_steps is not given: what fits `make run` on the 2-core CPU in

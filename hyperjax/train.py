@@ -39,6 +39,14 @@ class TrainState:
     segments_done: jax.Array  # int32[]
 
 
+class Trajectory(NamedTuple):
+    """Recorded evaluation episodes (``Program.rollout``), leading axes ``[N, P + T]``."""
+
+    obs: jax.Array       # float32[N, P+T, obs_dim]
+    action: jax.Array    # float32[N, P+T, act_dim]
+    next_obs: jax.Array  # float32[N, P+T, obs_dim]
+
+
 class Program(NamedTuple):
     """The pieces of a run. ``segment(state, seg_idx)`` runs one evaluation interval."""
 
@@ -50,6 +58,7 @@ class Program(NamedTuple):
     segment: Callable
     evaluate: Callable
     episodes: Callable
+    rollout: Callable
     n_segments: int
 
 
@@ -153,33 +162,52 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
         return state.replace(agent=agent_state, replay=replay, key=key), metrics
 
     # --- evaluation ------------------------------------------------------------------------
-    def evaluate(params, key):
-        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (notes §3.6).
+    def rollout(params, key, contexts, record: bool = True):
+        """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch.
 
-        Every context of train / eval-in / eval-out runs ``eval_episodes`` episodes in one
-        batch, with the encoder in eval mode and the DMA warm-up before each episode.
+        The encoder runs in eval mode after the DMA warm-up (notes §3.6, §9.9). Returns
+        ``(returns float32[N], Trajectory)``; the trajectory's arrays are ``[N, P + T, ...]``
+        with the P = K warm-up transitions first (as in the replay), or None when ``record``
+        is False.
         """
-        n = eval_ctx.shape[0]
+        n = contexts.shape[0]
         k_warm, k_reset, k_run = jax.random.split(key, 3)
         if K:
-            window = warmup(params, jax.random.split(k_warm, n), eval_ctx, False).window
+            warm = warmup(params, jax.random.split(k_warm, n), contexts, False)
+            window = warm.window
         else:
             window = jnp.zeros((n, 0, 0), jnp.float32)
-        env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n), eval_ctx)
+        env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n), contexts)
 
         def body(carry, key):
             env_state, obs, window, ret = carry
             k_act, k_env = jax.random.split(key)
-            action = agent.act(params, obs, window, eval_ctx, k_act, deterministic=True,
+            action = agent.act(params, obs, window, contexts, k_act, deterministic=True,
                                encoder_training=False)
             env_state, ts = jax.vmap(env.step)(jax.random.split(k_env, n), env_state, action,
-                                               eval_ctx)
+                                               contexts)
             if K:
                 window = jax.vmap(push_window)(window, obs, action, ts.obs)
-            return (env_state, ts.obs, window, ret + ts.reward), None
+            out = (obs, action, ts.obs) if record else None
+            return (env_state, ts.obs, window, ret + ts.reward), out
 
         carry = (env_state, ts.obs, window, jnp.zeros(n))
-        (_, _, _, ret), _ = jax.lax.scan(body, carry, jax.random.split(k_run, T))
+        (_, _, _, ret), traj = jax.lax.scan(body, carry, jax.random.split(k_run, T))
+        if not record:
+            return ret, None
+        traj = Trajectory(*(jnp.swapaxes(x, 0, 1) for x in traj))  # [N, T, ...]
+        if K:
+            traj = Trajectory(*(jnp.concatenate([w, x], axis=1) for w, x in
+                                zip((warm.obs, warm.action, warm.next_obs), traj)))
+        return ret, traj
+
+    def evaluate(params, key):
+        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (notes §3.6).
+
+        Every context of train / eval-in / eval-out runs ``eval_episodes`` episodes in one
+        batch (``rollout``), with the encoder in eval mode and the DMA warm-up before each.
+        """
+        ret, _ = rollout(params, key, eval_ctx, record=False)
         return ret.reshape(len(SPLITS), n_ctx, cfg.eval_episodes)
 
     def episodes(state: TrainState, ep_indices):
@@ -201,7 +229,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
                        aer=returns.mean(-1))
         return state.replace(key=key, segments_done=state.segments_done + 1), metrics
 
-    return Program(cfg, env, agent, sets, init, segment, evaluate, episodes, n_segments)
+    return Program(cfg, env, agent, sets, init, segment, evaluate, episodes, rollout, n_segments)
 
 
 def _nanmean(x):

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--algo=dr", "--total_steps=600", "--eval_every=100", "--learning_starts=50",
-        "--eval_episodes=1"]
+        "--eval_episodes=1", "--bootstrap_reps=100"]
 
 
 def aib(*args, timeout=600):
@@ -35,6 +35,10 @@ def _one_line_error(res, pattern):
     (["--env=hopper"], r"unknown env 'hopper'; valid: di, di_friction, di_perm, ode, cartpole, "
                       r"ball_in_cup, walker, cheetah, reacher_easy"),
     (["--task=cheetah"], r"Unknown command line flag 'task'"),
+    (["--algo=dr,sac"], r"unknown algo 'sac'; valid: dr, .*, dma_sh, or all"),
+    (["--algo=,"], r"--algo is empty"),
+    (["--env=di,pong"], r"unknown env 'pong'"),
+    (["--diag_windows=0"], r"diag_windows must be a positive integer"),
     (["--total_steps=0"], r"total_steps must be a positive integer, got 0"),
     (["--total_steps=-100"], r"total_steps must be a positive integer"),
     (["--total_steps=abc"], r"total_steps.*(int|integer)"),
@@ -79,7 +83,9 @@ def reference_run(tmp_path_factory):
 
 def test_run_directory_layout_and_table(reference_run):
     d, res = reference_run
-    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= set(os.listdir(d))
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "report.md",
+            "plots"} <= set(os.listdir(d))
+    assert not os.path.exists(os.path.join(d, "diagnostics.json"))  # DR has no z
     cfg = json.load(open(os.path.join(d, "config.json")))
     assert cfg["algo"] == "dr" and cfg["total_steps"] == 600 and cfg["seeds"] == 1
     rows = _rows(d)
@@ -87,7 +93,8 @@ def test_run_directory_layout_and_table(reference_run):
     assert all(len(r["returns"]) == 20 for r in rows)
     assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["5", "6"]  # keep 2
     assert "compiled in" in res.stdout and "step     600/600" in res.stdout
-    assert "eval_out" in res.stdout.splitlines()[-1]
+    lines = res.stdout.splitlines()
+    assert "eval_out" in lines[-2] and lines[-1].startswith("report: ")
 
 
 def test_existing_run_directory_is_not_overwritten(reference_run):
@@ -211,7 +218,7 @@ def test_mjx_smoke_run(env, tmp_path):
     out = tmp_path / "run"
     res = aib("--algo=dma_sh", f"--env={env}", "--total_steps=1000", "--eval_every=1000",
               "--learning_starts=990", "--eval_episodes=1", "--context_size=16",
-              f"--out_dir={out}", timeout=900)
+              "--diagnostics=false", "--bootstrap_reps=100", f"--out_dir={out}", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"train", "eval_in", "eval_out"}

@@ -117,16 +117,28 @@ class Agent:
           key: PRNG key for the encoder's shuffle/mask/subset (fresh per loss, notes §9.3).
           training: encoder mode.
         """
-        src, merge = self.cfg.source, self.cfg.merge
+        src = self.cfg.source
         if src == "none":
             return Cond()
         if src == "true":
             return Cond(vec=context)
-        z = self.model.apply(model_params, window, key, training, method=WorldModel.encode).z
-        z = jax.lax.stop_gradient(z)
-        if merge == "shared":
-            omega = self.model.apply(model_params, z, method=WorldModel.omega)
-            return Cond(omega=jax.lax.stop_gradient(omega))
+        z = self.encode(model_params, window, key, training)
+        return self.cond_from_z(model_params, z, stop_gradient=True)
+
+    def encode(self, model_params, window, key, training: bool):
+        """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; notes §3.1)."""
+        return self.model.apply(model_params, window, key, training, method=WorldModel.encode).z
+
+    def cond_from_z(self, model_params, z, stop_gradient: bool = True) -> Cond:
+        """The RL networks' conditioning from an inferred ``z`` ``float32[B, d_z]``.
+
+        ``stop_gradient=True`` is the method (z and omega = h_eta(z) are constants to the RL
+        losses, notes §3.5); ``False`` lifts it, only to measure shadow gradients (notes §5).
+        """
+        sg = jax.lax.stop_gradient if stop_gradient else (lambda x: x)
+        z = sg(z)
+        if self.cfg.merge == "shared":
+            return Cond(omega=sg(self.model.apply(model_params, z, method=WorldModel.omega)))
         return Cond(vec=z)
 
     # --- acting ------------------------------------------------------------------------------
