@@ -156,7 +156,7 @@ def test_report_and_plots(tmp_path):
     assert "| DMA*-SH | 61.00 ± 0.82 [" in text
     # IQM of normalised scores (all / overlap / non-overlap) for DR on train:
     # IQM over {.20 .21 .22 .50 .51 .52} = mean(.21 .22 .50 .51) = .36; overlap .51; non .21
-    assert "0.36/0.51/0.21" in text
+    assert "0.360/0.510/0.210" in text
     # relative gain vs DR, train, non-overlap: (61 - 21) / 21 = 190.5 %
     assert "190.5" in text and "vs Concat" in text
     assert "| DMA*-SH | 1.00 to 1.00 | 0.20 to 0.20 |" in text

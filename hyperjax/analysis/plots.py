@@ -90,25 +90,33 @@ def cosine_heatmaps(study: Study, env: str, path: str,
 
 
 def variance_bars(study: Study, env: str, path: str) -> str | None:
-    """Stacked (1/d_z)·tr terms: within-context, within-mode, between-mode; per split."""
+    """The three variance terms (within-context, within-mode, between-mode) as shares of
+    (1/d_z)·tr Cov Z, stacked to 1 per method, with the total written above each bar (the
+    methods' z scales differ by orders of magnitude: DMA-Pearl's sampled z, DMA's
+    unnormalised z, SimNorm's simplices); one panel per split."""
     diag = study.diagnostics.get(env) or {}
     algos = _order(diag)
     if not algos:
         return None
     terms = (("within_context", "within-context"), ("within_mode", "within-mode"),
              ("between_mode", "between-mode"))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, split in zip(axes, stats.SPLITS):
+        mean = lambda a, k: np.mean([d[k] for d in diag[a]["splits"][split]])
+        total = np.array([mean(a, "total") for a in algos])
         bottom = np.zeros(len(algos))
         for (key, name), color in zip(terms, ("#c7c7c7", "#ffbb78", "#1f77b4")):
-            v = np.array([np.mean([d[key] for d in diag[a]["splits"][split]]) for a in algos])
+            v = np.array([mean(a, key) for a in algos]) / np.maximum(total, 1e-30)
             ax.bar(range(len(algos)), v, bottom=bottom, color=color, label=name)
             bottom += v
-        ax.set_xticks(range(len(algos)), [label(a) for a in algos])
+        for i, t in enumerate(total):
+            ax.text(i, 1.02, f"{t:.2g}", ha="center", fontsize=8)
+        ax.set_ylim(0, 1.12)
+        ax.set_xticks(range(len(algos)), [label(a) for a in algos], fontsize=8)
         ax.set_title(f"{env}: {SPLIT_LABELS[split]}")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("(1/d_z) tr Cov")
-    axes[-1].legend(fontsize=8)
+    axes[0].set_ylabel("share of (1/d_z) tr Cov Z")
+    axes[-1].legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 

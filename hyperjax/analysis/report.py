@@ -108,14 +108,14 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
               "Each cell: all / overlap / non-overlap tasks (– where no task of the class ran); "
               "normalised by the task's return bounds; rliable `aggregate_iqm` over seeds × "
               "tasks (× splits for aggregated).", ""]
-    rows = [[SPLIT_LABELS[r], *["/".join(_fmt(table[r][c][a] and table[r][c][a][0])
+    rows = [[SPLIT_LABELS[r], *["/".join(_fmt(table[r][c][a] and table[r][c][a][0], 3)
                                          for c in stats.CLASSES) for a in algos]]
             for r in stats.REGIMES]
     lines += _table(["split", *map(label, algos)], rows) + [""]
     lines += ["95 % stratified bootstrap CIs of the IQM over all tasks "
               f"({reps} resamples):", ""]
     rows = [[SPLIT_LABELS[r], *[("–" if table[r]["all"][a] is None else
-                                 f"[{table[r]['all'][a][1]:.2f}, {table[r]['all'][a][2]:.2f}]")
+                                 f"[{table[r]['all'][a][1]:.3f}, {table[r]['all'][a][2]:.3f}]")
                                 for a in algos]] for r in stats.REGIMES]
     lines += _table(["split", *map(label, algos)], rows) + [""]
 
