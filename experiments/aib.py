@@ -228,10 +228,10 @@ def main(argv):
     results = [train_run(cfg, sets, run_dir, sub_resume)
                for cfg, sets, run_dir, sub_resume in runs]
     if FLAGS.report:
-        write_report(top, env_list, algo_list, plan[0][0], results)
+        write_report(top, env_list, algo_list, results)
 
 
-def write_report(top, env_list, algo_list, cfg, results) -> None:
+def write_report(top, env_list, algo_list, results) -> None:
     """The study's report.md, study.json and plots/ in ``top`` (``hyperjax.analysis``)."""
     import jax
 
@@ -243,8 +243,8 @@ def write_report(top, env_list, algo_list, cfg, results) -> None:
         curves.setdefault(c.env, {})[c.algo] = curves_from_rows(rows)
         if diag is not None:
             diags.setdefault(c.env, {})[c.algo] = diag
-    meta = dict(seeds=FLAGS.seeds, seed=FLAGS.seed, total_steps=cfg.total_steps,
-                eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
+    budgets = {c.env: [c.total_steps, c.eval_every, c.eval_episodes] for c, *_ in results}
+    meta = dict(seeds=FLAGS.seeds, seed=FLAGS.seed, budgets=budgets,
                 device=jax.devices()[0].device_kind)
     study = Study(env_list, algo_list, scores, curves, diags, meta)
     t0 = time.time()

@@ -244,7 +244,7 @@ def test_cli_study_report_and_resume(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "study"
     args = [sys.executable, "-m", "experiments.aib", "--algo=dr,dma", "--env=di", "--seeds=2",
-            "--total_steps=200", "--eval_every=100", "--learning_starts=100",
+            "--total_steps=100", "--eval_every=100", "--learning_starts=50",
             "--eval_episodes=1", "--bootstrap_reps=100", "--diag_windows=64",
             f"--out_dir={out}"]
     res = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)

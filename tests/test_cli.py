@@ -36,9 +36,6 @@ def _one_line_error(res, pattern):
                       r"ball_in_cup, walker, cheetah, reacher_easy"),
     (["--task=cheetah"], r"Unknown command line flag 'task'"),
     (["--algo=dr,sac"], r"unknown algo 'sac'; valid: dr, .*, dma_sh, or all"),
-    (["--algo=,"], r"--algo is empty"),
-    (["--env=di,pong"], r"unknown env 'pong'"),
-    (["--diag_windows=0"], r"diag_windows must be a positive integer"),
     (["--total_steps=0"], r"total_steps must be a positive integer, got 0"),
     (["--total_steps=-100"], r"total_steps must be a positive integer"),
     (["--total_steps=abc"], r"total_steps.*(int|integer)"),
@@ -97,6 +94,22 @@ def test_run_directory_layout_and_table(reference_run):
     assert "eval_out" in lines[-2] and lines[-1].startswith("report: ")
 
 
+def test_method_and_task_lists():
+    from experiments import aib as cli
+    assert cli.parse_names("all", ["dr", "concat"], "algo", allow_all=True) == ["dr", "concat"]
+    assert cli.parse_names("concat, dr,concat", ["dr", "concat"], "algo") == ["concat", "dr"]
+    with pytest.raises(ValueError, match="--algo is empty"):
+        cli.parse_names(",", ["dr"], "algo")
+    with pytest.raises(ValueError, match="unknown env 'pong'; valid: di, ode$"):
+        cli.parse_names("di,pong", ["di", "ode"], "env")
+    cli.FLAGS(["aib", "--diag_windows=0"])
+    try:
+        with pytest.raises(ValueError, match="diag_windows must be a positive integer"):
+            cli.build_config()
+    finally:
+        cli.FLAGS.unparse_flags()
+
+
 def test_existing_run_directory_is_not_overwritten(reference_run):
     d, _ = reference_run
     _one_line_error(aib(*FAST, f"--out_dir={d}"), r"exists: pass --resume to continue it or "
@@ -108,7 +121,8 @@ def test_existing_run_directory_is_not_overwritten(reference_run):
 def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
     ref, _ = reference_run
     d = str(tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.aib", *FAST, f"--out_dir={d}"],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.aib", *FAST, "--report=false",
+                             f"--out_dir={d}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = os.path.join(d, "checkpoints", "3")
     deadline = time.time() + 300
@@ -118,7 +132,7 @@ def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(d, "summary.json"))
-    res = aib(*FAST, f"--out_dir={d}", "--resume")
+    res = aib(*FAST, f"--out_dir={d}", "--resume", "--report=false")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from checkpoint" in res.stdout
     assert _rows(d) == _rows(ref)  # bitwise: same floats printed in the same rows
@@ -218,7 +232,7 @@ def test_mjx_smoke_run(env, tmp_path):
     out = tmp_path / "run"
     res = aib("--algo=dma_sh", f"--env={env}", "--total_steps=1000", "--eval_every=1000",
               "--learning_starts=990", "--eval_episodes=1", "--context_size=16",
-              "--diagnostics=false", "--bootstrap_reps=100", f"--out_dir={out}", timeout=900)
+              "--diagnostics=false", "--report=false", f"--out_dir={out}", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"train", "eval_in", "eval_out"}

@@ -78,11 +78,14 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
     """
     algos = [a for a in METHOD_LABELS if a in study.algos]
     m = study.meta
+    budgets = m.get("budgets") or {e: [m.get("total_steps"), m.get("eval_every"),
+                                       m.get("eval_episodes")] for e in study.envs}
+    budget = "; ".join(f"{e}: {b[0]} steps, evaluation every {b[1]} steps, {b[2]} episodes "
+                       "per context" for e, b in budgets.items())
     lines = ["# AIB study", "",
              f"Tasks: {', '.join(study.envs)}. Methods: {', '.join(label(a) for a in algos)}. "
-             f"Seeds: {m.get('seeds')}. Budget: {m.get('total_steps')} steps per run, "
-             f"evaluation every {m.get('eval_every')} steps on all 20 contexts of each split "
-             f"({m.get('eval_episodes')} deterministic episodes each); per seed the max of "
+             f"Seeds: {m.get('seeds')}. Budget per run ({budget}); every evaluation covers "
+             "all 20 contexts of each split with deterministic actions; per seed the max of "
              f"the last two evaluations (notes §5). Device: {m.get('device', '?')}.", ""]
 
     lines += ["## AER per task", "",
