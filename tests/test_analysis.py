@@ -235,8 +235,9 @@ def test_probe_windows_and_shapes(small_sh):
             np.testing.assert_array_equal(got[c, j], w)
 
 
+@pytest.mark.slow
 def test_cli_study_report_and_resume(tmp_path):
-    """Two methods in one launch: per-run directories, diagnostics for the inferred method, the
+    """(slow: 1-2 min, three compiles; the default suite stays under 15 min.) Two methods in one launch: per-run directories, diagnostics for the inferred method, the
     report and figures at the top; a resumed finished study recompiles nothing."""
     import json
     import subprocess
