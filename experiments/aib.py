@@ -199,13 +199,13 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+        from hyperjax.config import check_batch
         env_list, algo_list = selected()
         plan = []  # (cfg, sets) for every pair, all validated before anything compiles
         for env in env_list:
             for algo in algo_list:
                 cfg = build_config(env, algo)
                 sets = load_context_sets(cfg)
-                from hyperjax.config import check_batch
                 check_batch(cfg.batch_size, sets.train.shape[0])
                 plan.append((cfg, sets))
         single = len(plan) == 1

@@ -168,10 +168,15 @@ class Agent:
             return mse * (1.0 + self.cfg.pearl_beta * jnp.mean(out.kl)), mse
         return mse, mse
 
-    def critic_loss(self, params, batch: Batch, context, key):
-        """Twin-critic TD loss; differentiable in ``params["critic"]`` only (module doc)."""
+    def critic_loss(self, params, batch: Batch, context, key, cond: Cond | None = None):
+        """Twin-critic TD loss; differentiable in ``params["critic"]`` only (module doc).
+
+        ``cond`` replaces the conditioning computed from ``params["model"]`` (as in
+        ``actor_loss``); the TD target is a constant either way.
+        """
         k_c, k_pi = jax.random.split(key)
-        cond = self.condition(params["model"], batch.window, context, k_c, training=True)
+        if cond is None:
+            cond = self.condition(params["model"], batch.window, context, k_c, training=True)
         alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
         next_action, next_logp = self._pi(jax.lax.stop_gradient(params["actor"]),
                                           batch.next_obs, cond, k_pi)

@@ -48,31 +48,13 @@ def shadow_gradients(agent, params: dict, batch: rb.Batch, context, key) -> dict
     """
     if agent.model is None:
         raise ValueError(f"shadow gradients need an inferred z; {agent.cfg.algo!r} has none")
-    del context
-    k_z, k_pi, k_next = jax.random.split(key, 3)
-    model, actor, critic = params["model"], params["actor"], params["critic"]
-    z = agent.encode(model, batch.window, k_z, training=True)
-    alpha = jnp.exp(params["log_alpha"])
-
-    def actor_obj(z):
-        cond = agent.cond_from_z(model, z, stop_gradient=False)
-        action, logp = agent._pi(actor, batch.obs, cond, k_pi)
-        q = agent.critic.apply(critic, batch.obs, action, cond)
-        return jnp.sum(alpha * logp - jnp.min(q, axis=0))
-
-    cond0 = agent.cond_from_z(model, z)
-    next_action, next_logp = agent._pi(actor, batch.next_obs, cond0, k_next)
-    next_q = agent.critic.apply(params["target_critic"], batch.next_obs, next_action, cond0)
-    done = batch.terminated if agent.cfg.bootstrap_truncation else (
-        batch.terminated | batch.truncated)
-    y = batch.reward + agent.cfg.gamma * (1.0 - done.astype(jnp.float32)) * (
-        jnp.min(next_q, axis=0) - alpha * next_logp)
-
-    def critic_obj(z):
-        cond = agent.cond_from_z(model, z, stop_gradient=False)
-        q = agent.critic.apply(critic, batch.obs, batch.action, cond)
-        return jnp.sum((q - y) ** 2)
-
+    k_z, k_pi, k_q = jax.random.split(key, 3)
+    z = agent.encode(params["model"], batch.window, k_z, training=True)
+    n = z.shape[0]
+    lifted = lambda z: agent.cond_from_z(params["model"], z, stop_gradient=False)
+    # The losses are batch means: n x their gradient is the per-row gradient of l(i).
+    actor_obj = lambda z: n * agent.actor_loss(params, batch, context, k_pi, lifted(z))[0]
+    critic_obj = lambda z: n * agent.critic_loss(params, batch, context, k_q, lifted(z))[0]
     norm = lambda g: jnp.mean(jnp.linalg.norm(g, axis=-1))
     return {"actor": norm(jax.grad(actor_obj)(z)), "critic": norm(jax.grad(critic_obj)(z))}
 

@@ -89,13 +89,21 @@ def score_matrix(scores: dict, algo: str, regime: str, cls: str = "all"):
 
 
 def iqm_table(scores: dict, algos, reps: int = 5000, seed: int = 0) -> dict:
-    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, notes §6)."""
+    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, notes §6).
+
+    A class holding the same tasks as "all" (e.g. a study of non-overlapping tasks only) reuses
+    its interval instead of bootstrapping the same matrix again.
+    """
     out = {}
     for regime in REGIMES:
         out[regime] = {}
         for cls in CLASSES:
             out[regime][cls] = {}
+            same = cls != "all" and all(task_class(e) == cls for e in scores)
             for algo in algos:
+                if same:
+                    out[regime][cls][algo] = out[regime]["all"][algo]
+                    continue
                 m = score_matrix(scores, algo, regime, cls)
                 out[regime][cls][algo] = None if m is None else iqm(m, reps, seed)
     return out

@@ -15,6 +15,7 @@ import numpy as np
 from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
+from hyperjax.run import over_seeds
 
 # The handcrafted DI set of the paper's Figure 4 (notes §2 `--context_handcrafted`): mass
 # {0.8, 1.0, 1.3} x action_factor {-1, +1}, grouped by mode. Keyed by the task's factors.
@@ -49,7 +50,6 @@ def run_diagnostics(prog, state, n_seeds: int, key, n_windows: int = 256,
       ``{"splits": {split: [per-seed dict]}, "fig4": [per-seed cos [6, 6]] | None,
       "fig4_contexts": [[...]] | None, "encoder_training": bool, "n_windows": int}``.
     """
-    from hyperjax.run import over_seeds
     T = prog.env.episode_length
     if episodes is None:
         episodes = max(prog.cfg.eval_episodes, -(-n_windows // T))
