@@ -29,6 +29,8 @@ import time
 
 from absl import app, flags, logging
 
+from hyperjax.utils import parse_names  # noqa: F401  (re-exported for callers)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", "Method preset(s), comma-separated, or 'all': dr, concat, "
                     "da, dma, dma_pearl, dma_star, dma_sh.")
@@ -85,24 +87,6 @@ def _parse(argv):
         return FLAGS(argv)
     except flags.Error as e:
         _fail(str(e).splitlines()[0])
-
-
-def parse_names(value: str, valid, what: str, allow_all: bool = False) -> list[str]:
-    """``"a,b"`` (or ``"all"``) -> names, in the given order, without duplicates.
-
-    Raises:
-      ValueError: an empty list or an unknown name (the message lists the valid ones).
-    """
-    if allow_all and value.strip() == "all":
-        return list(valid)
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise ValueError(f"--{what} is empty")
-    for n in names:
-        if n not in valid:
-            raise ValueError(f"unknown {what} {n!r}; valid: {', '.join(valid)}"
-                             + (", or all" if allow_all else ""))
-    return list(dict.fromkeys(names))
 
 
 def selected() -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""Process-level helpers: JAX's persistent compilation cache."""
+"""Process-level helpers: JAX's persistent compilation cache, comma-list flag parsing."""
 from __future__ import annotations
 
 import os
@@ -19,3 +19,21 @@ def enable_compilation_cache(path: str | None = None) -> str:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return path
+
+
+def parse_names(value: str, valid, what: str, allow_all: bool = False) -> list[str]:
+    """``"a,b"`` (or ``"all"``) -> names, in the given order, without duplicates.
+
+    Raises:
+      ValueError: an empty list or an unknown name (the message lists the valid ones).
+    """
+    if allow_all and value.strip() == "all":
+        return list(valid)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise ValueError(f"--{what} is empty")
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"unknown {what} {n!r}; valid: {', '.join(valid)}"
+                             + (", or all" if allow_all else ""))
+    return list(dict.fromkeys(names))

@@ -1,0 +1,231 @@
+"""HyPoGen pipeline: experts → demonstrations → training → zero-shot evaluation.
+
+``python -m experiments.hypogen --algo=hypogen --task=lqr_di`` (the CPU default). ``--algo``
+takes one name, a comma list, or ``all`` (hypogen, hyperzero, cond, uvfa). Each stage is skipped
+when its output exists in the run directory, so a rerun only does what is missing::
+
+    RUN_DIR/experts.npz                  the experts (lqr_di: the closed-form LQR gains and P)
+    RUN_DIR/dataset.npz                  demonstrations (format: hyperjax.hypogen.data)
+    RUN_DIR/ALGO/seed_S/checkpoint/      orbax: last and best-on-test parameters + record
+    RUN_DIR/ALGO/seed_S/log.jsonl        one row per evaluation: epoch, losses, test return
+    RUN_DIR/ALGO/seed_S/result.json      test returns (best-on-test and last), split
+    RUN_DIR/results.json, results.md     the table over algos and seeds, with the expert
+
+Seeds are the released runs' (123, 233, 666, 999, 789); the seed also picks the split (paper
+protocol, ``--split=faithful``: 20 % train / 80 % test with the released code's rounding).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
+                    "hyperzero, cond, uvfa.")
+flags.DEFINE_string("task", "lqr_di", "Spec task. Built: lqr_di (spec = mass, goal; LQR "
+                    "experts). Grids only: {cheetah,walker,finger}_{speed,length,speed_length}.")
+flags.DEFINE_string("run_dir", None, "Output directory (default runs/hypogen-TASK).")
+flags.DEFINE_integer("seeds", 1, "Number of seeds (the first N of 123, 233, 666, 999, 789).")
+flags.DEFINE_integer("epochs", None, "Training epochs (paper: 2000; lqr_di CPU default: 200).")
+flags.DEFINE_integer("eval_every", 20, "Epochs between test evaluations (best-on-test).")
+flags.DEFINE_integer("batch_size", 512, "Batch size.")
+flags.DEFINE_float("learning_rate", None, "Adam learning rate (default: 5e-4 HyPoGen, 1e-4 "
+                   "the others).")
+flags.DEFINE_bool("bc_only", False, "BC loss only (no value / TD auxiliaries).")
+flags.DEFINE_bool("deep_supervision", True, "HyPoGen: supervise all K blocks (newer code); "
+                  "false: the final block only.")
+flags.DEFINE_integer("num_blocks", 8, "HyPoGen blocks K.")
+flags.DEFINE_enum("split", "faithful", ["faithful", "clean"], "Split: the released code's "
+                  "rounding (one spec unused) or clean (all non-test specs train).")
+flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec.")
+flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec.")
+
+
+def _fail(msg: str, code: int = 2):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+
+
+BUILT_TASKS = ("lqr_di",)
+CPU_EPOCHS = {"lqr_di": 200}
+
+
+def validate():
+    """Checks the flags; returns (algos, epochs). Calls ``_fail`` with a one-line message."""
+    from hyperjax.utils import parse_names
+    from hyperjax.hypogen import models, specs
+    try:
+        algos = parse_names(FLAGS.algo, models.ALGOS, "algo", allow_all=True)
+        specs.make_grid(FLAGS.task)
+    except ValueError as e:
+        _fail(str(e))
+    if FLAGS.task not in BUILT_TASKS:
+        _fail(f"task {FLAGS.task!r}: its spec grid exists but its MJX env and expert training "
+              f"are not built yet; runnable: {', '.join(BUILT_TASKS)}")
+    epochs = FLAGS.epochs or CPU_EPOCHS[FLAGS.task]
+    for name, v, lo in (("seeds", FLAGS.seeds, 1), ("epochs", epochs, 1),
+                        ("eval_every", FLAGS.eval_every, 1), ("batch_size", FLAGS.batch_size, 1),
+                        ("episodes_per_spec", FLAGS.episodes_per_spec, 1),
+                        ("eval_episodes", FLAGS.eval_episodes, 1),
+                        ("num_blocks", FLAGS.num_blocks, 1)):
+        if v < lo:
+            _fail(f"--{name} must be >= {lo}, got {v}")
+    if FLAGS.seeds > 5:
+        _fail(f"--seeds must be <= 5 (the released seeds), got {FLAGS.seeds}")
+    if epochs % FLAGS.eval_every:
+        _fail(f"--eval_every={FLAGS.eval_every} must divide --epochs={epochs}")
+    if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
+        _fail(f"--learning_rate must be > 0, got {FLAGS.learning_rate}")
+    return algos, epochs
+
+
+def stage_experts_and_data(run_dir: str):
+    """lqr_di: closed-form experts, then ``episodes_per_spec`` recorded episodes per spec."""
+    import jax
+    import numpy as np
+
+    from hyperjax.hypogen import data as D, lqr, specs
+    grid = specs.make_grid(FLAGS.task)
+    env = lqr.LQRDoubleIntegrator()
+    f_exp = os.path.join(run_dir, "experts.npz")
+    if os.path.exists(f_exp):
+        print(f"experts: {f_exp} exists, skipped")
+    else:
+        t = time.time()
+        ex = lqr.make_experts(grid.specs)
+        np.savez(f_exp, spec=grid.specs, gain=np.asarray(ex.gain), p=np.asarray(ex.p))
+        print(f"experts: closed-form LQR for {len(grid)} specs ({time.time() - t:.1f} s)")
+    f_ds = os.path.join(run_dir, D.DATASET_FILE)
+    if os.path.exists(f_ds):
+        print(f"dataset: {f_ds} exists, skipped")
+        return grid, env
+    with np.load(f_exp) as z:
+        gain, p = jax.numpy.asarray(z["gain"]), jax.numpy.asarray(z["p"])
+    t = time.time()
+    out = jax.jit(lambda k: D.rollout(
+        env, lambda e, o, s: lqr.expert_action(e[0], o, s),
+        lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s),
+        (gain, p), jax.numpy.asarray(grid.specs, jax.numpy.float32), k,
+        FLAGS.episodes_per_spec))(jax.random.key(0))
+    D.save_dataset(run_dir, grid.specs, out, {
+        "task": FLAGS.task, "factors": list(grid.factors), "expert": "lqr (closed form)",
+        "episodes_per_spec": FLAGS.episodes_per_spec, "episode_length": env.episode_length})
+    print(f"dataset: {len(grid)} specs x {FLAGS.episodes_per_spec} episodes x "
+          f"{env.episode_length} steps ({time.time() - t:.1f} s)")
+    return grid, env
+
+
+def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) -> dict:
+    """Trains one (algo, seed) and evaluates it; skipped when its result.json exists."""
+    import jax
+    import numpy as np
+
+    from hyperjax import checkpoint
+    from hyperjax.hypogen import data as D, models, specs, train as T
+    out_dir = os.path.join(run_dir, algo, f"seed_{seed}")
+    f_res = os.path.join(out_dir, "result.json")
+    if os.path.exists(f_res):
+        with open(f_res) as f:
+            print(f"{algo} seed {seed}: finished earlier, read back")
+            return json.load(f)
+    split = specs.split_specs(grid, seed, FLAGS.split)
+    cfg = T.FitConfig(algo=algo, epochs=epochs, batch_size=FLAGS.batch_size,
+                      learning_rate=FLAGS.learning_rate, bc_only=FLAGS.bc_only,
+                      deep_supervision=FLAGS.deep_supervision, num_blocks=FLAGS.num_blocks,
+                      eval_every=FLAGS.eval_every, eval_episodes=FLAGS.eval_episodes)
+    fit = T.make_fit(cfg, env, D.flatten(ds, split.train), grid.specs[split.test])
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    state = fit.init(jax.random.key(seed))
+    n_params = models.count_params(state.params)
+    print(f"{algo} seed {seed}: {n_params:,} parameters "
+          f"{models.param_breakdown(state.params)}; {len(split.train)} train / "
+          f"{len(split.test)} test specs; {fit.steps_per_epoch} steps/epoch")
+    log = open(os.path.join(out_dir, "log.jsonl"), "w")
+    t_compile = None
+    for i in range(epochs // FLAGS.eval_every):
+        t = time.time()
+        state, m = fit.segment(state)
+        m = {k: float(np.asarray(v).reshape(-1)[-1]) for k, v in m.items()}
+        if t_compile is None:
+            t_compile = time.time() - t
+        row = {"epoch": int(state.epoch), **m}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        if not np.isfinite(m["loss"]):
+            _fail(f"{algo} seed {seed}: non-finite loss at epoch {row['epoch']}", code=1)
+        print(f"  epoch {row['epoch']:5d}  loss {m['loss']:.5f}  bc {m['bc']:.5f}  "
+              f"test return {m['test_return']:9.3f}  [{time.time() - t0:6.0f} s]", flush=True)
+    log.close()
+    wall = time.time() - t0
+    last = np.asarray(fit.evaluate(state.params)).mean(-1)
+    best = np.asarray(fit.evaluate(state.best_params)).mean(-1)
+    result = {"algo": algo, "seed": seed, "n_params": n_params, "epochs": epochs,
+              "train_specs": grid.specs[split.train].tolist(),
+              "test_specs": grid.specs[split.test].tolist(),
+              "test_return_last": float(last.mean()), "test_return_best": float(best.mean()),
+              "per_spec_last": last.tolist(), "per_spec_best": best.tolist(),
+              "wall_s": wall, "first_segment_s": t_compile,
+              "steps": epochs * fit.steps_per_epoch}
+    checkpoint.save(os.path.join(out_dir, "checkpoint"), epochs,
+                    {"last": state.params, "best": state.best_params}, {"result": result})
+    with open(f_res, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{algo} seed {seed}: test return best {result['test_return_best']:.3f}, last "
+          f"{result['test_return_last']:.3f} ({wall:.0f} s)")
+    return result
+
+
+def expert_on(ds, ids) -> float:
+    """The expert's mean return on specs ``ids`` (its recorded episodes)."""
+    return float(ds.returns()[ids].mean())
+
+
+def main(argv):
+    del argv
+    algos, epochs = validate()
+    from hyperjax.utils import enable_compilation_cache
+    enable_compilation_cache()
+    import numpy as np
+
+    from hyperjax.hypogen import data as D, specs
+    run_dir = FLAGS.run_dir or os.path.join("runs", f"hypogen-{FLAGS.task}")
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"hyperjax.hypogen: {','.join(algos)} on {FLAGS.task}, {FLAGS.seeds} seed(s), "
+          f"{epochs} epochs; run dir {run_dir}")
+    grid, env = stage_experts_and_data(run_dir)
+    ds = D.load_dataset(run_dir)
+    seeds = specs.PAPER_SEEDS[:FLAGS.seeds]
+    results = {a: [train_one(a, s, epochs, grid, env, ds, run_dir) for s in seeds]
+               for a in algos}
+    expert = [expert_on(ds, specs.split_specs(grid, s, FLAGS.split).test) for s in seeds]
+    table = {a: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
+                 for k in ("test_return_best", "test_return_last")} for a, rs in results.items()}
+    lines = [f"# {FLAGS.task}: zero-shot return on held-out specs ({len(seeds)} seed(s), "
+             f"{epochs} epochs)", "",
+             "| method | best-on-test (paper) | last epoch (clean) |", "|---|---|---|"]
+    for a, v in table.items():
+        lines.append(f"| {a} | {v['test_return_best'][0]:.3f} ± {v['test_return_best'][1]:.3f} "
+                     f"| {v['test_return_last'][0]:.3f} ± {v['test_return_last'][1]:.3f} |")
+    lines.append(f"| expert | {np.mean(expert):.3f} | {np.mean(expert):.3f} |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(run_dir, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump({"table": table, "expert": expert, "runs": results}, f, indent=1)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse)

@@ -1,0 +1,171 @@
+"""Demonstration datasets: rollouts of per-spec experts, recorded in one compiled program, saved
+in a documented array format and reloaded without the experts.
+
+Format (``DATASET_FILE``, a NumPy ``.npz`` archive, no pickles; ``S`` specs, ``E`` episodes per
+spec, ``T`` steps per episode):
+
+=============  ==========================  ====================================================
+key            shape, dtype                content
+=============  ==========================  ====================================================
+``spec``       ``float32[S, spec_dim]``    the specs, in grid order
+``obs``        ``float32[S, E, T, obs]``   observation before the step
+``action``     ``float32[S, E, T, act]``   the expert's (deterministic) action, in [−1, 1]
+``next_obs``   ``float32[S, E, T, obs]``   observation after the step
+``reward``     ``float32[S, E, T]``        reward of the step
+``discount``   ``float32[S, E, T]``        raw env discount: 0 on termination, else 1 (the
+                                           released data's ``discount`` is the raw dm_env one,
+                                           all 1.0; hypogen_notes §3.4)
+``value``      ``float32[S, E, T]``        the expert critic's ``Q(obs, action)``
+``meta``       ``str[]``                   JSON: task, factors, expert, episode settings
+=============  ==========================  ====================================================
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperjax.envs.core import Env
+
+DATASET_FILE = "dataset.npz"
+KEYS = ("spec", "obs", "action", "next_obs", "reward", "discount", "value")
+
+
+class Dataset(NamedTuple):
+    """A loaded dataset (arrays as in the module docstring, NumPy) and its metadata dict."""
+
+    spec: np.ndarray
+    obs: np.ndarray
+    action: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    value: np.ndarray
+    meta: dict
+
+    @property
+    def num_specs(self) -> int:
+        return self.spec.shape[0]
+
+    def returns(self) -> np.ndarray:
+        """Undiscounted episode returns ``float32[S, E]``."""
+        return self.reward.sum(-1)
+
+
+def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, specs, key,
+            episodes: int, steps: int | None = None, record: bool = True):
+    """Deterministic episodes of one policy per spec, all specs and episodes at once.
+
+    Args:
+      env: a hyperjax ``Env``; the spec is its ``context``.
+      policy: ``policy(params_s, obs float32[obs], spec float32[d]) -> float32[act]``.
+      value: ``value(params_s, obs, action, spec) -> float32[]`` (recorded as ``value``) or None.
+      policy_params: pytree with leading axis ``S`` (one entry per spec).
+      specs: ``float32[S, d]``.
+      key: PRNG key; episode ``e`` of spec ``s`` resets with ``fold_in(fold_in(key, s), e)``.
+      episodes: ``E``. steps: ``T`` (default ``env.episode_length``).
+      record: True: return the transition arrays of the module docstring (without ``spec``);
+        False: only ``returns float32[S, E]``.
+    Pure and jit-able (``env``, ``policy``, ``value``, ``episodes``, ``steps`` static).
+    """
+    steps = steps or env.episode_length
+
+    def episode(params_s, spec, k):
+        state, ts = env.reset(k, spec)
+
+        def step(carry, _):
+            state, obs, done = carry
+            action = policy(params_s, obs, spec)
+            state, nts = env.step(k, state, action, spec)
+            out = {"reward": nts.reward * (1.0 - done)}
+            if record:
+                out.update(obs=obs, action=action, next_obs=nts.obs,
+                           discount=1.0 - nts.terminated.astype(jnp.float32))
+                if value is not None:
+                    out["value"] = value(params_s, obs, action, spec)
+            done = jnp.maximum(done, nts.terminated.astype(jnp.float32))
+            return (state, nts.obs, done), out
+
+        _, out = jax.lax.scan(step, (state, ts.obs, jnp.zeros((), jnp.float32)), None, steps)
+        return out
+
+    def per_spec(params_s, spec, s):
+        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
+            jnp.arange(episodes))
+        return jax.vmap(episode, (None, None, 0))(params_s, spec, keys)
+
+    out = jax.vmap(per_spec)(policy_params, specs, jnp.arange(specs.shape[0]))
+    if not record:
+        return out["reward"].sum(-1)
+    return out
+
+
+def save_dataset(path: str, spec, transitions: dict, meta: dict) -> str:
+    """Writes ``path/dataset.npz`` atomically (temp file + rename). Returns the file path.
+
+    Raises ``ValueError`` if an array is missing or the leading ``[S, E, T]`` shapes disagree.
+    """
+    arrays = {"spec": np.asarray(spec, np.float32)}
+    for k in KEYS[1:]:
+        if k not in transitions:
+            raise ValueError(f"dataset is missing {k!r}")
+        arrays[k] = np.asarray(transitions[k], np.float32)
+    s, e, t = arrays["reward"].shape
+    for k, v in arrays.items():
+        if k != "spec" and v.shape[:3] != (s, e, t):
+            raise ValueError(f"dataset array {k!r} has shape {v.shape}, expected [{s}, {e}, {t}, ...]")
+    if arrays["spec"].shape[0] != s:
+        raise ValueError(f"{arrays['spec'].shape[0]} specs for {s} rows of transitions")
+    os.makedirs(path, exist_ok=True)
+    final = os.path.join(path, DATASET_FILE)
+    tmp = final + ".tmp.npz"
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, final)
+    return final
+
+
+def load_dataset(path: str) -> Dataset:
+    """Reads ``path/dataset.npz`` (or ``path`` itself if it is the file).
+
+    Raises ``FileNotFoundError`` if absent and ``ValueError`` if a key is missing.
+    """
+    f = path if path.endswith(".npz") else os.path.join(path, DATASET_FILE)
+    if not os.path.exists(f):
+        raise FileNotFoundError(f"no dataset at {f}")
+    with np.load(f, allow_pickle=False) as z:
+        missing = [k for k in KEYS + ("meta",) if k not in z.files]
+        if missing:
+            raise ValueError(f"dataset {f} lacks {', '.join(missing)}")
+        return Dataset(**{k: z[k] for k in KEYS}, meta=json.loads(str(z["meta"])))
+
+
+class Flat(NamedTuple):
+    """The transitions of chosen specs pooled into one table (``N = len(ids)·E·T`` rows)."""
+
+    task_id: np.ndarray   # int32[N]: index into ``specs``
+    specs: np.ndarray     # float32[len(ids), spec_dim]
+    obs: np.ndarray
+    action: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    value: np.ndarray
+
+
+def flatten(ds: Dataset, ids) -> Flat:
+    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, notes §2.4)."""
+    ids = np.asarray(ids)
+    n_per = ds.reward.shape[1] * ds.reward.shape[2]
+
+    def take(x):
+        x = x[ids]
+        return x.reshape(len(ids) * n_per, *x.shape[3:])
+
+    return Flat(task_id=np.repeat(np.arange(len(ids), dtype=np.int32), n_per),
+                specs=ds.spec[ids], obs=take(ds.obs), action=take(ds.action),
+                next_obs=take(ds.next_obs), reward=take(ds.reward),
+                discount=take(ds.discount), value=take(ds.value))

@@ -1,0 +1,457 @@
+"""HyPoGen, HyperZero, Cond Policy and UVFA in Flax Linen (hypogen_notes §1, §2, §4).
+
+Every model maps a batch of task specs to a policy (and, for the double-headed ones, a Q
+function) and shares one interface, so the training program and the evaluator never look
+inside:
+
+* ``weights = model.apply(params, specs, method="generate")``: per-task policy weights, a pytree
+  with leading axis ``T`` for ``specs float32[T, spec_dim]`` (HyPoGen: the final block's
+  ``θ^K``; HyperZero: the generated layers; Cond/UVFA: the task embedding ``z``).
+* ``model.apply(params, weights_t, obs, method="act")``: one task's deterministic action,
+  ``obs float32[..., obs_dim]`` → ``float32[..., act_dim]`` in (−1, 1).
+* ``model.apply(params, specs, task_id, obs, action, next_obs)``: the training forward pass
+  (``Outputs``) for a batch whose sample ``i`` belongs to task ``task_id[i]`` of ``specs``.
+
+Layouts follow the released PyTorch code: a target layer is ``(W float32[out, in], b float32[out])``
+and ``y = W x + b``. HyPoGen's generator runs once per unique task (``T`` ≤ 8 train specs) and the
+per-sample weights are gathered by ``task_id`` (notes §7.2, the equivalent of ``torch.unique``).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hyperjax.nets.layers import TorchDense, torch_uniform
+
+EMBED_DIM = 256
+HIDDEN_DIM = 256        # target policy obs -> 256 -> act (notes §1.3)
+WEIGHT_DIM = 128        # per-layer latent (notes §1.4: the code's weight_dim)
+ENC_DEC_DIM = 256       # encoder/decoder hidden width
+OPT_BLOCK_DIM = 128     # hypernet block MLP width (opt_block_dim)
+PSEUDO_DIM = 64         # pseudo-layer width, hard-coded in get_in_dims / get_out_dims
+NUM_BLOCKS = 8          # K
+LR_INIT = -0.01         # dynamic_lrs initial value
+
+
+class Outputs(NamedTuple):
+    """Training forward pass.
+
+    Attributes:
+      action: ``float32[K, B, act_dim]`` the generated policies' actions at ``obs``; ``K`` = 8
+        for HyPoGen with deep supervision (one row per block), else 1.
+      q: ``float32[K, B]`` ``Q̂(obs, action_data)`` or None (policy-only models).
+      q_next: ``float32[B]`` ``Q̂(next_obs, sg[π̂(next_obs)])`` of the final weights, or None.
+    """
+
+    action: jax.Array
+    q: jax.Array | None
+    q_next: jax.Array | None
+
+
+# --- initialisers ----------------------------------------------------------------------------
+
+def _half_uniform(fan_in: int):
+    """U(±1/(2√fan_in)): Meta_Embedding's weight init (notes §1.2)."""
+    bound = 0.5 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                     bound)
+
+
+def _uniform(bound: float):
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                    bound)
+
+
+class Dense(nn.Module):
+    """``y = x @ W + b`` with chosen initialisers (``None``: torch's default U(±1/√fan_in))."""
+
+    features: int
+    kernel_init: object = None
+    bias_init: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        k_init = self.kernel_init or torch_uniform(fan_in)
+        b_init = self.bias_init or torch_uniform(fan_in)
+        w = self.param("kernel", k_init, (fan_in, self.features))
+        return x @ w + self.param("bias", b_init, (self.features,))
+
+
+def _orthogonal():
+    return dict(kernel_init=nn.initializers.orthogonal(), bias_init=nn.initializers.zeros)
+
+
+class MLP(nn.Module):
+    """``Lin → ReLU → Lin`` (the block MLPs: 2 layers, notes §1.5), torch default init."""
+
+    hidden: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x):
+        return TorchDense(self.out)(nn.relu(TorchDense(self.hidden)(x)))
+
+
+# --- the task encoder ------------------------------------------------------------------------
+
+class ResBlock(nn.Module):
+    """``x + Lin(ReLU(Lin(ReLU(x))))`` (pre-activation, no norm; notes §1.2)."""
+
+    width: int
+    orthogonal: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        kw = _orthogonal() if self.orthogonal else dict(kernel_init=_half_uniform(self.width))
+        h = Dense(self.width, **kw)(nn.relu(x))
+        return x + Dense(self.width, **kw)(nn.relu(h))
+
+
+class MetaEmbedding(nn.Module):
+    """The task encoder ψ(c) (``Meta_Embedding``, notes §1.2): ``float32[..., spec_dim]`` →
+    ``float32[..., 256]``. ``Lin(c→64)``, 2 ResBlocks(64), ``Lin(64→128)``, 2 ResBlocks(128),
+    ``Lin(128→256)``, 2 ResBlocks(256): six residual blocks, no final activation. Weights
+    U(±1/(2√fan_in)), biases torch default; ``orthogonal=True`` is the Cond/UVFA
+    ``apply(weight_init)`` override (orthogonal weights, zero biases; notes §4)."""
+
+    embed_dim: int = EMBED_DIM
+    orthogonal: bool = False
+
+    @nn.compact
+    def __call__(self, c):
+        x = c
+        for width in (self.embed_dim // 4, self.embed_dim // 2, self.embed_dim):
+            kw = (_orthogonal() if self.orthogonal
+                  else dict(kernel_init=_half_uniform(x.shape[-1])))
+            x = Dense(width, **kw)(x)
+            for _ in range(2):
+                x = ResBlock(width, self.orthogonal)(x)
+        return x
+
+
+# --- target networks -------------------------------------------------------------------------
+
+Layer = tuple  # (W float32[out, in], b float32[out])
+
+
+def target_forward(layers: Sequence[Layer], x: jax.Array, final_tanh: bool) -> jax.Array:
+    """The target MLP: ReLU between layers, tanh (policy) or identity (Q) after the last.
+
+    ``layers``: per layer ``(W [out, in], b [out])`` of one task; ``x float32[..., in]``.
+    """
+    for i, (w, b) in enumerate(layers):
+        x = x @ jnp.swapaxes(w, -1, -2) + b
+        if i < len(layers) - 1:
+            x = nn.relu(x)
+    return jnp.tanh(x) if final_tanh else x
+
+
+def task_forward(layers, x, task_id, final_tanh: bool):
+    """Sample ``i`` through task ``task_id[i]``'s network: ``W [T, out, in]``, ``b [T, out]``,
+    ``x [B, in]``, ``task_id int32[B]`` → ``[B, out]``.
+
+    Runs every sample through all T networks and keeps its own task's row: ``T`` (≤ 8 train
+    specs) small matmuls are cheaper than gathering a weight matrix per sample, whose backward
+    is a ``[B, out, in]`` scatter-add."""
+    y = target_forward([(w, b[:, None]) for w, b in layers], x[None], final_tanh)
+    return jnp.take_along_axis(y, task_id[None, :, None], axis=0)[0]
+
+
+def _dims(d_in: int, d_out: int, n_layers: int = 2, hidden: int = HIDDEN_DIM):
+    ins = [d_in] + [hidden] * (n_layers - 1)
+    outs = [hidden] * (n_layers - 1) + [d_out]
+    return list(zip(ins, outs))
+
+
+# --- HyPoGen -----------------------------------------------------------------------------------
+
+class LayerCodec(nn.Module):
+    """Per-layer weight encoder ``E_n`` (P → 256 → 128) and decoder ``D_n`` (128 → 256 → P),
+    shared by the K blocks (notes §1.4; paper App. A.2). ``P = out·in + out`` and the layer is
+    flattened as ``concat(W.flatten() [row-major out×in], b)``."""
+
+    d_in: int
+    d_out: int
+
+    def setup(self):
+        p = self.d_out * self.d_in + self.d_out
+        self.enc = MLP(ENC_DEC_DIM, WEIGHT_DIM)
+        self.dec = MLP(ENC_DEC_DIM, p)
+
+    def encode(self, w, b):
+        return self.enc(jnp.concatenate([w.reshape(*w.shape[:-2], -1), b], axis=-1))
+
+    def decode(self, latent):
+        v = self.dec(latent)
+        n_w = self.d_out * self.d_in
+        return (v[..., :n_w].reshape(*v.shape[:-1], self.d_out, self.d_in), v[..., n_w:])
+
+
+class WeightLayerNorm(nn.Module):
+    """LayerNorm over *all* entries of a parameter tensor per task, with an element-wise affine
+    of the tensor's full shape (``nn.LayerNorm(param.shape)``, eps 1e-5; notes §1.5, §7.3)."""
+
+    shape: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        axes = tuple(range(-len(self.shape), 0))
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + 1e-5)
+        return (y * self.param("scale", nn.initializers.ones, self.shape)
+                + self.param("bias", nn.initializers.zeros, self.shape))
+
+
+class OptBlock(nn.Module):
+    """One hypernet block ``k`` (notes §1.5): pseudo forward pass, exact mat-vec latent weight
+    gradient (``dl_dw_way='direct'``), learned propagation (``dl_din_way='slice'``).
+
+    Given the latent codes ``e_n float32[T, 128]`` of the current θ and ``z float32[T, 256]``,
+    returns the latent weight gradients ``gw_n float32[T, 128]`` per layer (paper Eq. 6–8).
+    """
+
+    pseudo_in: tuple
+    pseudo_out: tuple
+    d_out: int
+
+    @nn.compact
+    def __call__(self, z, codes):
+        n_layers = len(codes)
+        h = [MLP(OPT_BLOCK_DIM, self.pseudo_in[0], name="forward_in")(z)]      # ψ^z: pseudo input
+        for n in range(n_layers - 1):   # the pseudo output h_N is unused (notes §1.5)
+            h.append(MLP(OPT_BLOCK_DIM, self.pseudo_out[n], name=f"forward_{n}")(
+                jnp.concatenate([h[n], codes[n]], -1)))
+        g = MLP(OPT_BLOCK_DIM, self.d_out, name="dloss_dout")(z)             # from z only
+        grads = [None] * n_layers
+        for n in reversed(range(n_layers)):
+            d_i, d_o = self.pseudo_in[n], self.pseudo_out[n]
+            x = jnp.concatenate([h[n], codes[n]], -1)
+            j_w = MLP(OPT_BLOCK_DIM, WEIGHT_DIM * d_o, name=f"dout_dw_{n}")(x)
+            j_w = j_w.reshape(*x.shape[:-1], WEIGHT_DIM, d_o)                   # φ^θ
+            grads[n] = jnp.einsum("to,tio->ti", g, j_w)                          # exact mat-vec
+            if n > 0:  # the first layer's propagated gradient is discarded
+                j_in = MLP(OPT_BLOCK_DIM, d_i * d_o, name=f"dout_din_{n}")(x)
+                j_in = j_in.reshape(*x.shape[:-1], d_i, d_o)                     # φ^z
+                g_b = jnp.broadcast_to(g[:, None, :], j_in.shape)
+                g = MLP(OPT_BLOCK_DIM, 1, name=f"slice_{n}")(
+                    jnp.concatenate([g_b, j_in], -1))[..., 0]                   # [T, d_i]
+        return grads
+
+
+class HyPoGenGenerator(nn.Module):
+    """One HyPoGen generator (``HyPoGenWrapper``): learned θ⁰ and K blocks of optimisation in
+    full weight space (notes §1.5–1.6)::
+
+        θ^k = θ^{k-1} + lr_k · LN(D(Φ^θ(…) g))     for k = 1 … K
+
+    ``__call__(z float32[T, 256])`` returns the list of all K iterates ``θ^1 … θ^K``, each a
+    list of ``(W [T, out, in], b [T, out])``.
+    """
+
+    d_in: int
+    d_out: int
+    num_blocks: int = NUM_BLOCKS
+
+    @nn.compact
+    def __call__(self, z):
+        dims = _dims(self.d_in, self.d_out)
+        pseudo_in = tuple([self.d_in] + [PSEUDO_DIM] * (len(dims) - 1))
+        pseudo_out = tuple([PSEUDO_DIM] * (len(dims) - 1) + [self.d_out])
+        t = z.shape[0]
+        theta = []
+        for n, (i, o) in enumerate(dims):  # θ⁰: learned, shared by all tasks, torch init
+            w = self.param(f"theta0_w{n}", torch_uniform(i), (o, i))
+            b = self.param(f"theta0_b{n}", torch_uniform(i), (o,))
+            theta.append((jnp.broadcast_to(w, (t, o, i)), jnp.broadcast_to(b, (t, o))))
+        codecs = [LayerCodec(i, o, name=f"codec_{n}") for n, (i, o) in enumerate(dims)]
+        ln_w = [WeightLayerNorm((o, i), name=f"ln_w{n}") for n, (i, o) in enumerate(dims)]
+        ln_b = [WeightLayerNorm((o,), name=f"ln_b{n}") for n, (i, o) in enumerate(dims)]
+        iterates = []
+        for k in range(self.num_blocks):
+            lr = self.param(f"lr_{k}", nn.initializers.constant(LR_INIT), ())
+            codes = [c.encode(w, b) for c, (w, b) in zip(codecs, theta)]
+            grads = OptBlock(pseudo_in, pseudo_out, self.d_out, name=f"block_{k}")(z, codes)
+            new = []
+            for n, ((w, b), gw) in enumerate(zip(theta, grads)):
+                dw, db = codecs[n].decode(gw)
+                new.append((w + lr * ln_w[n](dw), b + lr * ln_b[n](db)))
+            theta = new
+            iterates.append(theta)
+        return iterates
+
+
+class HyPoGen(nn.Module):
+    """``DoubleHeadedHyPoGen`` (notes §1.1): one shared task encoder, a policy generator
+    (obs → 256 → act, tanh) and, with ``use_q``, an independent Q generator ([obs, act] → 256 → 1).
+
+    ``deep_supervision``: the training pass returns the policy (and Q) of all K iterates
+    (``[K, B, ·]``, the newer code's ``train=True``); off: the final block only."""
+
+    obs_dim: int
+    act_dim: int
+    use_q: bool = True
+    num_blocks: int = NUM_BLOCKS
+    deep_supervision: bool = True
+
+    def setup(self):
+        self.embed = MetaEmbedding()
+        self.pi_gen = HyPoGenGenerator(self.obs_dim, self.act_dim, self.num_blocks)
+        if self.use_q:
+            self.q_gen = HyPoGenGenerator(self.obs_dim + self.act_dim, 1, self.num_blocks)
+
+    def generate(self, specs):
+        return self.pi_gen(self.embed(specs))[-1]
+
+    def act(self, weights, obs):
+        return target_forward(weights, obs, final_tanh=True)
+
+    def __call__(self, specs, task_id, obs, action, next_obs):
+        z = self.embed(specs)
+        pi_iters = self.pi_gen(z)
+        used = pi_iters if self.deep_supervision else pi_iters[-1:]
+        acts = jnp.stack([task_forward(th, obs, task_id, True) for th in used])
+        if not self.use_q:
+            return Outputs(acts, None, None)
+        q_iters = self.q_gen(z)
+        q_used = q_iters if self.deep_supervision else q_iters[-1:]
+        sa = jnp.concatenate([obs, action], -1)
+        q = jnp.stack([task_forward(ph, sa, task_id, False)[..., 0] for ph in q_used])
+        a_next = jax.lax.stop_gradient(task_forward(pi_iters[-1], next_obs, task_id, True))
+        q_next = task_forward(q_iters[-1], jnp.concatenate([next_obs, a_next], -1), task_id,
+                              False)[..., 0]
+        return Outputs(acts, q, q_next)
+
+
+# --- HyperZero ---------------------------------------------------------------------------------
+
+class Head(nn.Module):
+    """HyperZero ``Head(z, in, out)``: ``W = Lin(z → in·out)`` as ``[out, in]``, ``b = Lin(z →
+    out)`` (notes §2.1). ``init_bound``: the original U(±bound) weights with zero generator
+    biases; ``None``: torch default (the HyPoGen fork comments ``init_layers`` out)."""
+
+    d_in: int
+    d_out: int
+    init_bound: float | None = None
+
+    @nn.compact
+    def __call__(self, z):
+        kw = ({} if self.init_bound is None
+              else dict(kernel_init=_uniform(self.init_bound), bias_init=nn.initializers.zeros))
+        w = Dense(self.d_in * self.d_out, **kw)(z).reshape(*z.shape[:-1], self.d_out, self.d_in)
+        return w, Dense(self.d_out, **kw)(z)
+
+
+class HyperZero(nn.Module):
+    """``DoubleHeadedHyperNetwork`` (notes §2.1): the task encoder plus per-layer heads for the
+    policy (obs → 256 → act, tanh) and the Q function ([obs, act] → 256 → 1).
+    ``original_init``: heads U(±0.05) (first layer) / U(±0.008) (last), zero biases."""
+
+    obs_dim: int
+    act_dim: int
+    use_q: bool = True
+    original_init: bool = False
+
+    def setup(self):
+        self.embed = MetaEmbedding()
+        bounds = (0.05, 0.008) if self.original_init else (None, None)
+        self.pi_heads = [Head(i, o, bd) for (i, o), bd in
+                         zip(_dims(self.obs_dim, self.act_dim), bounds)]
+        if self.use_q:
+            self.q_heads = [Head(i, o, bd) for (i, o), bd in
+                            zip(_dims(self.obs_dim + self.act_dim, 1), bounds)]
+
+    def generate(self, specs):
+        z = self.embed(specs)
+        return [h(z) for h in self.pi_heads]
+
+    def act(self, weights, obs):
+        return target_forward(weights, obs, final_tanh=True)
+
+    def __call__(self, specs, task_id, obs, action, next_obs):
+        z = self.embed(specs)
+        pi = [h(z) for h in self.pi_heads]
+        acts = task_forward(pi, obs, task_id, True)[None]
+        if not self.use_q:
+            return Outputs(acts, None, None)
+        qw = [h(z) for h in self.q_heads]
+        q = task_forward(qw, jnp.concatenate([obs, action], -1), task_id, False)[..., 0]
+        a_next = jax.lax.stop_gradient(task_forward(pi, next_obs, task_id, True))
+        q_next = task_forward(qw, jnp.concatenate([next_obs, a_next], -1), task_id,
+                              False)[..., 0]
+        return Outputs(acts, q[None], q_next)
+
+
+# --- Cond Policy and UVFA ----------------------------------------------------------------------
+
+class CondPolicy(nn.Module):
+    """Cond Policy (``MLPActionPredictor``, notes §4): ``[ψ(c), s] → 256 → act`` (ReLU, tanh);
+    ``use_q`` adds UVFA's Q head ``[ψ(c), s, a] → 256 → 1`` (``MLPRLSolution``). Every Linear,
+    the embedding's included, is orthogonal with zero bias (``apply(weight_init)``)."""
+
+    obs_dim: int
+    act_dim: int
+    use_q: bool = False
+
+    def setup(self):
+        self.embed = MetaEmbedding(orthogonal=True)
+        self.pi = [Dense(HIDDEN_DIM, **_orthogonal()), Dense(self.act_dim, **_orthogonal())]
+        if self.use_q:
+            self.q = [Dense(HIDDEN_DIM, **_orthogonal()), Dense(1, **_orthogonal())]
+
+    def generate(self, specs):
+        return self.embed(specs)
+
+    def act(self, z, obs):
+        z = jnp.broadcast_to(z, (*obs.shape[:-1], z.shape[-1]))
+        return jnp.tanh(self.pi[1](nn.relu(self.pi[0](jnp.concatenate([z, obs], -1)))))
+
+    def _q(self, z, obs, action):
+        return self.q[1](nn.relu(self.q[0](jnp.concatenate([z, obs, action], -1))))[..., 0]
+
+    def __call__(self, specs, task_id, obs, action, next_obs):
+        z = self.embed(specs)[task_id]
+        acts = self.act(z, obs)[None]
+        if not self.use_q:
+            return Outputs(acts, None, None)
+        a_next = jax.lax.stop_gradient(self.act(z, next_obs))
+        return Outputs(acts, self._q(z, obs, action)[None], self._q(z, next_obs, a_next))
+
+
+ALGOS = ("hypogen", "hyperzero", "cond", "uvfa")
+# Adam learning rates of the released configs (notes §1.8, §2.3, §4).
+LEARNING_RATES = {"hypogen": 5e-4, "hyperzero": 1e-4, "cond": 1e-4, "uvfa": 1e-4}
+
+
+def make_model(algo: str, obs_dim: int, act_dim: int, *, use_q: bool | None = None,
+               deep_supervision: bool = True, num_blocks: int = NUM_BLOCKS,
+               hyperzero_original_init: bool = False) -> nn.Module:
+    """The model of ``algo`` (one of ``ALGOS``) for a task with these dimensions.
+
+    ``use_q`` defaults to the released configs: True for HyPoGen, HyperZero and UVFA, False for
+    Cond Policy. Raises ``ValueError`` for an unknown algo.
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; valid: {', '.join(ALGOS)}")
+    if use_q is None:
+        use_q = algo != "cond"
+    if algo == "hypogen":
+        return HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision)
+    if algo == "hyperzero":
+        return HyperZero(obs_dim, act_dim, use_q, hyperzero_original_init)
+    return CondPolicy(obs_dim, act_dim, use_q)
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+def param_breakdown(params) -> dict:
+    """Parameter counts per top-level submodule (``embed``, ``pi_gen``, ``q_gen``, …)."""
+    p = params["params"] if "params" in params else params
+    return {k: count_params(v) for k, v in p.items()}

@@ -1,0 +1,147 @@
+"""Task specifications: the paper's spec grids and its train/test split protocol.
+
+A *spec* (HyPoGen's task specification, the ``c`` of paper Eq. 1) is a ``float32[spec_dim]``
+array, exactly like an AIB context: one compiled program rolls out all specs of a grid at once.
+
+Sources: HyPoGen paper App. B.1 Tables 6–8 (grids) and hypogen_notes §3.2 (grids), §3.5
+(``utils/dataset.py``: the split).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# Seeds of the released runs (notes §1.8); the seed also picks the split.
+PAPER_SEEDS = (123, 233, 666, 999, 789)
+TEST_FRACTION = 0.8
+
+
+def _arange(lo: float, hi: float, step: float) -> np.ndarray:
+    n = int(round((hi - lo) / step)) + 1
+    return np.round(lo + step * np.arange(n), 6)
+
+
+def _signed(hi: float, step: float) -> np.ndarray:
+    """``[-hi, 0) ∪ (0, hi]`` in increments of ``step`` (Table 6)."""
+    v = _arange(-hi, hi, step)
+    return v[v != 0.0]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecGrid:
+    """A grid of specs.
+
+    Attributes:
+      name: task name (``"cheetah_speed"``, ``"lqr_di"``, ...).
+      factors: names of the spec's columns (``("speed",)``, ``("speed", "length")``).
+      specs: ``float64[N, len(factors)]``, rows in grid (product) order.
+    """
+
+    name: str
+    factors: tuple[str, ...]
+    specs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def strings(self) -> list[str]:
+        """One string per spec: ``str(float)`` of each value joined by ``"_"`` (as the released
+        code's file names: ``linear-0.5`` → ``"0.5"``; two-factor specs ``"0.5_0.3"``)."""
+        return [spec_string(s) for s in self.specs]
+
+
+def spec_string(spec) -> str:
+    """``"_".join(str(float(v)) for v in spec)``, the key the split sorts on."""
+    return "_".join(str(float(v)) for v in np.atleast_1d(spec))
+
+
+def product_grid(name: str, factors: tuple[str, ...], *values: np.ndarray) -> SpecGrid:
+    """The cartesian product of 1-D value arrays (first factor slowest)."""
+    mesh = np.meshgrid(*values, indexing="ij")
+    specs = np.stack([m.reshape(-1) for m in mesh], axis=-1).astype(np.float64)
+    return SpecGrid(name, factors, specs)
+
+
+# Paper Tables 6-8 (App. B.1).
+SPEED_VALUES = {"cheetah": _signed(10.0, 0.5), "walker": _signed(5.0, 0.25),
+                "finger": _signed(15.0, 1.0)}
+LENGTH_VALUES = {"cheetah": _arange(0.3, 0.7, 0.01), "walker": _arange(0.1, 0.5, 0.01),
+                 "finger": _arange(0.1, 0.4, 0.01)}
+SPEED_LENGTH_VALUES = {
+    "cheetah": (_arange(1.0, 10.0, 1.0), _arange(0.3, 0.7, 0.05)),
+    "walker": (_arange(1.0, 5.0, 0.5), _arange(0.1, 0.5, 0.05)),
+    "finger": (_arange(1.0, 15.0, 1.0), _arange(0.1, 0.4, 0.05)),
+}
+# Table 6's default speed (used by the length-only grids) and Table 7's default length.
+DEFAULT_SPEED = {"cheetah": 10.0, "walker": 1.0, "finger": 15.0}
+DEFAULT_LENGTH = {"cheetah": 0.5, "walker": 0.3, "finger": 0.16}
+
+# The CPU default: the spec-conditioned LQR double integrator (hyperjax.hypogen.lqr).
+LQR_MASSES = _arange(0.5, 2.0, 0.25)     # 7 values (kg)
+LQR_GOALS = _arange(-0.5, 0.5, 0.25)     # 5 values (m)
+
+
+def make_grid(task: str) -> SpecGrid:
+    """The spec grid of ``task``.
+
+    Tasks: ``{cheetah,walker,finger}_{speed,length,speed_length}`` (Tables 6, 7, 8: 40/40/30,
+    41/41/31 and 10×9, 9×9, 15×7 specs) and ``lqr_di`` (mass 0.5…2.0 step 0.25 × goal
+    −0.5…0.5 step 0.25: 35 specs). Raises ``ValueError`` for an unknown task.
+    """
+    if task == "lqr_di":
+        return product_grid(task, ("mass", "goal"), LQR_MASSES, LQR_GOALS)
+    body, _, family = task.partition("_")
+    if body not in SPEED_VALUES or family not in ("speed", "length", "speed_length"):
+        raise ValueError(f"unknown spec task {task!r}; valid: {', '.join(grid_names())}")
+    if family == "speed":
+        return product_grid(task, ("speed",), SPEED_VALUES[body])
+    if family == "length":
+        return product_grid(task, ("length",), LENGTH_VALUES[body])
+    return product_grid(task, ("speed", "length"), *SPEED_LENGTH_VALUES[body])
+
+
+def grid_names() -> tuple[str, ...]:
+    return ("lqr_di",) + tuple(f"{b}_{f}" for b in SPEED_VALUES
+                               for f in ("speed", "length", "speed_length"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Indices into a grid's specs. ``unused``: specs in neither set (faithful mode only)."""
+
+    train: np.ndarray
+    test: np.ndarray
+    unused: np.ndarray
+
+
+def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
+                test_fraction: float = TEST_FRACTION) -> Split:
+    """The paper's split of a grid (notes §3.5, ``utils/dataset.py``).
+
+    1. sort the spec strings (``SpecGrid.strings``) lexicographically;
+    2. ``numpy.random.default_rng(seed).shuffle`` them;
+    3. test = the first ``int(test_fraction * n)``;
+    4. ``faithful``: train = the next ``min(int((1 - test_fraction) * n), n - n_test)``, which
+       with 1 − 0.8 = 0.19999… gives 7 of 40, 5 of 30, 8 of 41, 6 of 31 and leaves one spec
+       unused; ``clean``: train = all the rest.
+
+    Returns indices into ``grid.specs`` (int64, in shuffled order). Raises ``ValueError`` for an
+    unknown mode or a fraction outside (0, 1).
+    """
+    if mode not in ("faithful", "clean"):
+        raise ValueError(f"unknown split mode {mode!r}; valid: faithful, clean")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    strings = grid.strings()
+    if len(set(strings)) != len(strings):
+        raise ValueError(f"grid {grid.name!r} has duplicate specs")
+    order = sorted(strings)
+    np.random.default_rng(seed).shuffle(order)
+    n = len(order)
+    n_test = int(test_fraction * n)
+    n_train = min(int((1.0 - test_fraction) * n), n - n_test) if mode == "faithful" else n - n_test
+    index = {s: i for i, s in enumerate(strings)}
+    ids = np.array([index[s] for s in order], np.int64)
+    return Split(train=ids[n_test:n_test + n_train], test=ids[:n_test],
+                 unused=ids[n_test + n_train:])

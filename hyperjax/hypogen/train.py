@@ -1,0 +1,216 @@
+"""Behaviour-cloning training of HyPoGen / HyperZero / Cond Policy / UVFA on demonstrations, and
+zero-shot evaluation of the generated policies on held-out specs.
+
+The loss (``approximators/rl_solution.py::RLApproximator.update``, hypogen_notes §1.8, §2.2)::
+
+    L = MSE(π̂(s), a*) + w_v · MSE(Q̂(s, a*), Q*_data) + w_td · MSE(Q*_data, r + d · Q̂(s', sg[π̂(s')]))
+
+with ``w_v = w_td = 0.01`` for HyPoGen and HyperZero (DMC), ``w_v = 0.01, w_td = 0`` for UVFA
+(``mlp_rl``), BC only for Cond Policy; ``bc_only`` sets both weights to 0 for every model. With
+deep supervision (HyPoGen), the BC and value terms average over the K blocks' iterates (the
+broadcast ``F.mse_loss`` of the newer code); TD uses the final iterate. ``d`` is the dataset's
+raw discount (all 1 on the paper's data; kept for parity, notes §7.7).
+
+Optimisation: Adam (default betas, eps; no weight decay, no clipping), learning rate halved at
+75 %, 90 % and 95 % of the epochs (epochs 1500, 1800, 1900 of 2000: ``MultiStepLR`` stepped per
+epoch). Each epoch is a random permutation of the pooled train transitions in batches of 512
+*without* replacement, the last partial batch kept (masked here, so shapes stay static).
+
+One compiled ``segment`` runs ``eval_every`` epochs (a ``lax.scan`` over epochs of a ``lax.scan``
+over batches) and then the zero-shot evaluation on the test specs, keeping the best-on-test
+parameters (the paper's selection, notes §1.8) next to the last ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hyperjax.envs.core import Env
+from hyperjax.hypogen import data as D
+from hyperjax.hypogen.models import LEARNING_RATES, make_model
+
+PAPER_EPOCHS = 2000
+MILESTONES = (0.75, 0.9, 0.95)          # 1500, 1800, 1900 of 2000
+# Released loss weights per algo: (value, td).
+LOSS_WEIGHTS = {"hypogen": (0.01, 0.01), "hyperzero": (0.01, 0.01), "uvfa": (0.01, 0.0),
+                "cond": (0.0, 0.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Training settings (defaults: the released DMC configs, notes §1.8)."""
+
+    algo: str = "hypogen"
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = 512
+    learning_rate: float | None = None      # None: LEARNING_RATES[algo]
+    bc_only: bool = False
+    deep_supervision: bool = True
+    num_blocks: int = 8
+    eval_every: int = 20                    # epochs between test evaluations
+    eval_episodes: int = 10
+    hyperzero_original_init: bool = False
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else LEARNING_RATES[self.algo]
+
+    def weights(self) -> tuple[float, float]:
+        return (0.0, 0.0) if self.bc_only else LOSS_WEIGHTS[self.algo]
+
+
+class FitState(NamedTuple):
+    params: Any
+    opt_state: Any
+    best_params: Any
+    best_return: jax.Array   # float32[]: best test mean return so far (−inf before any)
+    key: jax.Array
+    epoch: jax.Array         # int32[]
+
+
+def _masked_mse(pred, target, mask):
+    """Mean over the valid rows and the trailing dims (``F.mse_loss``'s mean on the real batch)."""
+    err = jnp.square(pred - target)
+    err = err.reshape(*err.shape[:2], -1).mean(-1) if err.ndim > 2 else err
+    return jnp.sum(err * mask) / (jnp.maximum(jnp.sum(mask), 1.0) * err.shape[0])
+
+
+def loss_fn(model: nn.Module, params, specs, batch: dict, mask, w_value: float, w_td: float):
+    """The loss above for one batch. Returns ``(loss float32[], metrics dict)``.
+
+    ``batch``: ``task_id int32[B]``, ``obs [B, obs]``, ``action [B, act]``, ``next_obs``,
+    ``reward [B]``, ``discount [B]``, ``value [B]``; ``mask float32[B]`` (1 = real row).
+    """
+    out = model.apply(params, specs, batch["task_id"], batch["obs"], batch["action"],
+                      batch["next_obs"])
+    act_target = jnp.broadcast_to(batch["action"], out.action.shape)
+    bc = _masked_mse(out.action, act_target, mask)
+    metrics = {"bc": bc, "bc_last": _masked_mse(out.action[-1:], act_target[-1:], mask)}
+    loss = bc
+    if out.q is not None and w_value > 0:
+        value = _masked_mse(out.q, jnp.broadcast_to(batch["value"], out.q.shape), mask)
+        loss, metrics["value"] = loss + w_value * value, value
+    if out.q_next is not None and w_td > 0:
+        target = batch["reward"] + batch["discount"] * out.q_next
+        td = _masked_mse(batch["value"][None], target[None], mask)
+        loss, metrics["td"] = loss + w_td * td, td
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+class Fit(NamedTuple):
+    """The compiled pieces of one training run.
+
+    ``init(key) -> FitState``; ``segment(state) -> (state, metrics)`` runs ``eval_every``
+    epochs then evaluates; ``evaluate(params, key) -> float32[S_test, E]`` test returns;
+    ``generate(params, specs)`` policy weights; ``model``, ``steps_per_epoch``."""
+
+    init: Callable
+    segment: Callable
+    evaluate: Callable
+    generate: Callable
+    model: nn.Module
+    steps_per_epoch: int
+
+
+def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
+             eval_key_seed: int = 3) -> Fit:
+    """Builds the training program for ``cfg.algo`` on the pooled transitions ``train`` and the
+    zero-shot evaluation on ``test_specs float32[S_test, spec_dim]`` (``eval_episodes``
+    deterministic episodes each, full length, on the spec's own env; reset keys from
+    ``eval_key_seed``, the released code's ``RandomState(3)`` in spirit).
+
+    Raises ``ValueError`` for an empty train set or ``eval_every`` not dividing ``epochs``.
+    """
+    n = int(train.obs.shape[0])
+    if n == 0:
+        raise ValueError("no training transitions")
+    if cfg.epochs % cfg.eval_every:
+        raise ValueError(f"eval_every={cfg.eval_every} must divide epochs={cfg.epochs}")
+    model = make_model(cfg.algo, env.obs_dim, env.action_dim,
+                       deep_supervision=cfg.deep_supervision, num_blocks=cfg.num_blocks,
+                       hyperzero_original_init=cfg.hyperzero_original_init)
+    w_value, w_td = cfg.weights()
+    bsz = cfg.batch_size
+    spe = math.ceil(n / bsz)
+    boundaries = {int(round(f * cfg.epochs)) * spe: 0.5 for f in MILESTONES}
+    tx = optax.adam(optax.piecewise_constant_schedule(cfg.lr(), boundaries))
+    table = {k: jnp.asarray(getattr(train, k)) for k in
+             ("task_id", "obs", "action", "next_obs", "reward", "discount", "value")}
+    specs = jnp.asarray(train.specs, jnp.float32)
+    test_specs = jnp.asarray(test_specs, jnp.float32)
+    eval_key = jax.random.key(eval_key_seed)
+
+    def init(key) -> FitState:
+        k_init, k_run = jax.random.split(key)
+        params = model.init(k_init, specs, table["task_id"][:2], table["obs"][:2],
+                            table["action"][:2], table["next_obs"][:2])
+        return FitState(params, tx.init(params), params, jnp.float32(-jnp.inf), k_run,
+                        jnp.zeros((), jnp.int32))
+
+    grad_fn = jax.grad(lambda p, b, m: loss_fn(model, p, specs, b, m, w_value, w_td),
+                       has_aux=True)
+
+    def train_step(carry, idx_mask):
+        params, opt_state = carry
+        idx, mask = idx_mask
+        batch = {k: v[idx] for k, v in table.items()}
+        grads, metrics = grad_fn(params, batch, mask)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def epoch(carry, key):
+        perm = jax.random.permutation(key, n)
+        pad = spe * bsz - n
+        idx = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)]).reshape(spe, bsz)
+        mask = (jnp.arange(spe * bsz) < n).astype(jnp.float32).reshape(spe, bsz)
+        carry, metrics = jax.lax.scan(train_step, carry, (idx, mask))
+        # Epoch means weighted by real rows (the last batch may be partial).
+        w = mask.sum(-1) / n
+        return carry, jax.tree_util.tree_map(lambda m: jnp.sum(m * w), metrics)
+
+    def generate(params, s):
+        return model.apply(params, s, method="generate")
+
+    def evaluate(params, key=eval_key):
+        weights = generate(params, test_specs)
+        act = lambda w, obs, spec: model.apply(params, w, obs, method="act")
+        return D.rollout(env, act, None, weights, test_specs, key, cfg.eval_episodes,
+                         record=False)
+
+    @jax.jit
+    def segment(state: FitState):
+        key, k_ep = jax.random.split(state.key)
+        (params, opt_state), metrics = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(k_ep, cfg.eval_every))
+        test_return = evaluate(params).mean()
+        better = test_return > state.best_return
+        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), params,
+                                      state.best_params)
+        new = FitState(params, opt_state, best, jnp.maximum(test_return, state.best_return),
+                       key, state.epoch + cfg.eval_every)
+        return new, {**metrics, "test_return": test_return}
+
+    return Fit(jax.jit(init), segment, jax.jit(evaluate), jax.jit(generate), model, spe)
+
+
+def blockwise_bc(model: nn.Module, params, flat: D.Flat, chunk: int = 4096) -> np.ndarray:
+    """BC MSE of every block's iterate θ^1 … θ^K on ``flat`` (paper Table 4), ``float64[K]``.
+
+    Needs a HyPoGen model built with ``deep_supervision=True``.
+    """
+    specs = jnp.asarray(flat.specs)
+    f = jax.jit(lambda p, t, o, a: jnp.square(
+        model.apply(p, specs, t, o, a, o).action - a[None]).mean(-1).sum(-1))
+    total = 0.0
+    for i in range(0, flat.obs.shape[0], chunk):
+        sl = slice(i, i + chunk)
+        total = total + np.asarray(f(params, flat.task_id[sl], flat.obs[sl], flat.action[sl]),
+                                   np.float64)
+    return total / flat.obs.shape[0]

@@ -1,0 +1,288 @@
+"""HyPoGen pipeline: spec grids, the paper's split, the LQR task and experts, the dataset format,
+the models (parameter counts, θ⁰, stop-gradients, LayerNorm), the loss and schedule, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hyperjax.hypogen import data as D
+from hyperjax.hypogen import lqr, models as M, specs as S, train as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- grids and splits ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task,n,first,last", [
+    ("cheetah_speed", 40, -10.0, 10.0), ("walker_speed", 40, -5.0, 5.0),
+    ("finger_speed", 30, -15.0, 15.0), ("cheetah_length", 41, 0.3, 0.7),
+    ("walker_length", 41, 0.1, 0.5), ("finger_length", 31, 0.1, 0.4),
+    ("cheetah_speed_length", 90, 1.0, 10.0), ("walker_speed_length", 81, 1.0, 5.0),
+    ("finger_speed_length", 105, 1.0, 15.0), ("lqr_di", 35, 0.5, 2.0)])
+def test_spec_grids_match_tables_6_to_8(task, n, first, last):
+    g = S.make_grid(task)
+    assert len(g) == n and len(set(g.strings())) == n
+    assert g.specs[0, 0] == first and g.specs[-1, 0] == last
+    if task.endswith("_speed"):
+        assert 0.0 not in g.specs and np.all(np.diff(g.specs[:, 0]) > 0)
+    if task == "cheetah_speed":
+        assert sorted(np.abs(g.specs[:, 0]))[:2] == [0.5, 0.5]
+
+
+def test_bad_grid_name():
+    with pytest.raises(ValueError, match="unknown spec task 'cheetah_sped'"):
+        S.make_grid("cheetah_sped")
+
+
+@pytest.mark.parametrize("task,n_train,n_test", [
+    ("cheetah_speed", 7, 32), ("finger_speed", 5, 24), ("cheetah_length", 8, 32),
+    ("finger_length", 6, 24)])
+def test_faithful_split_reproduces_the_released_rounding(task, n_train, n_test):
+    g = S.make_grid(task)
+    for seed in S.PAPER_SEEDS:
+        sp = S.split_specs(g, seed)
+        assert (len(sp.train), len(sp.test), len(sp.unused)) == (n_train, n_test, 1)
+        # The released procedure, restated: sort strings, shuffle, slice.
+        order = sorted(g.strings())
+        np.random.default_rng(seed).shuffle(order)
+        assert [g.strings()[i] for i in sp.test] == order[:n_test]
+        assert [g.strings()[i] for i in sp.train] == order[n_test:n_test + n_train]
+        clean = S.split_specs(g, seed, "clean")
+        assert len(clean.unused) == 0 and len(clean.train) == n_train + 1
+        np.testing.assert_array_equal(clean.test, sp.test)
+    assert not np.array_equal(S.split_specs(g, 123).test, S.split_specs(g, 233).test)
+    assert S.spec_string([-0.5]) == "-0.5" and S.spec_string([1.0, 0.3]) == "1.0_0.3"
+
+
+def test_split_bad_mode():
+    with pytest.raises(ValueError, match="unknown split mode 'fair'"):
+        S.split_specs(S.make_grid("lqr_di"), 0, "fair")
+
+
+# --- the LQR task and its experts ---------------------------------------------------------------
+
+def test_lqr_di_dynamics_are_exact():
+    env = lqr.LQRDoubleIntegrator()
+    spec = jnp.array([2.0, 0.25])
+    state, ts = env.reset(jax.random.key(0), spec)
+    assert np.all(np.abs(ts.obs[:2]) <= 1.0) and np.all(ts.obs[2:] == 0.0)
+    state = state._replace(physics=lqr.LQRPhysics(jnp.array([0.5, -0.5]), jnp.array([0.2, 0.1])))
+    a = jnp.array([0.5, -3.0])                        # second entry clips to -1
+    _, ts = env.step(jax.random.key(1), state, a, spec)
+    np.testing.assert_allclose(ts.obs, [0.52, -0.49, 0.2 + 0.1 * 4.0 * 0.5 / 2.0,
+                                        0.1 - 0.1 * 4.0 / 2.0], rtol=1e-6)
+    e = np.array([0.25, -0.75])
+    cost = e @ e + 0.1 * (0.2 ** 2 + 0.1 ** 2) + 0.1 * (0.25 + 1.0)
+    np.testing.assert_allclose(ts.reward, -cost, rtol=1e-6)
+
+
+def test_lqr_riccati_fixed_point_and_bellman_q():
+    p, k = lqr.lqr_solution(1.25)
+    a, b, q, r = lqr._system(1.25)
+    g = lqr.GAMMA
+    rhs = q + g * a.T @ p @ a - g ** 2 * a.T @ p @ b @ np.linalg.solve(r + g * b.T @ p @ b,
+                                                                        b.T @ p @ a)
+    np.testing.assert_allclose(p, rhs, atol=1e-9)
+    # On an unsaturated state, Q*(s, a*) = r + γ Q*(s', a*') and Q* is maximal at a*.
+    spec = jnp.array([1.25, 0.25])
+    ex = lqr.make_experts(np.array([[1.25, 0.25]]))
+    env = lqr.LQRDoubleIntegrator()
+    obs = jnp.array([0.3, 0.2, 0.05, -0.1])
+    st = env.reset(jax.random.key(0), spec)[0]._replace(
+        physics=lqr.LQRPhysics(obs[:2], obs[2:]))
+    act = lqr.expert_action(ex.gain[0], obs, spec)
+    assert np.all(np.abs(act) < 1.0)
+    _, ts = env.step(jax.random.key(0), st, act, spec)
+    q0 = lqr.expert_q(ex.gain[0], ex.p[0], obs, act, spec)
+    q1 = lqr.expert_q(ex.gain[0], ex.p[0], ts.obs, lqr.expert_action(ex.gain[0], ts.obs, spec),
+                      spec)
+    np.testing.assert_allclose(q0, ts.reward + g * q1, rtol=1e-5)
+    for d in (0.05, -0.05):
+        assert lqr.expert_q(ex.gain[0], ex.p[0], obs, act + d, spec) < q0
+
+
+# --- dataset -----------------------------------------------------------------------------------
+
+def _lqr_dataset(episodes=2, steps=None):
+    grid = S.make_grid("lqr_di")
+    ex = lqr.make_experts(grid.specs)
+    out = D.rollout(lqr.LQRDoubleIntegrator(), lambda e, o, s: lqr.expert_action(e[0], o, s),
+                    lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s), (ex.gain, ex.p),
+                    jnp.asarray(grid.specs, jnp.float32), jax.random.key(0), episodes, steps)
+    return grid, out
+
+
+def test_dataset_round_trip_and_flatten(tmp_path):
+    grid, out = _lqr_dataset(episodes=2, steps=10)
+    assert out["obs"].shape == (35, 2, 10, 4) and out["value"].shape == (35, 2, 10)
+    np.testing.assert_array_equal(out["obs"][:, :, 1:], out["next_obs"][:, :, :-1])
+    D.save_dataset(str(tmp_path), grid.specs, out, {"task": "lqr_di"})
+    ds = D.load_dataset(str(tmp_path))
+    for k in D.KEYS[1:]:
+        np.testing.assert_array_equal(getattr(ds, k), np.asarray(out[k]))
+    np.testing.assert_array_equal(ds.spec, grid.specs.astype(np.float32))
+    assert ds.meta == {"task": "lqr_di"} and np.all(ds.discount == 1.0)
+    flat = D.flatten(ds, [3, 7])
+    assert flat.obs.shape == (40, 4) and list(np.bincount(flat.task_id)) == [20, 20]
+    np.testing.assert_array_equal(flat.obs[20:], ds.obs[7].reshape(20, 4))
+    with pytest.raises(ValueError, match="missing 'value'"):
+        D.save_dataset(str(tmp_path), grid.specs, {k: v for k, v in out.items() if k != "value"},
+                       {})
+    with pytest.raises(FileNotFoundError):
+        D.load_dataset(str(tmp_path / "nope"))
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def _init(model, t=2, obs=17, act=6, spec_dim=1, key=0):
+    return model.init(jax.random.key(key), jnp.zeros((t, spec_dim)), jnp.zeros(4, jnp.int32),
+                      jnp.zeros((4, obs)), jnp.zeros((4, act)), jnp.zeros((4, obs)))
+
+
+def test_parameter_counts_cheetah_dims():
+    """Notes §1.2, §1.7: embedding 387,328; HyperZero policy+Q 3.61M; Cond ≈ 0.46M. HyPoGen's
+    policy generator is 14,273,504 here vs the notes' 15.88M: the released code also builds
+    the unused pseudo output layer and the first layer's discarded propagation (notes §1.5),
+    25,478 + 175,681 parameters per block × 8 = 1.61M that get no gradient."""
+    shapes = {a: jax.eval_shape(lambda k, a=a: _init(M.make_model(a, 17, 6), key=k), 0)
+              for a in M.ALGOS}
+    counts = {a: M.param_breakdown(s) for a, s in shapes.items()}
+    assert counts["hyperzero"]["embed"] == 387_328
+    assert M.count_params(shapes["hyperzero"]) == 3_612_935
+    assert M.count_params(shapes["cond"]) == 459_014
+    assert counts["hypogen"]["pi_gen"] == 14_273_504
+    assert counts["hypogen"]["pi_gen"] + 8 * (25_478 + 175_681) == 15_882_776
+
+
+def test_theta0_matters_and_lr_init():
+    """Table 3 property: replacing θ⁰ by random values changes the generated policy."""
+    model = M.make_model("hypogen", 4, 2, num_blocks=2)
+    params = _init(model, obs=4, act=2, spec_dim=2)
+    p = params["params"]["pi_gen"]
+    assert p["lr_0"] == np.float32(-0.01) and p["lr_1"] == np.float32(-0.01)
+    specs = jnp.array([[1.0, 0.0], [2.0, 0.5]])
+    obs = jax.random.normal(jax.random.key(1), (16, 4))
+    act = lambda prm: jax.vmap(lambda w: model.apply(prm, w, obs, method="act"))(
+        model.apply(prm, specs, method="generate"))
+    base = act(params)
+    leaves = {k: v for k, v in p.items() if k.startswith("theta0")}
+    rnd = {k: jax.random.normal(jax.random.key(i), v.shape) for i, (k, v) in
+           enumerate(sorted(leaves.items()))}
+    swapped = jax.tree_util.tree_map(lambda x: x, params)
+    swapped["params"]["pi_gen"] = {**p, **rnd}
+    assert float(jnp.abs(act(swapped) - base).max()) > 1e-2
+    # and different specs give different policies
+    assert float(jnp.abs(base[0] - base[1]).max()) > 1e-4
+
+
+def test_weight_layernorm_normalises_whole_tensor():
+    ln = M.WeightLayerNorm((3, 5))
+    x = jax.random.normal(jax.random.key(0), (4, 3, 5)) * 7 + 2
+    y = ln.apply(ln.init(jax.random.key(1), x), x)
+    np.testing.assert_allclose(y.mean((-2, -1)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var((-2, -1)), 1, atol=1e-3)
+
+
+def test_td_next_action_is_stop_gradient_exactly():
+    """The TD target's next action sg[π̂(s')]: its derivative w.r.t. the policy heads is exactly
+    0, while Q̂'s own derivative is not (notes §2.2)."""
+    model = M.make_model("hyperzero", 4, 2)
+    params = _init(model, obs=4, act=2)
+    obs = jax.random.normal(jax.random.key(2), (4, 4))
+    tid = jnp.array([0, 1, 0, 1])
+    g = jax.grad(lambda p: model.apply(p, jnp.array([[0.3], [0.9]]), tid, obs, obs[:, :2],
+                                       obs).q_next.sum())(params)["params"]
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(
+        [g["pi_heads_0"], g["pi_heads_1"]]))
+    assert float(jnp.abs(g["q_heads_0"]["Dense_0"]["kernel"]).max()) > 0
+
+
+def test_masked_loss_equals_unpadded_mean():
+    pred = jax.random.normal(jax.random.key(0), (2, 6, 3))
+    target = jnp.zeros((2, 6, 3))
+    mask = jnp.array([1, 1, 1, 1, 0, 0], jnp.float32)
+    np.testing.assert_allclose(T._masked_mse(pred, target, mask),
+                               jnp.square(pred[:, :4]).mean(), rtol=1e-6)
+
+
+def test_schedule_halves_at_released_epochs():
+    spe = 3
+    boundaries = {int(round(f * 2000)) * spe: 0.5 for f in T.MILESTONES}
+    sched = optax.piecewise_constant_schedule(5e-4, boundaries)
+    for epoch, lr in ((0, 5e-4), (1499, 5e-4), (1500, 2.5e-4), (1800, 1.25e-4),
+                      (1900, 6.25e-5), (1999, 6.25e-5)):
+        assert abs(float(sched(epoch * spe)) - lr) < 1e-6 * lr
+
+
+def test_short_fit_learns_and_evaluates():
+    """Cond Policy on 6 train specs for 20 epochs: BC loss falls and the zero-shot return on
+    the held-out specs rises far above the untrained policy's."""
+    grid, out = _lqr_dataset(episodes=3)
+    ds = D.Dataset(spec=grid.specs.astype(np.float32),
+                   **{k: np.asarray(out[k]) for k in D.KEYS[1:]}, meta={})
+    sp = S.split_specs(grid, 123)
+    fit = T.make_fit(T.FitConfig(algo="cond", epochs=20, eval_every=10, eval_episodes=2),
+                     lqr.LQRDoubleIntegrator(), D.flatten(ds, sp.train), grid.specs[sp.test])
+    st = fit.init(jax.random.key(0))
+    flat = D.flatten(ds, sp.train)
+    batch = {k: jnp.asarray(getattr(flat, k)) for k in
+             ("task_id", "obs", "action", "next_obs", "reward", "discount", "value")}
+    bc0 = T.loss_fn(fit.model, st.params, jnp.asarray(flat.specs), batch,
+                    jnp.ones(len(flat.obs)), 0.0, 0.0)[1]["bc"]
+    untrained = float(fit.evaluate(st.params).mean())
+    st, m1 = fit.segment(st)
+    st, m2 = fit.segment(st)
+    assert m2["bc"][-1] < 0.5 * bc0, (bc0, m2["bc"][-1])
+    trained = float(fit.evaluate(st.params).mean())
+    expert = float(out["reward"][sp.test].sum(-1).mean())
+    assert trained > untrained + 0.5 * (expert - untrained), (untrained, trained, expert)
+    assert float(st.best_return) >= float(m2["test_return"]) - 1e-6
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.hypogen", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--algo=hypogenn"], "unknown name 'hypogenn'|unknown algo"),
+    (["--task=cheetah_sped"], "unknown spec task 'cheetah_sped'"),
+    (["--task=cheetah_speed"], "not built yet"),
+    (["--epochs=30", "--eval_every=20"], "must divide"),
+    (["--seeds=6"], "--seeds must be <= 5"),
+    (["--split=half"], "split"),
+])
+def test_cli_bad_input_is_one_line(args, pattern):
+    import re
+    res = _cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), res.stderr
+
+
+def test_cli_pipeline_and_stage_skipping(tmp_path):
+    run = str(tmp_path / "run")
+    res = _cli("--algo=cond,uvfa", "--epochs=20", "--eval_every=10", "--episodes_per_spec=2",
+               "--eval_episodes=2", f"--run_dir={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "experts: closed-form LQR for 35 specs" in res.stdout
+    for f in ("experts.npz", "dataset.npz", "results.md", "results.json",
+              "cond/seed_123/result.json", "uvfa/seed_123/log.jsonl",
+              "uvfa/seed_123/checkpoint"):
+        assert os.path.exists(os.path.join(run, f)), f
+    with open(os.path.join(run, "results.json")) as f:
+        r = json.load(f)
+    assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 28
+    assert "| expert |" in open(os.path.join(run, "results.md")).read()
+    again = _cli("--algo=cond", "--epochs=20", "--eval_every=10", f"--run_dir={run}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "dataset: " in again.stdout and "exists, skipped" in again.stdout
+    assert "cond seed 123: finished earlier" in again.stdout
