@@ -1,12 +1,13 @@
 # Two entry points that work on a fresh machine (Python 3.10+ with venv):
 #   make run    set up .venv if needed, then train DMA*-SH on AIB's double integrator (CPU)
 #   make test   set up .venv if needed, then run the test suite (what CI runs)
+#   make hypogen  the HyPoGen pipeline on its CPU default (lqr_di): experts, data, training, eval
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hyperjax-installed
 ARGS ?=
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run hypogen test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +18,9 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m experiments.aib $(ARGS)
+
+hypogen: $(STAMP)
+	$(PY) -m experiments.hypogen $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)

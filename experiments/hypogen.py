@@ -4,7 +4,8 @@
 takes one name, a comma list, or ``all`` (hypogen, hyperzero, cond, uvfa). Each stage is skipped
 when its output exists in the run directory, so a rerun only does what is missing::
 
-    RUN_DIR/experts.npz                  the experts (lqr_di: the closed-form LQR gains and P)
+    RUN_DIR/experts.npz | experts/       the experts: closed-form LQR gains and P (lqr_di*),
+                                         or the TD3 experts' orbax checkpoint
     RUN_DIR/dataset.npz                  demonstrations (format: hyperjax.hypogen.data)
     RUN_DIR/ALGO/seed_S/checkpoint/      orbax: last and best-on-test parameters + record
     RUN_DIR/ALGO/seed_S/log.jsonl        one row per evaluation: epoch, losses, test return
@@ -21,13 +22,20 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
                     "hyperzero, cond, uvfa.")
-flags.DEFINE_string("task", "lqr_di", "Spec task. Built: lqr_di (spec = mass, goal; LQR "
-                    "experts). Grids only: {cheetah,walker,finger}_{speed,length,speed_length}.")
+flags.DEFINE_string("task", "lqr_di", "Spec task: lqr_di (spec = mass; the CPU default), "
+                    "lqr_di_goal (spec = mass, goal) or "
+                    "{cheetah,walker,finger}_{speed,length,speed_length} (MJX).")
+flags.DEFINE_enum("expert", None, ["lqr", "td3"], "Experts: lqr (closed form; lqr_di only) or "
+                  "td3 (one per spec, all specs in one vmapped program). Default: lqr for "
+                  "lqr_di, td3 otherwise.")
+flags.DEFINE_integer("expert_steps", 1_000_000, "TD3 env steps per expert (the paper's 1M; one "
+                     "update per step).")
+flags.DEFINE_integer("expert_buffer", 1_000_000, "TD3 replay capacity per expert.")
 flags.DEFINE_string("run_dir", None, "Output directory (default runs/hypogen-TASK).")
 flags.DEFINE_integer("seeds", 1, "Number of seeds (the first N of 123, 233, 666, 999, 789).")
 flags.DEFINE_integer("epochs", None, "Training epochs (paper: 2000; lqr_di CPU default: 200).")
@@ -57,8 +65,7 @@ def _parse(argv):
         _fail(str(e).splitlines()[0])
 
 
-BUILT_TASKS = ("lqr_di",)
-CPU_EPOCHS = {"lqr_di": 200}
+CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
 
 
 def validate():
@@ -70,15 +77,17 @@ def validate():
         specs.make_grid(FLAGS.task)
     except ValueError as e:
         _fail(str(e))
-    if FLAGS.task not in BUILT_TASKS:
-        _fail(f"task {FLAGS.task!r}: its spec grid exists but its MJX env and expert training "
-              f"are not built yet; runnable: {', '.join(BUILT_TASKS)}")
-    epochs = FLAGS.epochs or CPU_EPOCHS[FLAGS.task]
+    if FLAGS.expert == "lqr" and not FLAGS.task.startswith("lqr_di"):
+        _fail(f"--expert=lqr needs --task=lqr_di or lqr_di_goal (closed-form experts), got "
+              f"{FLAGS.task!r}")
+    epochs = FLAGS.epochs or CPU_EPOCHS.get(FLAGS.task, 2000)
     for name, v, lo in (("seeds", FLAGS.seeds, 1), ("epochs", epochs, 1),
                         ("eval_every", FLAGS.eval_every, 1), ("batch_size", FLAGS.batch_size, 1),
                         ("episodes_per_spec", FLAGS.episodes_per_spec, 1),
                         ("eval_episodes", FLAGS.eval_episodes, 1),
-                        ("num_blocks", FLAGS.num_blocks, 1)):
+                        ("num_blocks", FLAGS.num_blocks, 1),
+                        ("expert_steps", FLAGS.expert_steps, 10),
+                        ("expert_buffer", FLAGS.expert_buffer, 1)):
         if v < lo:
             _fail(f"--{name} must be >= {lo}, got {v}")
     if FLAGS.seeds > 5:
@@ -90,36 +99,65 @@ def validate():
     return algos, epochs
 
 
+def make_task_env():
+    if FLAGS.task.startswith("lqr_di"):
+        from hyperjax.hypogen import lqr
+        return lqr.make_task(FLAGS.task)
+    from hyperjax.hypogen import dmc
+    return dmc.make_spec_task(FLAGS.task)
+
+
 def stage_experts_and_data(run_dir: str):
-    """lqr_di: closed-form experts, then ``episodes_per_spec`` recorded episodes per spec."""
+    """Experts (closed-form LQR, or TD3 for every spec in one program), then
+    ``episodes_per_spec`` recorded deterministic episodes per spec."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
-    from hyperjax.hypogen import data as D, lqr, specs
+    from hyperjax import checkpoint
+    from hyperjax.hypogen import data as D, experts as X, lqr, specs
     grid = specs.make_grid(FLAGS.task)
-    env = lqr.LQRDoubleIntegrator()
-    f_exp = os.path.join(run_dir, "experts.npz")
-    if os.path.exists(f_exp):
-        print(f"experts: {f_exp} exists, skipped")
-    else:
-        t = time.time()
-        ex = lqr.make_experts(grid.specs)
-        np.savez(f_exp, spec=grid.specs, gain=np.asarray(ex.gain), p=np.asarray(ex.p))
-        print(f"experts: closed-form LQR for {len(grid)} specs ({time.time() - t:.1f} s)")
+    env = make_task_env()
+    kind = FLAGS.expert or ("lqr" if FLAGS.task.startswith("lqr_di") else "td3")
+    spec_arr = jnp.asarray(grid.specs, jnp.float32)
     f_ds = os.path.join(run_dir, D.DATASET_FILE)
     if os.path.exists(f_ds):
-        print(f"dataset: {f_ds} exists, skipped")
+        print(f"dataset: {f_ds} exists, skipped (experts not needed)")
         return grid, env
-    with np.load(f_exp) as z:
-        gain, p = jax.numpy.asarray(z["gain"]), jax.numpy.asarray(z["p"])
     t = time.time()
-    out = jax.jit(lambda k: D.rollout(
-        env, lambda e, o, s: lqr.expert_action(e[0], o, s),
-        lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s),
-        (gain, p), jax.numpy.asarray(grid.specs, jax.numpy.float32), k,
-        FLAGS.episodes_per_spec))(jax.random.key(0))
+    if kind == "lqr":
+        f_exp = os.path.join(run_dir, "experts.npz")
+        if not os.path.exists(f_exp):
+            ex = lqr.make_experts(grid.specs)
+            np.savez(f_exp, spec=grid.specs, gain=np.asarray(ex.gain), p=np.asarray(ex.p))
+            print(f"experts: closed-form LQR for {len(grid)} specs ({time.time() - t:.1f} s)")
+        else:
+            print(f"experts: {f_exp} exists, skipped")
+        with np.load(f_exp) as z:
+            params = (jnp.asarray(z["gain"]), jnp.asarray(z["p"]))
+        policy = lambda e, o, s: lqr.expert_action(e[0], o, s)
+        value = lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s)
+    else:
+        cfg = X.TD3Config(total_steps=FLAGS.expert_steps, buffer_size=FLAGS.expert_buffer)
+        ckpt = os.path.join(run_dir, "experts")
+        init, _ = X.make_td3(env, cfg)
+        abstract = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.key(0), len(grid)),
+                                  spec_arr)
+        if checkpoint.latest_step(ckpt) is not None:
+            params = checkpoint.restore(ckpt, abstract)[0]
+            print(f"experts: {ckpt} exists, skipped")
+        else:
+            print(f"experts: TD3 for {len(grid)} specs x {FLAGS.expert_steps} steps")
+            params = X.train_experts(env, spec_arr, cfg, jax.random.key(0),
+                                     segments=10 if FLAGS.expert_steps % 10 == 0 else 1)
+            checkpoint.save(ckpt, FLAGS.expert_steps, params, {"task": FLAGS.task}, keep=1)
+            print(f"experts: trained ({time.time() - t:.0f} s)")
+        policy, value = X.expert_policy(env.action_dim), X.expert_value()
+    t = time.time()
+    out = jax.jit(lambda k: D.rollout(env, policy, value, params, spec_arr, k,
+                                      FLAGS.episodes_per_spec))(jax.random.key(0))
     D.save_dataset(run_dir, grid.specs, out, {
-        "task": FLAGS.task, "factors": list(grid.factors), "expert": "lqr (closed form)",
+        "task": FLAGS.task, "factors": list(grid.factors), "expert": kind,
         "episodes_per_spec": FLAGS.episodes_per_spec, "episode_length": env.episode_length})
     print(f"dataset: {len(grid)} specs x {FLAGS.episodes_per_spec} episodes x "
           f"{env.episode_length} steps ({time.time() - t:.1f} s)")
@@ -195,6 +233,7 @@ def expert_on(ds, ids) -> float:
 def main(argv):
     del argv
     algos, epochs = validate()
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from hyperjax.utils import enable_compilation_cache
     enable_compilation_cache()
     import numpy as np
@@ -213,12 +252,15 @@ def main(argv):
     table = {a: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
                  for k in ("test_return_best", "test_return_last")} for a, rs in results.items()}
     lines = [f"# {FLAGS.task}: zero-shot return on held-out specs ({len(seeds)} seed(s), "
-             f"{epochs} epochs)", "",
-             "| method | best-on-test (paper) | last epoch (clean) |", "|---|---|---|"]
+             f"{epochs} epochs; mean ± std over seeds)", "",
+             "| method | best-on-test (paper) | last epoch (clean) | gap to expert (last) |",
+             "|---|---|---|---|"]
     for a, v in table.items():
+        gap = np.mean(expert) - v["test_return_last"][0]
         lines.append(f"| {a} | {v['test_return_best'][0]:.3f} ± {v['test_return_best'][1]:.3f} "
-                     f"| {v['test_return_last'][0]:.3f} ± {v['test_return_last'][1]:.3f} |")
-    lines.append(f"| expert | {np.mean(expert):.3f} | {np.mean(expert):.3f} |")
+                     f"| {v['test_return_last'][0]:.3f} ± {v['test_return_last'][1]:.3f} "
+                     f"| {gap:.3f} |")
+    lines.append(f"| expert | {np.mean(expert):.3f} | {np.mean(expert):.3f} | 0 |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(run_dir, "results.md"), "w") as f:
         f.write(text)

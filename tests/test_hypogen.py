@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("finger_speed", 30, -15.0, 15.0), ("cheetah_length", 41, 0.3, 0.7),
     ("walker_length", 41, 0.1, 0.5), ("finger_length", 31, 0.1, 0.4),
     ("cheetah_speed_length", 90, 1.0, 10.0), ("walker_speed_length", 81, 1.0, 5.0),
-    ("finger_speed_length", 105, 1.0, 15.0), ("lqr_di", 35, 0.5, 2.0)])
+    ("finger_speed_length", 105, 1.0, 15.0), ("lqr_di", 41, 0.5, 2.5),
+    ("lqr_di_goal", 35, 0.5, 2.0)])
 def test_spec_grids_match_tables_6_to_8(task, n, first, last):
     g = S.make_grid(task)
     assert len(g) == n and len(set(g.strings())) == n
@@ -68,7 +69,7 @@ def test_split_bad_mode():
 # --- the LQR task and its experts ---------------------------------------------------------------
 
 def test_lqr_di_dynamics_are_exact():
-    env = lqr.LQRDoubleIntegrator()
+    env = lqr.make_task("lqr_di_goal")
     spec = jnp.array([2.0, 0.25])
     state, ts = env.reset(jax.random.key(0), spec)
     assert np.all(np.abs(ts.obs[:2]) <= 1.0) and np.all(ts.obs[2:] == 0.0)
@@ -92,7 +93,7 @@ def test_lqr_riccati_fixed_point_and_bellman_q():
     # On an unsaturated state, Q*(s, a*) = r + γ Q*(s', a*') and Q* is maximal at a*.
     spec = jnp.array([1.25, 0.25])
     ex = lqr.make_experts(np.array([[1.25, 0.25]]))
-    env = lqr.LQRDoubleIntegrator()
+    env = lqr.make_task("lqr_di_goal")
     obs = jnp.array([0.3, 0.2, 0.05, -0.1])
     st = env.reset(jax.random.key(0), spec)[0]._replace(
         physics=lqr.LQRPhysics(obs[:2], obs[2:]))
@@ -112,7 +113,7 @@ def test_lqr_riccati_fixed_point_and_bellman_q():
 def _lqr_dataset(episodes=2, steps=None):
     grid = S.make_grid("lqr_di")
     ex = lqr.make_experts(grid.specs)
-    out = D.rollout(lqr.LQRDoubleIntegrator(), lambda e, o, s: lqr.expert_action(e[0], o, s),
+    out = D.rollout(lqr.make_task("lqr_di"), lambda e, o, s: lqr.expert_action(e[0], o, s),
                     lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s), (ex.gain, ex.p),
                     jnp.asarray(grid.specs, jnp.float32), jax.random.key(0), episodes, steps)
     return grid, out
@@ -120,7 +121,7 @@ def _lqr_dataset(episodes=2, steps=None):
 
 def test_dataset_round_trip_and_flatten(tmp_path):
     grid, out = _lqr_dataset(episodes=2, steps=10)
-    assert out["obs"].shape == (35, 2, 10, 4) and out["value"].shape == (35, 2, 10)
+    assert out["obs"].shape == (41, 2, 10, 4) and out["value"].shape == (41, 2, 10)
     np.testing.assert_array_equal(out["obs"][:, :, 1:], out["next_obs"][:, :, :-1])
     D.save_dataset(str(tmp_path), grid.specs, out, {"task": "lqr_di"})
     ds = D.load_dataset(str(tmp_path))
@@ -221,14 +222,14 @@ def test_schedule_halves_at_released_epochs():
 
 
 def test_short_fit_learns_and_evaluates():
-    """Cond Policy on 6 train specs for 20 epochs: BC loss falls and the zero-shot return on
+    """Cond Policy on 8 train specs for 20 epochs: BC loss falls and the zero-shot return on
     the held-out specs rises far above the untrained policy's."""
     grid, out = _lqr_dataset(episodes=3)
     ds = D.Dataset(spec=grid.specs.astype(np.float32),
                    **{k: np.asarray(out[k]) for k in D.KEYS[1:]}, meta={})
     sp = S.split_specs(grid, 123)
     fit = T.make_fit(T.FitConfig(algo="cond", epochs=20, eval_every=10, eval_episodes=2),
-                     lqr.LQRDoubleIntegrator(), D.flatten(ds, sp.train), grid.specs[sp.test])
+                     lqr.make_task("lqr_di"), D.flatten(ds, sp.train), grid.specs[sp.test])
     st = fit.init(jax.random.key(0))
     flat = D.flatten(ds, sp.train)
     batch = {k: jnp.asarray(getattr(flat, k)) for k in
@@ -255,7 +256,7 @@ def _cli(*args):
 @pytest.mark.parametrize("args,pattern", [
     (["--algo=hypogenn"], "unknown name 'hypogenn'|unknown algo"),
     (["--task=cheetah_sped"], "unknown spec task 'cheetah_sped'"),
-    (["--task=cheetah_speed"], "not built yet"),
+    (["--task=cheetah_speed", "--expert=lqr"], "--expert=lqr needs --task=lqr_di"),
     (["--epochs=30", "--eval_every=20"], "must divide"),
     (["--seeds=6"], "--seeds must be <= 5"),
     (["--split=half"], "split"),
@@ -273,16 +274,145 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
     res = _cli("--algo=cond,uvfa", "--epochs=20", "--eval_every=10", "--episodes_per_spec=2",
                "--eval_episodes=2", f"--run_dir={run}")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "experts: closed-form LQR for 35 specs" in res.stdout
+    assert "experts: closed-form LQR for 41 specs" in res.stdout
     for f in ("experts.npz", "dataset.npz", "results.md", "results.json",
               "cond/seed_123/result.json", "uvfa/seed_123/log.jsonl",
               "uvfa/seed_123/checkpoint"):
         assert os.path.exists(os.path.join(run, f)), f
     with open(os.path.join(run, "results.json")) as f:
         r = json.load(f)
-    assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 28
+    assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 32
     assert "| expert |" in open(os.path.join(run, "results.md")).read()
     again = _cli("--algo=cond", "--epochs=20", "--eval_every=10", f"--run_dir={run}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "dataset: " in again.stdout and "exists, skipped" in again.stdout
     assert "cond seed 123: finished earlier" in again.stdout
+
+
+# --- MJX spec tasks (host-side model edits and the reward are cheap; stepping MJX is slow) ------
+
+def test_speed_tolerance_exact_values():
+    from hyperjax.hypogen.dmc import speed_tolerance
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(2.5), 2.0), 1.0)
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(1.0), 2.0), 1 - 0.9 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(0.0), 2.0), 0.1, rtol=1e-6)
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(-1.0), 2.0), 0.0)
+    # a negative spec reverses the direction
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(-3.0), -2.0), 1.0)
+    np.testing.assert_allclose(speed_tolerance(jnp.float32(-1.0), -2.0), 0.55, rtol=1e-6)
+
+
+@pytest.mark.parametrize("body,length", [("cheetah", 0.62), ("walker", 0.17), ("finger", 0.31)])
+def test_torso_length_edits(body, length):
+    from hyperjax.hypogen import dmc
+    grid = S.SpecGrid(f"{body}_length", ("length",), np.array([[length]]))
+    env = dmc.make_spec_task(f"{body}_length", grid)
+    m = env.mj_model([length])
+    if body == "cheetah":
+        np.testing.assert_allclose(m.geom("torso").size[1], length, rtol=1e-6)  # half-length
+        np.testing.assert_allclose(m.body("fthigh").pos, [length, 0, 0], rtol=1e-6)
+        np.testing.assert_allclose(m.body("bthigh").pos, [-length, 0, 0], rtol=1e-6)
+        np.testing.assert_allclose(m.geom("head").pos, [length + 0.1, 0, 0.1], rtol=1e-6)
+    elif body == "walker":
+        np.testing.assert_allclose(m.geom("torso").size[:2], [0.07, length], rtol=1e-6)
+    else:
+        np.testing.assert_allclose(m.geom("distal").size[1], length / 2, rtol=1e-6)
+        np.testing.assert_allclose(m.body("spinner").pos, [length + 0.04, 0, 0.4], rtol=1e-6)
+        np.testing.assert_allclose(m.geom("cap1").size[1], length - 0.07, rtol=1e-6)
+        assert m.dof_damping[m.joint("hinge").id] == pytest.approx(0.03)
+    default = env.mj_model([S.DEFAULT_LENGTH[body]])
+    assert not np.allclose(default.body_mass, m.body_mass)
+
+
+def test_unknown_spec_task():
+    from hyperjax.hypogen import dmc
+    with pytest.raises(ValueError, match="unknown MJX spec task 'lqr_di'"):
+        dmc.make_spec_task("lqr_di")
+
+
+@pytest.mark.slow
+def test_mjx_spec_task_smoke_reward_follows_the_spec():
+    """Cheetah speed specs ±3 from the same start under the same actions: the rewards follow
+    the spec's formula on the torso speed, and the two signs give different rewards."""
+    from hyperjax.hypogen import dmc
+    from mujoco_playground._src import mjx_env
+    grid = S.SpecGrid("cheetah_speed", ("speed",), np.array([[-3.0], [3.0]]))
+    env = dmc.make_spec_task("cheetah_speed", grid)
+    ctx = jnp.asarray(grid.specs, jnp.float32)
+    st, _ = jax.vmap(env.reset)(jnp.stack([jax.random.key(0)] * 2), ctx)
+    step = jax.jit(jax.vmap(env.step))
+    a = jnp.tile(jnp.array([[0.5, -0.5, 0.3, -0.3, 0.2, 0.1]]), (2, 1))
+    for _ in range(20):
+        st, ts = step(jnp.stack([jax.random.key(1)] * 2), st, a, ctx)
+    v = jax.vmap(lambda d: mjx_env.get_sensor_data(env.backend.mj_model, d,
+                                                    "torso_subtreelinvel")[0])(
+        st.physics.state.data)
+    np.testing.assert_allclose(v[0], v[1], rtol=1e-5)
+    np.testing.assert_allclose(ts.reward, dmc.speed_tolerance(v, ctx[:, 0]), rtol=1e-5)
+
+
+# --- the default task's properties (the paper's Tables 3-4 and Table 1's ordering) --------------
+
+@pytest.fixture(scope="module")
+def default_task_runs():
+    """HyPoGen and Cond Policy trained on lqr_di with the CPU defaults (200 epochs, seed 123)."""
+    grid = S.make_grid("lqr_di")
+    env = lqr.make_task("lqr_di")
+    ex = lqr.make_experts(grid.specs)
+    out = jax.jit(lambda k: D.rollout(env, lambda e, o, s: lqr.expert_action(e[0], o, s),
+                                      lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s),
+                                      (ex.gain, ex.p), jnp.asarray(grid.specs, jnp.float32), k,
+                                      10))(jax.random.key(0))
+    ds = D.Dataset(spec=grid.specs.astype(np.float32),
+                   **{k: np.asarray(out[k]) for k in D.KEYS[1:]}, meta={})
+    sp = S.split_specs(grid, 123)
+    flat = D.flatten(ds, sp.train)
+    runs = {}
+    for algo in ("hypogen", "cond"):
+        fit = T.make_fit(T.FitConfig(algo=algo, epochs=200), env, flat, grid.specs[sp.test])
+        st = fit.init(jax.random.key(123))
+        for _ in range(10):
+            st, _ = fit.segment(st)
+        runs[algo] = dict(fit=fit, state=st, last=float(fit.evaluate(st.params).mean()),
+                          best=float(fit.evaluate(st.best_params).mean()))
+    return runs, flat, float(ds.returns()[sp.test].mean())
+
+
+@pytest.mark.slow
+def test_hypogen_beats_cond_policy_on_held_out_specs(default_task_runs):
+    runs, _, expert = default_task_runs
+    h, c = runs["hypogen"], runs["cond"]
+    assert h["last"] > c["last"] and h["best"] > c["best"], (h["last"], c["last"], expert)
+
+
+@pytest.mark.slow
+def test_bc_loss_falls_block_by_block(default_task_runs):
+    """Table 4 property: the BC loss of θ^k on the training specs decreases for k = 1 … 8."""
+    runs, flat, _ = default_task_runs
+    h = runs["hypogen"]
+    bc = T.blockwise_bc(h["fit"].model, h["state"].params, flat)
+    assert bc.shape == (8,) and np.all(np.diff(bc) < 0), bc
+    assert bc[-1] < 0.1 * bc[0], bc
+
+
+def test_td3_experts_vmapped_over_specs():
+    """Two lqr_di specs, 24 steps: replay filled per spec, updates from seed_steps on, actor and
+    targets moved only by the delayed updates, the exploration std schedule (1.0 → 0.1)."""
+    from hyperjax.hypogen import experts as X
+    cfg = X.TD3Config(total_steps=24, random_steps=4, seed_steps=8, batch_size=8,
+                      buffer_size=100, hidden=32, std_steps=100)
+    assert float(cfg.std(0)) == 1.0 and abs(float(cfg.std(50)) - 0.55) < 1e-6
+    assert abs(float(cfg.std(10_000)) - 0.1) < 1e-6
+    env = lqr.make_task("lqr_di")
+    specs = np.array([[0.5], [2.0]], np.float32)
+    init, _ = X.make_td3(env, cfg)
+    s0 = jax.vmap(init)(jax.random.split(jax.random.key(0), 2), jnp.asarray(specs))
+    s = X.train_experts(env, specs, cfg, jax.random.key(0), segments=2, log=lambda *_: None)
+    assert list(s.step) == [24, 24] and list(s.replay.size) == [24, 24]
+    assert s.replay.obs.shape[1] == 24 and float(jnp.abs(s.replay.obs).min(-1).max()) > 0
+    moved = lambda a, b: max(float(jnp.abs(x - y).max()) for x, y in
+                             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    assert moved(s.critic, s0.critic) > 0 and moved(s.actor, s0.actor) > 0
+    assert 0 < moved(s.target_actor, s0.target_actor) < moved(s.actor, s0.actor)
+    q = jax.vmap(X.expert_value(32))(s, s.replay.obs[:, 0], s.replay.action[:, 0], specs)
+    assert q.shape == (2,) and bool(jnp.all(jnp.isfinite(q)))

@@ -6,7 +6,8 @@ Dynamics (per axis, dt = 0.1 s, no clipping of the state, so the system is exact
     pos' = pos + dt * vel
     vel' = vel + dt * F_MAX * clip(a, -1, 1) / mass              (F_MAX = 4 N)
 
-Spec ``float32[2] = (mass [kg], goal [m])``; the goal point is ``(goal, goal)``. Reset: position
+Spec: ``lqr_di`` ``float32[1] = (mass [kg],)`` with the goal at the origin; ``lqr_di_goal``
+``float32[2] = (mass [kg], goal [m])`` with the goal point ``(goal, goal)``. Reset: position
 uniform on ``[-1, 1]^2``, velocity 0. Observation ``float32[4] = [x, y, vx, vy]`` (absolute, so a
 policy must read the goal from the spec). Reward, with ``e = obs - (goal, goal, 0, 0)``::
 
@@ -46,19 +47,23 @@ class LQRPhysics(NamedTuple):
 class LQRDoubleIntegrator(Env):
     """The spec-conditioned double integrator (module docstring). ``context`` = the spec."""
 
-    name = "lqr_di"
     obs_dim = 4
     action_dim = 2
     episode_length = 100
-    factors = ("mass", "goal")
-    _default_context = (1.0, 0.0)
+
+    def __init__(self, factors: tuple[str, ...] = ("mass",)):
+        if factors not in (("mass",), ("mass", "goal")):
+            raise ValueError(f"lqr_di factors must be ('mass',) or ('mass', 'goal'), got {factors}")
+        self.factors = factors
+        self.name = "lqr_di" if len(factors) == 1 else "lqr_di_goal"
+        self._default_context = (1.0, 0.0)[:len(factors)]
 
     def _reset(self, key, spec):
         pos = jax.random.uniform(key, (2,), jnp.float32, -1.0, 1.0)
         return LQRPhysics(pos, jnp.zeros(2, jnp.float32))
 
     def _step(self, key, p: LQRPhysics, action, spec):
-        mass, goal = spec[0], spec[1]
+        mass, goal = spec[0], _goal(spec)
         a = jnp.clip(action, -1.0, 1.0)
         pos = p.pos + DT * p.vel
         vel = p.vel + DT * F_MAX * a / mass
@@ -68,6 +73,18 @@ class LQRDoubleIntegrator(Env):
 
     def _obs(self, p: LQRPhysics):
         return jnp.concatenate([p.pos, p.vel])
+
+
+def _goal(spec):
+    """The goal coordinate: ``spec[1]`` for ``(mass, goal)`` specs, else 0 (float32[])."""
+    return spec[1] if spec.shape[-1] > 1 else jnp.zeros((), spec.dtype)
+
+
+def make_task(name: str) -> LQRDoubleIntegrator:
+    """``lqr_di`` (spec = mass) or ``lqr_di_goal`` (spec = mass, goal)."""
+    if name not in ("lqr_di", "lqr_di_goal"):
+        raise ValueError(f"unknown LQR task {name!r}; valid: lqr_di, lqr_di_goal")
+    return LQRDoubleIntegrator(("mass",) if name == "lqr_di" else ("mass", "goal"))
 
 
 def _system(mass: float):
@@ -107,7 +124,7 @@ class LQRExpert(NamedTuple):
 
 
 def make_experts(specs: np.ndarray, gamma: float = GAMMA) -> LQRExpert:
-    """Experts for ``specs float[S, 2]`` (mass, goal). Returns stacked per-axis gains and P."""
+    """Experts for ``specs float[S, d]`` (column 0 = mass). Returns stacked per-axis gains and P."""
     sols = [lqr_solution(float(m), gamma) for m in np.asarray(specs)[:, 0]]
     return LQRExpert(gain=jnp.asarray(np.stack([k for _, k in sols]), jnp.float32),
                      p=jnp.asarray(np.stack([p for p, _ in sols]), jnp.float32))
@@ -115,7 +132,7 @@ def make_experts(specs: np.ndarray, gamma: float = GAMMA) -> LQRExpert:
 
 def _errors(obs, spec):
     """Per-axis error states ``float32[..., 2 axes, 2]`` = ((x-g, vx), (y-g, vy))."""
-    pos = obs[..., :2] - spec[..., 1:2]
+    pos = obs[..., :2] - _goal(spec)
     return jnp.stack([pos, obs[..., 2:4]], axis=-1)
 
 

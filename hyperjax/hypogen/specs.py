@@ -78,19 +78,25 @@ DEFAULT_SPEED = {"cheetah": 10.0, "walker": 1.0, "finger": 15.0}
 DEFAULT_LENGTH = {"cheetah": 0.5, "walker": 0.3, "finger": 0.16}
 
 # The CPU default: the spec-conditioned LQR double integrator (hyperjax.hypogen.lqr).
-LQR_MASSES = _arange(0.5, 2.0, 0.25)     # 7 values (kg)
-LQR_GOALS = _arange(-0.5, 0.5, 0.25)     # 5 values (m)
+# lqr_di: mass only, 41 values like Table 7's length grids (8 train / 32 test specs);
+# lqr_di_goal: mass x goal, 7 x 5 = 35 specs (6 train).
+LQR_MASSES = _arange(0.5, 2.5, 0.05)         # 41 values (kg)
+LQR_GOAL_MASSES = _arange(0.5, 2.0, 0.25)    # 7 values (kg)
+LQR_GOALS = _arange(-0.5, 0.5, 0.25)         # 5 values (m)
 
 
 def make_grid(task: str) -> SpecGrid:
     """The spec grid of ``task``.
 
     Tasks: ``{cheetah,walker,finger}_{speed,length,speed_length}`` (Tables 6, 7, 8: 40/40/30,
-    41/41/31 and 10×9, 9×9, 15×7 specs) and ``lqr_di`` (mass 0.5…2.0 step 0.25 × goal
-    −0.5…0.5 step 0.25: 35 specs). Raises ``ValueError`` for an unknown task.
+    41/41/31 and 10×9, 9×9, 15×7 specs), ``lqr_di`` (mass 0.5…2.5 kg step 0.05: 41 specs) and
+    ``lqr_di_goal`` (mass 0.5…2.0 step 0.25 × goal −0.5…0.5 m step 0.25: 35 specs). Raises
+    ``ValueError`` for an unknown task.
     """
     if task == "lqr_di":
-        return product_grid(task, ("mass", "goal"), LQR_MASSES, LQR_GOALS)
+        return product_grid(task, ("mass",), LQR_MASSES)
+    if task == "lqr_di_goal":
+        return product_grid(task, ("mass", "goal"), LQR_GOAL_MASSES, LQR_GOALS)
     body, _, family = task.partition("_")
     if body not in SPEED_VALUES or family not in ("speed", "length", "speed_length"):
         raise ValueError(f"unknown spec task {task!r}; valid: {', '.join(grid_names())}")
@@ -102,7 +108,7 @@ def make_grid(task: str) -> SpecGrid:
 
 
 def grid_names() -> tuple[str, ...]:
-    return ("lqr_di",) + tuple(f"{b}_{f}" for b in SPEED_VALUES
+    return ("lqr_di", "lqr_di_goal") + tuple(f"{b}_{f}" for b in SPEED_VALUES
                                for f in ("speed", "length", "speed_length"))
 
 

@@ -55,7 +55,7 @@ class FitConfig:
     deep_supervision: bool = True
     num_blocks: int = 8
     eval_every: int = 20                    # epochs between test evaluations
-    eval_episodes: int = 10
+    eval_episodes: int = 10                 # 0: no evaluation in ``segment`` (benchmarks)
     hyperzero_original_init: bool = False
 
     def lr(self) -> float:
@@ -109,12 +109,15 @@ class Fit(NamedTuple):
 
     ``init(key) -> FitState``; ``segment(state) -> (state, metrics)`` runs ``eval_every``
     epochs then evaluates; ``evaluate(params, key) -> float32[S_test, E]`` test returns;
-    ``generate(params, specs)`` policy weights; ``model``, ``steps_per_epoch``."""
+    ``generate(params, specs)`` policy weights; ``train_step((params, opt_state), (idx
+    int32[B], mask float32[B])) -> ((params, opt_state), metrics)`` one gradient step (for
+    FLOP counts); ``model``, ``steps_per_epoch``."""
 
     init: Callable
     segment: Callable
     evaluate: Callable
     generate: Callable
+    train_step: Callable
     model: nn.Module
     steps_per_epoch: int
 
@@ -189,7 +192,8 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
         key, k_ep = jax.random.split(state.key)
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(k_ep, cfg.eval_every))
-        test_return = evaluate(params).mean()
+        test_return = (evaluate(params).mean() if cfg.eval_episodes
+                       else jnp.float32(jnp.nan))
         better = test_return > state.best_return
         best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), params,
                                       state.best_params)
@@ -197,7 +201,8 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
                        key, state.epoch + cfg.eval_every)
         return new, {**metrics, "test_return": test_return}
 
-    return Fit(jax.jit(init), segment, jax.jit(evaluate), jax.jit(generate), model, spe)
+    return Fit(jax.jit(init), segment, jax.jit(evaluate), jax.jit(generate), jax.jit(train_step),
+               model, spe)
 
 
 def blockwise_bc(model: nn.Module, params, flat: D.Flat, chunk: int = 4096) -> np.ndarray:
