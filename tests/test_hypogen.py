@@ -271,7 +271,7 @@ def test_cli_bad_input_is_one_line(args, pattern):
 
 def test_cli_pipeline_and_stage_skipping(tmp_path):
     run = str(tmp_path / "run")
-    res = _cli("--algo=cond,uvfa", "--epochs=20", "--eval_every=10", "--episodes_per_spec=2",
+    res = _cli("--algo=cond,uvfa", "--epochs=10", "--eval_every=10", "--episodes_per_spec=2",
                "--eval_episodes=2", f"--run_dir={run}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "experts: closed-form LQR for 41 specs" in res.stdout
@@ -283,7 +283,7 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
         r = json.load(f)
     assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 32
     assert "| expert |" in open(os.path.join(run, "results.md")).read()
-    again = _cli("--algo=cond", "--epochs=20", "--eval_every=10", f"--run_dir={run}")
+    again = _cli("--algo=cond", "--epochs=10", "--eval_every=10", f"--run_dir={run}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "dataset: " in again.stdout and "exists, skipped" in again.stdout
     assert "cond seed 123: finished earlier" in again.stdout
