@@ -24,12 +24,11 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 
 from absl import app, flags, logging
 
-from hyperjax.utils import parse_names  # noqa: F401  (re-exported for callers)
+from hyperjax.utils import absl_flags_parser, fail as _fail, parse_names  # noqa: F401
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", "Method preset(s), comma-separated, or 'all': dr, concat, "
@@ -75,18 +74,6 @@ flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' window
                   "encoder in training mode, as the authors' metrics code (false: eval mode).")
 flags.DEFINE_integer("bootstrap_reps", 5000, "Bootstrap resamples of the report's 95 % CIs.")
 flags.DEFINE_bool("report", True, "Write report.md, study.json and plots/ into the run dir.")
-
-
-def _fail(msg: str, code: int = 2):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
 
 
 def selected() -> tuple[list[str], list[str]]:
@@ -377,4 +364,4 @@ def _non_finite(state, rows, updates):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=absl_flags_parser(FLAGS))

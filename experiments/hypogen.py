@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags, logging
+
+from hyperjax.utils import absl_flags_parser, fail as _fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
@@ -51,18 +52,6 @@ flags.DEFINE_enum("split", "faithful", ["faithful", "clean"], "Split: the releas
                   "rounding (one spec unused) or clean (all non-test specs train).")
 flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec.")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec.")
-
-
-def _fail(msg: str, code: int = 2):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
@@ -270,4 +259,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=absl_flags_parser(FLAGS))

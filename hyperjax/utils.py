@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 
@@ -37,3 +38,22 @@ def parse_names(value: str, valid, what: str, allow_all: bool = False) -> list[s
             raise ValueError(f"unknown {what} {n!r}; valid: {', '.join(valid)}"
                              + (", or all" if allow_all else ""))
     return list(dict.fromkeys(names))
+
+
+def fail(msg: str, code: int = 2):
+    """The CLIs' error exit: ``error: MSG`` on one stderr line, exit status ``code``."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def absl_flags_parser(flag_values):
+    """A ``flags_parser`` for ``absl.app.run`` that turns a flag error into one line + exit 2."""
+    from absl import flags
+
+    def parse(argv):
+        try:
+            return flag_values(argv)
+        except flags.Error as e:
+            fail(str(e).splitlines()[0])
+
+    return parse

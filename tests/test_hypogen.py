@@ -254,12 +254,10 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--algo=hypogenn"], "unknown name 'hypogenn'|unknown algo"),
-    (["--task=cheetah_sped"], "unknown spec task 'cheetah_sped'"),
+    (["--algo=hypogen,hypogenn"], "unknown algo 'hypogenn'"),
     (["--task=cheetah_speed", "--expert=lqr"], "--expert=lqr needs --task=lqr_di"),
     (["--epochs=30", "--eval_every=20"], "must divide"),
-    (["--seeds=6"], "--seeds must be <= 5"),
-    (["--split=half"], "split"),
+    (["--split=half"], "flag --split=half"),
 ])
 def test_cli_bad_input_is_one_line(args, pattern):
     import re
