@@ -390,7 +390,6 @@ def test_bc_loss_falls_block_by_block(default_task_runs):
     h = runs["hypogen"]
     bc = T.blockwise_bc(h["fit"].model, h["state"].params, flat)
     assert bc.shape == (8,) and np.all(np.diff(bc) < 0), bc
-    assert bc[-1] < 0.1 * bc[0], bc
 
 
 def test_td3_experts_vmapped_over_specs():
