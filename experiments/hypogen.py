@@ -215,7 +215,8 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
 
 
 def expert_on(ds, ids) -> float:
-    """The expert's mean return on specs ``ids`` (its recorded episodes)."""
+    """The expert's mean return on specs ``ids`` over its *recorded* episodes (dataset start
+    states, not the models' evaluation starts: the gap column compares the two)."""
     return float(ds.returns()[ids].mean())
 
 
@@ -250,6 +251,9 @@ def main(argv):
                      f"| {v['test_return_last'][0]:.3f} ± {v['test_return_last'][1]:.3f} "
                      f"| {gap:.3f} |")
     lines.append(f"| expert | {np.mean(expert):.3f} | {np.mean(expert):.3f} | 0 |")
+    lines.append("")
+    lines.append("The expert row averages its recorded episodes (other start states than the "
+                 "models' evaluation episodes).")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(run_dir, "results.md"), "w") as f:
         f.write(text)
