@@ -7,6 +7,13 @@ so ``--resume`` continues a killed study exactly, run by run. Bad flags end with
 error and exit status 2 before anything is compiled. After training, inferred-context methods
 get the representation diagnostics (notes §5), and the study's report and figures are written.
 
+Scale: the runs (``--seeds`` x ``--sweep`` points) are one program whose run axis is sharded
+over every device JAX finds (``hyperjax.run``). ``--sweep q_lr=1e-3,3e-4 --sweep tau=0.01,0.02``
+trains the grid of shape-preserving hyperparameters in that one program. On several hosts, start
+one process per host with ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`` (``jax.distributed.initialize``) and a shared ``--out_dir``: each process
+trains its block of runs and process 0 writes the merged files.
+
 Run directory layout (one pair: RUN_DIR is the run; several: RUN_DIR/ENV/ALGO/ each)::
 
     RUN_DIR/config.json        the resolved Config (JSON)
@@ -74,6 +81,50 @@ flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' window
                   "encoder in training mode, as the authors' metrics code (false: eval mode).")
 flags.DEFINE_integer("bootstrap_reps", 5000, "Bootstrap resamples of the report's 95 % CIs.")
 flags.DEFINE_bool("report", True, "Write report.md, study.json and plots/ into the run dir.")
+flags.DEFINE_multi_string("sweep", [], "NAME=V1,V2,...: train every value in one program "
+                          "(vmapped like seeds; repeat the flag for a grid). Names: lr (all "
+                          "four learning rates), q_lr, actor_lr, alpha_lr, model_lr, tau, "
+                          "gamma, target_entropy, mask_rate.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0 "
+                    "(jax.distributed.initialize).")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index, 0 .. N-1.")
+
+
+def init_distributed() -> None:
+    """``jax.distributed.initialize`` from the multi-host flags (all three or none).
+
+    Raises ``ValueError`` naming the bad flag.
+    """
+    given = [FLAGS.coordinator_address is not None, FLAGS.num_processes is not None,
+             FLAGS.process_id is not None]
+    if not any(given):
+        return
+    if not all(given):
+        raise ValueError("--coordinator_address, --num_processes and --process_id go together")
+    if FLAGS.num_processes < 1:
+        raise ValueError(f"--num_processes must be positive, got {FLAGS.num_processes}")
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+        raise ValueError(f"--process_id must be in [0, {FLAGS.num_processes}), "
+                         f"got {FLAGS.process_id}")
+    if FLAGS.num_processes > 1 and not FLAGS.out_dir:
+        raise ValueError("several processes need a shared --out_dir")
+    import jax
+    jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+
+
+def is_main() -> bool:
+    """Process 0 (the only one that prints and writes files other than checkpoints)."""
+    import jax
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    import jax
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def selected() -> tuple[list[str], list[str]]:
@@ -145,16 +196,21 @@ def prepare_run_dir(default_name: str) -> tuple[str, bool]:
         "runs", f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = os.path.abspath(run_dir)
     exists = os.path.isdir(run_dir) and bool(os.listdir(run_dir))
+    barrier("run_dir_checked")  # every process has looked before process 0 changes it
     if FLAGS.resume and FLAGS.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
     if exists and FLAGS.overwrite:
-        shutil.rmtree(run_dir)
+        if is_main():
+            shutil.rmtree(run_dir)
+        barrier("run_dir_cleared")
         exists = False
     if exists and not FLAGS.resume:
         raise ValueError(f"run directory {run_dir} exists: pass --resume to continue it or "
                          f"--overwrite to replace it")
     if FLAGS.resume and not exists:
         raise ValueError(f"--resume: run directory {run_dir} does not exist")
+    if not is_main():
+        return run_dir, exists
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write_test")
@@ -170,12 +226,17 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+        init_distributed()
+        from hyperjax import run
+        sweep = run.parse_sweep(FLAGS.sweep)
         from hyperjax.config import check_batch
         env_list, algo_list = selected()
         plan = []  # (cfg, sets) for every pair, all validated before anything compiles
         for env in env_list:
             for algo in algo_list:
                 cfg = build_config(env, algo)
+                if "mask_rate" in sweep and not cfg.inferred:
+                    raise ValueError(f"--sweep mask_rate: {algo!r} has no context encoder")
                 sets = load_context_sets(cfg)
                 check_batch(cfg.batch_size, sets.train.shape[0])
                 plan.append((cfg, sets))
@@ -196,10 +257,15 @@ def main(argv):
             runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))
-    results = [train_run(cfg, sets, run_dir, sub_resume)
+    results = [train_run(cfg, sets, run_dir, sub_resume, sweep)
                for cfg, sets, run_dir, sub_resume in runs]
-    if FLAGS.report:
+    if FLAGS.report and sweep:
+        if is_main():
+            print("--sweep: no report.md (it compares methods); summary.json has every "
+                  "point", flush=True)
+    elif FLAGS.report and is_main():
         write_report(top, env_list, algo_list, results)
+    barrier("done")
 
 
 def write_report(top, env_list, algo_list, results) -> None:
@@ -226,8 +292,11 @@ def write_report(top, env_list, algo_list, results) -> None:
 def run_config(cfg) -> dict:
     """What defines a run: the resolved Config plus the seeds (diagnostics flags excluded:
     they do not change training)."""
-    return {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed,
-            "context_file": FLAGS.context_file}
+    out = {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed,
+           "context_file": FLAGS.context_file}
+    if FLAGS.sweep:
+        out["sweep"] = list(FLAGS.sweep)
+    return out
 
 
 def _check_same(saved: dict, current: dict) -> None:
@@ -238,11 +307,13 @@ def _check_same(saved: dict, current: dict) -> None:
                          f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
 
 
-def train_run(cfg, sets, run_dir: str, resuming: bool):
-    """Trains one (env, algo) pair over the seeds, resuming from its last checkpoint.
+def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None):
+    """Trains one (env, algo) pair over the seeds (x sweep points), resuming from its last
+    checkpoint, with the runs sharded over every device (``hyperjax.run.run_mesh``).
 
-    Returns ``(cfg, rows, final_scores, diagnostics or None)``. A finished run that is resumed
-    is not recompiled: its files are read back.
+    Returns ``(cfg, rows, final_scores, diagnostics or None)`` (scores of the first point
+    under a sweep). A finished run that is resumed is not recompiled: its files are read back.
+    Only process 0 prints and writes files; every process saves its part of the checkpoints.
     """
     import jax
     import numpy as np
@@ -256,39 +327,55 @@ def train_run(cfg, sets, run_dir: str, resuming: bool):
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     diag_path = os.path.join(run_dir, "diagnostics.json")
-    want_diag = FLAGS.diagnostics and cfg.inferred
-    os.makedirs(run_dir, exist_ok=True)
+    sweep = sweep or {}
+    points = run.sweep_points(sweep)
+    hparams = run.sweep_hparams(points, FLAGS.seeds)
+    n_runs = len(points) * FLAGS.seeds
+    want_diag = FLAGS.diagnostics and cfg.inferred and not sweep
+    main_proc = is_main()
+    say = (lambda msg: print(msg, flush=True)) if main_proc else (lambda msg: None)
+    if main_proc:
+        os.makedirs(run_dir, exist_ok=True)
+    barrier("run_dir_made")
     if resuming and os.path.exists(os.path.join(run_dir, "summary.json")) and (
             not want_diag or os.path.exists(diag_path)):
-        print(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}", flush=True)
+        say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}")
         rows = [json.loads(x) for x in open(metrics_path)]
         diag = json.load(open(diag_path)) if want_diag else None
-        return cfg, rows, run.final_scores(rows), diag
-    prog = make_program(cfg, sets)
-    print(f"hyperjax: {cfg.algo} on {cfg.env}, {FLAGS.seeds} seed(s), {cfg.total_steps} steps, "
-          f"eval every {cfg.eval_every}; run dir {run_dir}", flush=True)
-    init, seg, compile_s = run.compile_program(prog, FLAGS.seeds, FLAGS.seed)
-    print(f"compiled in {compile_s:.1f} s ({jax.devices()[0].platform})", flush=True)
+        return cfg, rows, run.final_scores(run.rows_by_point(rows)[0][1]), diag
+    prog = make_program(cfg, sets, tuple(points[0]))
+    mesh = run.run_mesh(n_runs)
+    what = f"{FLAGS.seeds} seed(s)" + (f" x {len(points)} sweep points" if sweep else "")
+    say(f"hyperjax: {cfg.algo} on {cfg.env}, {what}, {cfg.total_steps} steps, "
+        f"eval every {cfg.eval_every}; run dir {run_dir}")
+    if mesh.size < jax.device_count():
+        say(f"note: {n_runs} run(s) split evenly over {mesh.size} of the "
+            f"{jax.device_count()} devices (use a multiple of {jax.device_count()} to use all)")
+    init, seg, compile_s = run.compile_program(prog, n_runs, FLAGS.seed, hparams, mesh)
+    say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
+        f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
 
-    keys = run.seed_keys(FLAGS.seed, FLAGS.seeds)
+    keys = run.seed_keys(FLAGS.seed, FLAGS.seeds, len(points))
     start, rows = 0, []
     if resuming and checkpoint.latest_step(ckpt_dir) is not None:
-        abstract = jax.eval_shape(jax.vmap(prog.init), keys)
+        abstract = run.abstract_state(prog, n_runs, hparams, mesh)
         state, record = checkpoint.restore(ckpt_dir, abstract)
         try:
             checkpoint.check_compatible(record, config_dict)
         except checkpoint.CheckpointError as e:
             _fail(str(e))
         start, rows = int(record["segments"]), record["rows"]
-        print(f"resumed from checkpoint after {start} segment(s) "
-              f"(step {start * cfg.eval_every})", flush=True)
+        say(f"resumed from checkpoint after {start} segment(s) "
+            f"(step {start * cfg.eval_every})")
     else:
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump(config_dict, f, indent=2, sort_keys=True)
-        state = init(keys)
-        if os.path.exists(metrics_path):
-            os.remove(metrics_path)
-    _write_rows(metrics_path, rows)
+        if main_proc:
+            with open(os.path.join(run_dir, "config.json"), "w") as f:
+                json.dump(config_dict, f, indent=2, sort_keys=True)
+            if os.path.exists(metrics_path):
+                os.remove(metrics_path)
+        state = init(keys) if hparams is None else init(keys, hparams)
+    if main_proc:
+        _write_rows(metrics_path, rows)
 
     t_start = time.time()
 
@@ -296,7 +383,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool):
         step = (i + 1) * cfg.eval_every
         first = i * cfg.eval_every
         updates = max(0, step - max(first, cfg.learning_starts))
-        bad = _non_finite(state, seg_rows, updates)
+        bad = _non_finite(state, seg_rows, updates, FLAGS.seeds)
         if bad:
             _fail(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; stopping. The last "
                   f"finite checkpoint ({checkpoint.latest_step(ckpt_dir) or 0} segment(s)) is "
@@ -305,35 +392,48 @@ def train_run(cfg, sets, run_dir: str, resuming: bool):
         checkpoint.save(ckpt_dir, i + 1, state,
                         {"config": config_dict, "segments": i + 1, "rows": rows},
                         keep=FLAGS.keep_checkpoints)
+        if not main_proc:
+            return
         _write_rows(metrics_path, rows)
         aer = {s: np.mean([r["aer"] for r in seg_rows if r["split"] == s])
                for s in ("train", "eval_in", "eval_out")}
         tr = np.nanmean([r["train_return"] for r in seg_rows])
         sps = cfg.eval_every / seconds
-        print(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
-              f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
-              f"train return {tr:7.2f}  {sps:6.1f} steps/s  "
-              f"[{time.time() - t_start:6.0f} s]", flush=True)
+        say(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
+            f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
+            f"train return {tr:7.2f}  {sps:6.1f} steps/s  "
+            f"[{time.time() - t_start:6.0f} s]")
 
-    state = run.run_segments(prog, state, seg, start, FLAGS.seed, on_segment)
-    scores = run.final_scores(rows)
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump({"compile_seconds": compile_s, "train_seconds": time.time() - t_start,
-                   "aer": scores}, f, indent=2)
-    print(run.format_table(scores, cfg.algo, cfg.env, FLAGS.seeds), flush=True)
+    state = run.run_segments(prog, state, seg, start, FLAGS.seed, on_segment,
+                             points if sweep else None)
+    by_point = run.rows_by_point(rows)
+    per_point = [dict(hparams=hp, aer=run.final_scores(r)) for hp, r in by_point]
+    scores = per_point[0]["aer"]
+    if main_proc:
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump({"compile_seconds": compile_s, "train_seconds": time.time() - t_start,
+                       "devices": mesh.size, "processes": jax.process_count(), "aer": scores,
+                       **({"sweep": per_point} if sweep else {})}, f, indent=2)
+        for p in per_point:
+            if sweep:
+                say("sweep point " + ", ".join(f"{k}={v:g}" for k, v in p["hparams"].items()))
+            say(run.format_table(p["aer"], cfg.algo, cfg.env, FLAGS.seeds))
+    if FLAGS.diagnostics and cfg.inferred and sweep:
+        say("--sweep: no z diagnostics (they compare methods at their settings)")
     diag = None
     if want_diag:
         from hyperjax.analysis.study import run_diagnostics
         t0 = time.time()
         diag = run_diagnostics(prog, state, FLAGS.seeds, jax.random.PRNGKey(FLAGS.seed + 10**6),
                                FLAGS.diag_windows, FLAGS.diag_encoder_training)
-        with open(diag_path, "w") as f:
-            json.dump(diag, f)
+        if main_proc:
+            with open(diag_path, "w") as f:
+                json.dump(diag, f)
         d = diag["splits"]["eval_out"]
-        print(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
-              f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
-              f"{np.mean([x['variability'] for x in d]):.3g}, RO "
-              f"{np.mean([x['overlap'] for x in d]):.3f}", flush=True)
+        say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
+            f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
+            f"{np.mean([x['variability'] for x in d]):.3g}, RO "
+            f"{np.mean([x['overlap'] for x in d]):.3f}")
     return cfg, rows, scores, diag
 
 
@@ -345,21 +445,39 @@ def _write_rows(path, rows):
     os.replace(tmp, path)
 
 
-def _non_finite(state, rows, updates):
-    """First ``(quantity, seed)`` that is not finite, or None."""
+_PARAM_GROUPS = ("actor", "critic", "target_critic", "log_alpha", "model")
+
+
+def _finite_params(params):
+    """``bool[groups, n_runs]``: whether each group's parameters are finite, per run."""
+    import jax
+    import jax.numpy as jnp
+    rows = []
+    for name in _PARAM_GROUPS:
+        leaves = jax.tree.leaves(params[name])
+        n = leaves[0].shape[0] if leaves else params["log_alpha"].shape[0]
+        ok = jnp.ones((n,), bool)
+        for leaf in leaves:
+            ok &= jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(-1)
+        rows.append(ok)
+    return jnp.stack(rows)
+
+
+def _non_finite(state, rows, updates, n_seeds):
+    """First ``(quantity, seed)`` that is not finite, or None (the same on every process)."""
     import jax
     import numpy as np
+
+    from hyperjax.run import to_host
     if updates:
         for r in rows:
             for k in ("q_loss", "actor_loss", "model_loss", "alpha"):
                 if k in r and not np.isfinite(r[k]):
                     return k, r["seed"]
-    params = state.agent.params
-    for name in ("actor", "critic", "target_critic", "log_alpha", "model"):
-        for leaf in jax.tree.leaves(params[name]):
-            ok = np.isfinite(np.asarray(leaf)).reshape(leaf.shape[0], -1).all(-1)
-            if not ok.all():
-                return f"{name} parameters", FLAGS.seed + int(np.flatnonzero(~ok)[0])
+    ok = to_host(jax.jit(_finite_params)(state.agent.params))
+    for g, name in enumerate(_PARAM_GROUPS):
+        if not ok[g].all():
+            return f"{name} parameters", FLAGS.seed + int(np.flatnonzero(~ok[g])[0]) % n_seeds
     return None
 
 

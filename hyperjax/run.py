@@ -1,27 +1,148 @@
-"""Driving a run from the host: seeds vmapped, one compiled segment per evaluation interval,
-metrics rows, the final AER table, and the orbax checkpoint of the train state.
+"""Driving a run from the host: runs (seeds x sweep points) vmapped and sharded over devices,
+one compiled segment per evaluation interval, metrics rows, the final AER table.
 
 ``run_segments`` calls ``jit(vmap(segment))`` once per evaluation interval (the same
 computation as ``make_train``'s single ``lax.scan``; a test checks they are equal) so that a
 driver can report progress and save between intervals.
+
+Runs: a program trains ``n_runs = n_points * n_seeds`` independent runs along one leading
+axis, point-major: run ``r`` is sweep point ``r // n_seeds`` with seed ``seed + r % n_seeds``
+(every point sees the same seeds). With several devices that axis is sharded over a 1-D
+``Mesh`` (axis ``"seed"``, ``NamedSharding``; no ``pmap``): each device trains its block of
+runs and no data moves between devices during training. Under ``jax.distributed`` the mesh
+spans every process's devices, so each process trains its own block of runs; ``to_host``
+gathers results to every process.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hyperjax.train import SPLITS, Program
+
+RUN_AXIS = "seed"
 
 TRAIN_KEYS = ("train_return", "q_loss", "actor_loss", "alpha", "entropy", "model_loss")
 
 
-def seed_keys(seed: int, n: int) -> jax.Array:
-    """``uint32[n, 2]`` keys of seeds ``seed, seed+1, ...`` (seed i's run = ``PRNGKey(seed+i)``)."""
-    return jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n)])
+def seed_keys(seed: int, n: int, n_points: int = 1) -> jax.Array:
+    """``uint32[n_points * n, 2]`` keys: seeds ``seed .. seed+n-1`` (seed i's run =
+    ``PRNGKey(seed+i)``), repeated for each of ``n_points`` sweep points."""
+    keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n)])
+    return jnp.tile(keys, (n_points, 1))
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """``["q_lr=1e-3,3e-4", "tau=0.01"]`` -> ``{"q_lr": [1e-3, 3e-4], "tau": [0.01]}``.
+
+    ``lr`` stands for all four learning rates (q, actor, alpha, model) set to one value.
+
+    Raises:
+      ValueError: malformed item, unknown or repeated name, empty or non-numeric values.
+    """
+    from hyperjax.agents.agent import SWEEPABLE
+    out: dict[str, list[float]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--sweep {spec!r}: expected NAME=V1,V2,...")
+        if name not in SWEEPABLE and name != "lr":
+            raise ValueError(f"--sweep: cannot sweep {name!r}; sweepable: lr (all four "
+                             f"learning rates), {', '.join(SWEEPABLE)}")
+        try:
+            vals = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--sweep {spec!r}: values must be numbers") from None
+        if not vals:
+            raise ValueError(f"--sweep {spec!r}: no values")
+        if not all(np.isfinite(vals)):
+            raise ValueError(f"--sweep {spec!r}: values must be finite")
+        if name in out:
+            raise ValueError(f"--sweep: {name!r} given twice")
+        out[name] = vals
+    if "lr" in out and {"q_lr", "actor_lr", "alpha_lr", "model_lr"} & set(out):
+        raise ValueError("--sweep: 'lr' sets every learning rate; do not combine it with "
+                         "q_lr / actor_lr / alpha_lr / model_lr")
+    return out
+
+
+def sweep_points(sweep: dict[str, list[float]]) -> list[dict[str, float]]:
+    """The Cartesian product of a sweep, first name slowest: ``[{name: value}, ...]``
+    (``lr`` expanded to the four learning rates). ``{}`` gives ``[{}]``."""
+    names = list(sweep)
+    points = []
+    for combo in itertools.product(*(sweep[n] for n in names)):
+        p = {}
+        for n, v in zip(names, combo):
+            p.update({k: v for k in ("q_lr", "actor_lr", "alpha_lr", "model_lr")}
+                     if n == "lr" else {n: v})
+        points.append(p)
+    return points
+
+
+def sweep_hparams(points: list[dict[str, float]], n_seeds: int) -> dict | None:
+    """``{name: float32[n_points * n_seeds]}`` in run order, or None for no sweep."""
+    if not points or not points[0]:
+        return None
+    return {k: jnp.asarray(np.repeat([p[k] for p in points], n_seeds), jnp.float32)
+            for k in points[0]}
+
+
+def run_mesh(n_runs: int, devices=None) -> Mesh:
+    """A 1-D mesh (axis ``"seed"``) over the devices that share ``n_runs`` runs evenly.
+
+    Uses all of ``devices`` (default ``jax.devices()``: every process's) when their number
+    divides ``n_runs``; otherwise, in one process, the largest count that does (the CLI says
+    how many). With several processes every process must hold runs, so there it raises.
+
+    Raises:
+      ValueError: several processes and ``n_runs`` not a multiple of the device count.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if n_runs % len(devices) and jax.process_count() > 1:
+        raise ValueError(f"{n_runs} run(s) cannot be split evenly over the {len(devices)} "
+                         f"devices of {jax.process_count()} processes: use a multiple of "
+                         f"{len(devices)} seeds x sweep points")
+    d = max(k for k in range(1, len(devices) + 1) if n_runs % k == 0)
+    return Mesh(np.array(devices[:d]), (RUN_AXIS,))
+
+
+def to_host(tree):
+    """Every leaf as a NumPy array holding all runs, on every process (``process_allgather``
+    of the blocks other processes hold; a plain copy in one process)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def state_shardings(abstract, mesh: Mesh | None):
+    """``NamedSharding`` per leaf of a run-batched pytree: the leading run axis over
+    ``"seed"``; None without a mesh (or with one device)."""
+    if mesh is None or mesh.size == 1:
+        return None
+    run = NamedSharding(mesh, PartitionSpec(RUN_AXIS))
+    return jax.tree.map(lambda _: run, abstract)
+
+
+def abstract_state(prog: Program, n_runs: int, hparams=None, mesh: Mesh | None = None):
+    """``jax.ShapeDtypeStruct`` pytree of a run-batched ``TrainState`` (with shardings when
+    ``mesh`` has several devices): what checkpoints are restored into."""
+    keys = seed_keys(0, n_runs)
+    args, axes = ((keys,), 0) if hparams is None else ((keys, hparams), (0, 0))
+    abstract = jax.eval_shape(jax.vmap(prog.init, in_axes=axes), *args)
+    shardings = state_shardings(abstract, mesh)
+    if shardings is None:
+        return abstract
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
 
 
 def over_seeds(fn: Callable, n_seeds: int, in_axes=0) -> Callable:
@@ -39,36 +160,65 @@ def over_seeds(fn: Callable, n_seeds: int, in_axes=0) -> Callable:
     return one
 
 
-def compile_program(prog: Program, n_seeds: int, seed: int = 0):
-    """Lowers and compiles ``init`` and ``segment`` over ``n_seeds`` seeds (``over_seeds``).
+def compile_program(prog: Program, n_runs: int, seed: int = 0, hparams: dict | None = None,
+                    mesh: Mesh | None = None):
+    """Lowers and compiles ``init`` and ``segment`` over ``n_runs`` runs (``over_seeds``).
 
-    Returns ``(init_fn, segment_fn, compile_seconds)``; ``segment_fn(state, seg_idx)``.
+    Args:
+      prog: the ``Program``.
+      n_runs: runs on the leading axis (seeds x sweep points).
+      seed: unused for shapes; kept for callers.
+      hparams: ``{name: float32[n_runs]}`` for a sweep (``prog`` built with those names).
+      mesh: a ``run_mesh``; with several devices the run axis of the state and the metrics
+        is sharded over it, each device computing its runs.
+    Returns:
+      ``(init_fn, segment_fn, compile_seconds)``: ``init_fn(keys uint32[n_runs, 2]
+      [, hparams])`` and ``segment_fn(state, seg_idx int32[]) -> (state, metrics)``.
     """
     t0 = time.time()
-    keys = seed_keys(seed, n_seeds)
-    init = jax.jit(over_seeds(prog.init, n_seeds)).lower(keys).compile()
-    abstract = jax.eval_shape(jax.vmap(prog.init), keys)
-    seg = jax.jit(over_seeds(prog.segment, n_seeds, (0, None)), donate_argnums=0)
+    keys = seed_keys(seed, n_runs)
+    args, axes = ((keys,), 0) if hparams is None else ((keys, hparams), (0, 0))
+    abstract = abstract_state(prog, n_runs, hparams)
+    shardings = state_shardings(abstract, mesh)
+    init_fn = over_seeds(prog.init, n_runs, axes)
+    seg_fn = over_seeds(prog.segment, n_runs, (0, None))
+    if shardings is None:
+        init = jax.jit(init_fn).lower(*args).compile()
+        seg = jax.jit(seg_fn, donate_argnums=0)
+    else:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        init = jax.jit(init_fn, in_shardings=replicated, out_shardings=shardings)
+        init = init.lower(*args).compile()
+        metrics = jax.eval_shape(jax.vmap(prog.segment, (0, None)), abstract, jnp.int32(0))[1]
+        seg = jax.jit(seg_fn, donate_argnums=0, in_shardings=(shardings, replicated),
+                      out_shardings=(shardings, state_shardings(metrics, mesh)))
     seg = seg.lower(abstract, jnp.int32(0)).compile()
     return init, seg, time.time() - t0
 
 
-def metric_rows(metrics: dict, seed: int) -> list[dict]:
-    """One row per (seed, split, evaluation) from a segment's metrics of ``n_seeds`` seeds."""
+def metric_rows(metrics: dict, seed: int, points: list[dict] | None = None) -> list[dict]:
+    """One row per (run, split, evaluation) from a segment's metrics (NumPy or ``to_host``
+    output). With a sweep (``points``, run order of the module doc) rows carry ``hparams``."""
     rows = []
     m = jax.tree.map(np.asarray, metrics)
-    for s in range(m["aer"].shape[0]):
+    n_runs = m["aer"].shape[0]
+    n_seeds = n_runs // len(points) if points else n_runs
+    for s in range(n_runs):
         train = {k: float(m[k][s]) for k in TRAIN_KEYS if k in m}
+        extra = dict(hparams=points[s // n_seeds]) if points and points[0] else {}
         for j, split in enumerate(SPLITS):
-            rows.append(dict(seed=seed + s, step=int(np.ravel(m["step"])[0]), split=split,
-                             aer=float(m["aer"][s, j]),
+            rows.append(dict(seed=seed + s % n_seeds, step=int(np.ravel(m["step"])[0]),
+                             split=split, aer=float(m["aer"][s, j]),
                              returns=[round(float(x), 4) for x in m["eval_return"][s, j]],
-                             **train))
+                             **extra, **train))
     return rows
 
 
 def final_scores(rows: list[dict]) -> dict:
-    """Per split: per-seed score = max of the last two evaluations (notes §5), then mean/std."""
+    """Per split: per-seed score = max of the last two evaluations (notes §5), then mean/std.
+
+    Rows of a sweep (with ``hparams``) must be split by point first (``rows_by_point``).
+    """
     out = {}
     for split in SPLITS:
         per_seed = {}
@@ -77,6 +227,16 @@ def final_scores(rows: list[dict]) -> dict:
         scores = np.array([max(v[-2:]) for v in per_seed.values()])
         out[split] = (float(scores.mean()), float(scores.std()), scores.tolist())
     return out
+
+
+def rows_by_point(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """``[(hparams, rows), ...]`` in first-seen order (one entry ``({}, rows)`` without a
+    sweep)."""
+    groups: dict[str, tuple[dict, list]] = {}
+    for r in rows:
+        hp = r.get("hparams", {})
+        groups.setdefault(repr(sorted(hp.items())), (hp, []))[1].append(r)
+    return list(groups.values()) or [({}, [])]
 
 
 def format_table(scores: dict, algo: str, env: str, n_seeds: int) -> str:
@@ -88,13 +248,13 @@ def format_table(scores: dict, algo: str, env: str, n_seeds: int) -> str:
 
 
 def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
-                 on_segment: Callable | None = None):
-    """Runs segments ``start .. n_segments-1``; ``on_segment(i, state, rows, seconds)``."""
+                 on_segment: Callable | None = None, points: list[dict] | None = None):
+    """Runs segments ``start .. n_segments-1``; ``on_segment(i, state, rows, seconds)``
+    (rows of every run, on every process)."""
     for i in range(start, prog.n_segments):
         t0 = time.time()
         state, metrics = seg_fn(state, jnp.int32(i))
-        metrics = jax.block_until_ready(metrics)
-        rows = metric_rows(metrics, seed)
+        rows = metric_rows(to_host(metrics), seed, points)
         if on_segment is not None:
             on_segment(i, state, rows, time.time() - t0)
     return state

@@ -62,14 +62,19 @@ class Program(NamedTuple):
     n_segments: int
 
 
-def make_program(config: Config, sets: envs.ContextSets | None = None) -> Program:
+def make_program(config: Config, sets: envs.ContextSets | None = None,
+                 sweep: tuple[str, ...] = ()) -> Program:
     """Builds ``init``, ``segment`` and ``evaluate`` for ``config``.
 
     Args:
       config: a ``Config`` (validated here).
       sets: context sets to train and evaluate on; default ``hyperjax.context_sets(env)``.
+      sweep: hyperparameter names (``hyperjax.agents.agent.SWEEPABLE``) that each run takes
+        from ``init(key, hparams)`` instead of the config, so that ``jax.vmap`` over
+        ``(keys, hparams)`` is a sweep in one program.
     Raises:
-      ValueError: invalid config or malformed context sets (names the field / factor).
+      ValueError: invalid config, malformed context sets or an unsweepable name (names the
+        field / factor).
     """
     cfg = config.resolved()
     sets = sets if sets is not None else envs.context_sets(cfg.env)
@@ -83,7 +88,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
     env = envs.make_env(cfg.env, np.concatenate([sets.split(s) for s in SPLITS])
                         if envs.is_mjx(cfg.env) else None)
     check_batch(cfg.batch_size, sets.train.shape[0])
-    agent = Agent(cfg, env)
+    agent = Agent(cfg, env, tuple(sweep))
     stats_env = EpisodeStats(env)
     T = env.episode_length
     train_ctx = jnp.asarray(sets.train)
@@ -97,10 +102,12 @@ def make_program(config: Config, sets: envs.ContextSets | None = None) -> Progra
     eval_ctx = jnp.asarray(np.repeat(sets.stacked().reshape(-1, n_factors),
                                      cfg.eval_episodes, axis=0))  # [3*C*E, F]
 
-    def init(key) -> TrainState:
+    def init(key, hparams=None) -> TrainState:
+        """A fresh ``TrainState`` from ``key`` (``uint32[2]``); ``hparams``: ``{name:
+        float32[]}`` for the swept names (default: the config's values)."""
         k_agent, k_run = jax.random.split(key)
         replay = rb.init(n_ctx, slots, K, T, env.obs_dim, env.action_dim)
-        return TrainState(agent.init(k_agent, n_factors), replay, k_run,
+        return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run,
                           jnp.zeros((), jnp.int32))
 
     def warmup(params, keys, contexts, encoder_training):

@@ -8,6 +8,12 @@ Gradient routing (notes §3.5):
 * actor xi: the actor loss only; critics zeta: the critic loss only; log alpha: its own loss.
 z and the generated omega enter the RL losses through ``jax.lax.stop_gradient``, so the RL
 losses' gradients w.r.t. phi and eta are exactly zero (a test checks it).
+
+Hyperparameter sweeps: the names in ``SWEEPABLE`` that an ``Agent`` is built to sweep are read
+from ``params["hparams"]`` (``float32[]`` leaves, so ``jax.vmap`` over runs gives each run its
+own value) instead of the ``Config``; learning rates live in the optimizer state
+(``optax.inject_hyperparams``). Without a sweep ``params["hparams"]`` is ``{}`` and the program
+is the one with constants.
 """
 from __future__ import annotations
 
@@ -37,15 +43,21 @@ class WorldModel(nn.Module):
         self.encoder = ContextEncoder(**self.cfg_encoder)
         self.dynamics = DynamicsModel(self.obs_dim, merge=self.merge)
 
-    def encode(self, window, key, training):
-        return self.encoder(window, key, training)
+    def encode(self, window, key, training, mask_rate=None):
+        return self.encoder(window, key, training, mask_rate)
 
     def omega(self, z):
         return self.dynamics.omega(z)
 
-    def __call__(self, obs, action, window, key, training=True):
-        out = self.encoder(window, key, training)
+    def __call__(self, obs, action, window, key, training=True, mask_rate=None):
+        out = self.encoder(window, key, training, mask_rate)
         return self.dynamics(obs, action, out.z), out
+
+
+# Hyperparameters that change no shape, so runs with different values can share one program.
+SWEEPABLE = ("q_lr", "actor_lr", "alpha_lr", "model_lr", "tau", "gamma", "target_entropy",
+             "mask_rate")
+_OPT_LR = dict(actor="actor_lr", critic="q_lr", alpha="alpha_lr", model="model_lr")
 
 
 @flax.struct.dataclass
@@ -57,7 +69,18 @@ class AgentState:
 class Agent:
     """SAC with the method's context source and merge. See ``Config`` for the fields."""
 
-    def __init__(self, cfg: Config, env: Env):
+    def __init__(self, cfg: Config, env: Env, swept: tuple[str, ...] = ()):
+        """``swept``: names from ``SWEEPABLE`` read per run from ``params["hparams"]``.
+
+        Raises:
+          ValueError: an unknown name, or ``mask_rate`` for a method without an encoder.
+        """
+        for name in swept:
+            if name not in SWEEPABLE:
+                raise ValueError(f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}")
+        if "mask_rate" in swept and not cfg.inferred:
+            raise ValueError(f"cannot sweep mask_rate: {cfg.algo!r} has no context encoder")
+        self.swept = tuple(swept)
         self.cfg = cfg
         self.env = env
         self.low, self.high = float(env.action_low), float(env.action_high)
@@ -71,8 +94,26 @@ class Agent:
             self.model = WorldModel(enc, env.obs_dim,
                                     "own" if cfg.merge == "shared" else "concat")
         self.target_entropy = -float(env.action_dim)
-        self.opt = dict(actor=optax.adam(cfg.actor_lr), critic=optax.adam(cfg.q_lr),
-                        alpha=optax.adam(cfg.alpha_lr), model=optax.adam(cfg.model_lr))
+        self.opt = {}
+        for group, lr_name in _OPT_LR.items():
+            lr = getattr(cfg, lr_name)
+            self.opt[group] = (optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+                               if lr_name in self.swept else optax.adam(lr))
+
+    # --- hyperparameters -------------------------------------------------------------------
+    def default_hparams(self) -> dict:
+        """The swept names' values from the config: ``{name: float32[]}``."""
+        return {n: jnp.float32(self.target_entropy if n == "target_entropy"
+                               else getattr(self.cfg, n)) for n in self.swept}
+
+    def hp(self, params, name: str):
+        """Hyperparameter ``name``: the run's ``float32[]`` if swept, else the config's float."""
+        if name in self.swept:
+            return params["hparams"][name]
+        return self.target_entropy if name == "target_entropy" else getattr(self.cfg, name)
+
+    def _mask_rate(self, params):
+        return params["hparams"]["mask_rate"] if "mask_rate" in self.swept else None
 
     # --- shapes ----------------------------------------------------------------------------
     @property
@@ -83,8 +124,19 @@ class Agent:
         return (self.cfg.context_size, 2 * self.env.obs_dim + self.env.action_dim)
 
     # --- init ------------------------------------------------------------------------------
-    def init(self, key, n_factors: int) -> AgentState:
-        """Initial parameters (PyTorch-default init) and Adam states. log alpha = 0."""
+    def init(self, key, n_factors: int, hparams: dict | None = None) -> AgentState:
+        """Initial parameters (PyTorch-default init) and Adam states. log alpha = 0.
+
+        ``hparams``: ``{name: float32[]}`` for the swept names (default: the config's values).
+
+        Raises:
+          ValueError: ``hparams`` keys differ from the swept names.
+        """
+        hparams = self.default_hparams() if hparams is None else dict(hparams)
+        if set(hparams) != set(self.swept):
+            raise ValueError(f"hparams {sorted(hparams)} do not match the swept names "
+                             f"{sorted(self.swept)}")
+        hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         k_a, k_c, k_m, k_e = jax.random.split(key, 4)
         obs = jnp.zeros((1, self.env.obs_dim))
         act = jnp.zeros((1, self.env.action_dim))
@@ -96,18 +148,24 @@ class Agent:
         actor = self.actor.init(k_a, obs, cond)
         critic = self.critic.init(k_c, obs, act, cond)
         params = dict(actor=actor, critic=critic, target_critic=critic,
-                      log_alpha=jnp.zeros((), jnp.float32), model=model)
+                      log_alpha=jnp.zeros((), jnp.float32), model=model, hparams=hparams)
         opt_state = dict(actor=self.opt["actor"].init(actor),
                          critic=self.opt["critic"].init(critic),
                          alpha=self.opt["alpha"].init(params["log_alpha"]),
                          model=self.opt["model"].init(model))
+        for group, lr_name in _OPT_LR.items():
+            if lr_name in self.swept:
+                o = opt_state[group]
+                opt_state[group] = o._replace(
+                    hyperparams={**o.hyperparams, "learning_rate": hparams[lr_name]})
         return AgentState(params, opt_state)
 
     def _dummy_cond(self, model, window, context):
         return self.condition(model, window, context, jax.random.PRNGKey(0), training=False)
 
     # --- conditioning ------------------------------------------------------------------------
-    def condition(self, model_params, window, context, key, training: bool) -> Cond:
+    def condition(self, model_params, window, context, key, training: bool,
+                  mask_rate=None) -> Cond:
         """The RL networks' conditioning, with z and omega as constants (notes §3.5).
 
         Args:
@@ -116,18 +174,20 @@ class Agent:
           context: ``float32[B, n_factors]`` true context (used by Concat and DA only).
           key: PRNG key for the encoder's shuffle/mask/subset (fresh per loss, notes §9.3).
           training: encoder mode.
+          mask_rate: a swept ``float32[]`` mask rate (None: the config's).
         """
         src = self.cfg.source
         if src == "none":
             return Cond()
         if src == "true":
             return Cond(vec=context)
-        z = self.encode(model_params, window, key, training)
+        z = self.encode(model_params, window, key, training, mask_rate)
         return self.cond_from_z(model_params, z, stop_gradient=True)
 
-    def encode(self, model_params, window, key, training: bool):
+    def encode(self, model_params, window, key, training: bool, mask_rate=None):
         """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; notes §3.1)."""
-        return self.model.apply(model_params, window, key, training, method=WorldModel.encode).z
+        return self.model.apply(model_params, window, key, training, mask_rate,
+                                method=WorldModel.encode).z
 
     def cond_from_z(self, model_params, z, stop_gradient: bool = True) -> Cond:
         """The RL networks' conditioning from an inferred ``z`` ``float32[B, d_z]``.
@@ -146,7 +206,8 @@ class Agent:
             encoder_training: bool):
         """Actions ``float32[B, act_dim]`` for ``obs: float32[B, obs_dim]``."""
         k_c, k_pi = jax.random.split(key)
-        cond = self.condition(params["model"], window, context, k_c, encoder_training)
+        cond = self.condition(params["model"], window, context, k_c, encoder_training,
+                              self._mask_rate(params))
         mean, log_std = self.actor.apply(params["actor"], obs, cond)
         if deterministic:
             return sac.deterministic_action(mean, self.low, self.high)
@@ -157,12 +218,13 @@ class Agent:
         return sac.tanh_gaussian(mean, log_std, self.low, self.high).sample_and_log_prob(seed=key)
 
     # --- losses ------------------------------------------------------------------------------
-    def model_loss(self, model_params, batch: Batch, key):
+    def model_loss(self, model_params, batch: Batch, key, mask_rate=None):
         """Dynamics loss (notes §3.2, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``.
 
         DMA-Pearl multiplies it by ``1 + beta * mean KL`` (notes §4). Returns ``(loss, mse)``.
         """
-        pred, out = self.model.apply(model_params, batch.obs, batch.action, batch.window, key)
+        pred, out = self.model.apply(model_params, batch.obs, batch.action, batch.window, key,
+                                     True, mask_rate)
         mse = jnp.mean((pred - (batch.next_obs - batch.obs)) ** 2)
         if self.cfg.pearl:
             return mse * (1.0 + self.cfg.pearl_beta * jnp.mean(out.kl)), mse
@@ -176,7 +238,8 @@ class Agent:
         """
         k_c, k_pi = jax.random.split(key)
         if cond is None:
-            cond = self.condition(params["model"], batch.window, context, k_c, training=True)
+            cond = self.condition(params["model"], batch.window, context, k_c, training=True,
+                                  mask_rate=self._mask_rate(params))
         alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
         next_action, next_logp = self._pi(jax.lax.stop_gradient(params["actor"]),
                                           batch.next_obs, cond, k_pi)
@@ -185,7 +248,7 @@ class Agent:
         done = batch.terminated if self.cfg.bootstrap_truncation else (
             batch.terminated | batch.truncated)
         y = sac.td_target(batch.reward, done.astype(jnp.float32), jnp.min(next_q, axis=0),
-                          next_logp, alpha, self.cfg.gamma)
+                          next_logp, alpha, self.hp(params, "gamma"))
         y = jax.lax.stop_gradient(y)
         q = self.critic.apply(params["critic"], batch.obs, batch.action, cond)
         loss = jnp.sum(jnp.mean((q - y) ** 2, axis=-1))
@@ -195,7 +258,8 @@ class Agent:
         """Actor loss; differentiable in ``params["actor"]`` only. Returns ``(loss, log pi)``."""
         k_c, k_pi = jax.random.split(key)
         if cond is None:
-            cond = self.condition(params["model"], batch.window, context, k_c, training=True)
+            cond = self.condition(params["model"], batch.window, context, k_c, training=True,
+                                  mask_rate=self._mask_rate(params))
         alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
         action, logp = self._pi(params["actor"], batch.obs, cond, k_pi)
         q = self.critic.apply(jax.lax.stop_gradient(params["critic"]), batch.obs, action, cond)
@@ -227,7 +291,7 @@ class Agent:
 
         if self.model is not None:
             (_, mse), g = jax.value_and_grad(self.model_loss, has_aux=True)(
-                params["model"], batch, k_m)
+                params["model"], batch, k_m, self._mask_rate(params))
             step("model", g, "model")
             metrics["model_loss"] = mse
 
@@ -244,7 +308,8 @@ class Agent:
             def one(carry, k):
                 p, o = carry
                 k_c, k_l, k_a = jax.random.split(k, 3)
-                cond = self.condition(p["model"], batch.window, context, k_c, training=True)
+                cond = self.condition(p["model"], batch.window, context, k_c, training=True,
+                                      mask_rate=self._mask_rate(p))
                 loss_fn = lambda ap: self.actor_loss({**p, "actor": ap}, batch, context, k_l,
                                                      cond)
                 (al, _), g = jax.value_and_grad(loss_fn, has_aux=True)(p["actor"])
@@ -253,7 +318,8 @@ class Agent:
                 # CleanRL: alpha uses a fresh sample from the updated actor.
                 _, logp = self._pi(p["actor"], batch.obs, cond, k_a)
                 logp = jax.lax.stop_gradient(logp)
-                alpha_loss = lambda la: jnp.mean(-jnp.exp(la) * (logp + self.target_entropy))
+                target = self.hp(p, "target_entropy")
+                alpha_loss = lambda la: jnp.mean(-jnp.exp(la) * (logp + target))
                 g_a = jax.grad(alpha_loss)(p["log_alpha"])
                 upd, o_alpha = self.opt["alpha"].update(g_a, o["alpha"], p["log_alpha"])
                 p = {**p, "log_alpha": optax.apply_updates(p["log_alpha"], upd)}
@@ -267,6 +333,7 @@ class Agent:
             return carry, (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
         (params, opt), (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, (params, opt))
-        params["target_critic"] = sac.polyak(params["target_critic"], params["critic"], cfg.tau)
+        params["target_critic"] = sac.polyak(params["target_critic"], params["critic"],
+                                              self.hp(params, "tau"))
         metrics.update(actor_loss=al, entropy=ent, alpha=jnp.exp(params["log_alpha"]))
         return AgentState(params, opt), metrics

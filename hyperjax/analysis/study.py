@@ -15,7 +15,7 @@ import numpy as np
 from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
-from hyperjax.run import over_seeds
+from hyperjax.run import over_seeds, to_host
 
 # The handcrafted DI set of the paper's Figure 4 (notes §2 `--context_handcrafted`): mass
 # {0.8, 1.0, 1.3} x action_factor {-1, +1}, grouped by mode. Keyed by the task's factors.
@@ -60,7 +60,7 @@ def run_diagnostics(prog, state, n_seeds: int, key, n_windows: int = 256,
     contexts = jnp.asarray(np.concatenate(blocks))
     probe = make_probe(prog, episodes, n_windows, encoder_training)
     fn = jax.jit(over_seeds(probe, n_seeds, (0, None, None)))
-    out = jax.tree.map(np.asarray, fn(state, key, contexts))
+    out = to_host(fn(state, key, contexts))  # all runs, also under jax.distributed
     mode = mode_factor(factors)
     res = {"splits": {s: [] for s in SPLITS}, "fig4": [] if fig4 else None,
            "fig4_contexts": fig4, "encoder_training": encoder_training,

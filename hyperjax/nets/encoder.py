@@ -49,8 +49,10 @@ class ContextEncoder(nn.Module):
         return max(1, int(self.subset_fraction * self.context_size))
 
     @nn.compact
-    def __call__(self, window: jax.Array, key: jax.Array | None, training: bool) -> EncoderOut:
-        """Args: ``window`` ``float32[B, K, D]``; ``key`` (needed when ``training``).
+    def __call__(self, window: jax.Array, key: jax.Array | None, training: bool,
+                 mask_rate: jax.Array | None = None) -> EncoderOut:
+        """Args: ``window`` ``float32[B, K, D]``; ``key`` (needed when ``training``);
+        ``mask_rate``: a ``float32[]`` that replaces the attribute (hyperparameter sweeps).
 
         Raises:
           ValueError: if the window is not ``[B, K, 2*obs_dim + act_dim]``.
@@ -63,8 +65,9 @@ class ContextEncoder(nn.Module):
         if training:
             k_perm, k_mask, k_sub, k_z = jax.random.split(key, 4)
             window = window[:, jax.random.permutation(k_perm, k)]
-            if self.mask_rate > 0:
-                keep = jax.random.bernoulli(k_mask, 1.0 - self.mask_rate, (b, k, 3))
+            rate = self.mask_rate if mask_rate is None else mask_rate
+            if mask_rate is not None or self.mask_rate > 0:
+                keep = jax.random.bernoulli(k_mask, 1.0 - rate, (b, k, 3))
                 comp = np.repeat([0, 1, 2], [self.obs_dim, self.action_dim, self.obs_dim])
                 window = window * keep[..., comp].astype(window.dtype)
         x = TorchDense(self.dim, use_bias=False, name="embed")(window)

@@ -1,0 +1,170 @@
+"""Scale: runs sharded over devices, several processes over loopback, hyperparameter sweeps.
+
+The device tests run the CLI in subprocesses, because the number of (fake) CPU devices is fixed
+when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+"""
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperjax as hj
+from hyperjax.agents import replay as rb
+from hyperjax.agents.agent import SWEEPABLE, Agent
+from hyperjax.run import parse_sweep, sweep_hparams, sweep_points
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# two segments (a checkpoint between them), 20 gradient steps: long enough to move every
+# network, short enough that rounding differences stay at rounding level (test_train.py)
+TINY = ["--total_steps=200", "--eval_every=100", "--learning_starts=180", "--eval_episodes=1",
+        "--report=false", "--diagnostics=false"]
+LOSSES = ("q_loss", "actor_loss", "alpha", "model_loss")
+
+
+def _start(args, out_dir, devices=None, env_extra=None):
+    env = dict(os.environ)
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.update(env_extra or {})
+    return subprocess.Popen([sys.executable, "-m", "experiments.aib", *TINY, *args,
+                             f"--out_dir={out_dir}"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _rows(run_dir):
+    return [json.loads(x) for x in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def _same_rows(a, b, loss_rtol):
+    """Rows of two runs of the same seeds: same keys/order, episode data exactly equal before
+    learning starts, losses equal up to ``loss_rtol``."""
+    assert [(r["seed"], r["step"], r["split"]) for r in a] == \
+           [(r["seed"], r["step"], r["split"]) for r in b]
+    for x, y in zip(a, b):
+        if x["step"] <= 100:  # before any update: bit-identical rollouts and evaluations
+            assert x["returns"] == y["returns"] and x["train_return"] == y["train_return"]
+        for k in LOSSES:
+            if k in x and np.isfinite(x[k]):
+                np.testing.assert_allclose(y[k], x[k], rtol=loss_rtol, atol=1e-6, err_msg=k)
+
+
+def test_parse_sweep_grid_and_errors():
+    sweep = parse_sweep(["lr=1e-3,3e-4", "tau=0.01"])
+    points = sweep_points(sweep)
+    assert len(points) == 2 and points[1] == dict(q_lr=3e-4, actor_lr=3e-4, alpha_lr=3e-4,
+                                                  model_lr=3e-4, tau=0.01)
+    grid = sweep_points(parse_sweep(["q_lr=1,2", "gamma=0.9,0.95,0.99"]))
+    assert [(p["q_lr"], p["gamma"]) for p in grid][:4] == [(1, .9), (1, .95), (1, .99), (2, .9)]
+    hp = sweep_hparams(grid, n_seeds=2)  # point-major runs, 2 seeds each
+    np.testing.assert_array_equal(hp["gamma"], np.float32([.9, .9, .95, .95, .99, .99] * 2))
+    assert sweep_hparams(sweep_points({}), 3) is None
+    for bad, msg in [(["batch_size=1,2"], "cannot sweep 'batch_size'"),
+                     (["tau"], "expected NAME=V1"), (["tau=a"], "must be numbers"),
+                     (["tau=1", "tau=2"], "given twice"), (["tau="], "no values"),
+                     (["lr=1", "q_lr=2"], "do not combine")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_sweep(bad)
+
+
+def test_swept_hparams_are_the_constants_they_replace():
+    """An update with every ``SWEEPABLE`` name read from ``params["hparams"]`` equals (to
+    rounding: traced and constant scalars fuse differently) the update
+    of an agent built with those values as constants; and the values are used (another value
+    gives another update)."""
+    base = hj.Config(env="di", algo="dma_star").resolved()
+    env = hj.make_env("di")
+    new = dict(q_lr=3e-3, actor_lr=1e-3, alpha_lr=2e-3, model_lr=1e-3, tau=0.3, gamma=0.9,
+               mask_rate=0.5)
+    const = Agent(dataclasses.replace(base, **new), env)
+    const.target_entropy = -0.25
+    swept = Agent(base, env, SWEEPABLE)
+    key = jax.random.PRNGKey(0)
+    buf = rb.init(20, 2, base.context_size, 100, env.obs_dim, env.action_dim)
+    buf = buf._replace(episodes=jnp.int32(1), t=jnp.int32(100))
+    buf = jax.tree.map(lambda x: jax.random.normal(key, x.shape) if x.dtype == jnp.float32
+                       else x, buf)
+    batch = rb.sample(buf, key, 12, 100, base.context_size)
+    ctx = jnp.asarray(hj.context_sets("di").train)
+
+    def update(agent, hparams=None):
+        state = agent.init(key, 2, hparams)
+        return jax.jit(agent.update, static_argnums=4)(state, batch, ctx, key, True)[0]
+
+    want = update(const)
+    got = update(swept, dict(new, target_entropy=-0.25))
+    for name in ("actor", "critic", "target_critic", "log_alpha", "model"):
+        for x, y in zip(jax.tree.leaves(want.params[name]), jax.tree.leaves(got.params[name])):
+            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5, err_msg=name)
+    other = update(swept, dict(new, target_entropy=-0.25, tau=0.6))
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(other.params["target_critic"]),
+                                                    jax.tree.leaves(want.params["target_critic"]))]
+    assert all(moved)
+    with pytest.raises(ValueError, match="cannot sweep mask_rate: 'dr'"):
+        Agent(hj.Config(env="di", algo="dr").resolved(), env, ("mask_rate",))
+
+
+def test_sweep_cli_points_equal_separate_runs(tmp_path):
+    """``--sweep`` trains every point in one program; a point's rows equal a separate run at
+    that point's values (same seeds)."""
+    sweep = _start(["--algo=dr", "--seeds=2", "--sweep=tau=0.005,0.05"], tmp_path / "sweep")
+    single = _start(["--algo=dr", "--seeds=2", "--tau=0.05"], tmp_path / "single")
+    out = _finish(sweep)
+    _finish(single)
+    assert "2 seed(s) x 2 sweep points" in out
+    rows = _rows(tmp_path / "sweep")
+    point = [r for r in rows if r["hparams"] == {"tau": 0.05}]
+    _same_rows(_rows(tmp_path / "single"), point, loss_rtol=1e-4)
+    other = [r for r in rows if r["hparams"] == {"tau": 0.005}]
+    assert [r["q_loss"] for r in other if r["step"] == 200] != \
+           [r["q_loss"] for r in point if r["step"] == 200]
+    summary = json.load(open(tmp_path / "sweep" / "summary.json"))
+    assert [p["hparams"] for p in summary["sweep"]] == [{"tau": 0.005}, {"tau": 0.05}]
+
+
+def test_dma_sh_sharded_over_8_devices_equals_one_device(tmp_path):
+    """``--seeds=8`` on 8 (fake CPU) devices: every device holds one run, and the metrics are
+    those of the single-device run up to rounding (XLA:CPU rounds unbatched and batched matmuls
+    differently, ~1e-7, as in test_train.py); rollouts before learning are bit-identical."""
+    sharded = _start(["--algo=dma_sh", "--seeds=8"], tmp_path / "sharded", devices=8)
+    single = _start(["--algo=dma_sh", "--seeds=8"], tmp_path / "single")
+    out = _finish(sharded)
+    _finish(single)
+    assert "8 cpu device(s)" in out
+    _same_rows(_rows(tmp_path / "single"), _rows(tmp_path / "sharded"), loss_rtol=1e-3)
+    assert json.load(open(tmp_path / "sharded" / "summary.json"))["devices"] == 8
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_over_loopback_equal_one_process(tmp_path):
+    """``jax.distributed`` with 2 processes on this machine: each trains 2 of the 4 seeds,
+    process 0 writes the merged metrics, which equal the single-process run's."""
+    port = _free_port()
+    args = ["--algo=dr", "--seeds=4"]
+    multi = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    procs = [_start(args + multi + [f"--process_id={i}"], tmp_path / "multi") for i in (0, 1)]
+    single = _start(args, tmp_path / "single")
+    outs = [_finish(p) for p in procs]
+    _finish(single)
+    assert "2 processes" in outs[0] and "step" not in outs[1]  # only process 0 reports
+    _same_rows(_rows(tmp_path / "single"), _rows(tmp_path / "multi"), loss_rtol=1e-4)
+    summary = json.load(open(tmp_path / "multi" / "summary.json"))
+    assert summary["processes"] == 2 and summary["devices"] == 2
+    assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["1", "2"]
