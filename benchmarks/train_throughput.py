@@ -1,14 +1,21 @@
-"""Training throughput on an AIB task: compile seconds, steady-state gradient steps/s and env
-steps/s, for 1 seed and for N vmapped seeds, and peak memory; one subprocess per cell so peak
-memory is the cell's own.
+"""Training throughput and its scaling: compile seconds, steady-state gradient steps/s (per
+seed and in total), env steps/s and peak memory against the number of vmapped seeds and of
+parallel envs per seed; one subprocess per cell so peak memory is the cell's own.
 
     python benchmarks/train_throughput.py                      # all methods, DI, 1 and 4 seeds
     python benchmarks/train_throughput.py --algos=dr,dma_sh --seeds=1,8 --episodes=3
+    # scaling curves: seeds 1, 2, 4, ... (at 20 envs) until a cell fails or exceeds
+    # --max_mem_gib, then envs per seed (at 1 seed)
+    python benchmarks/train_throughput.py --algos=dr,dma_sh --tasks=di,cheetah \
+        --seeds=1,2,4,8,16,32 --num_envs=20,80,320,1280,4080 --episodes=1
 
-Setting: 20 envs (one per training context) in lock-step, batch 240 (12 per context), one
-gradient step per vector step, actor every 2nd step (policy_frequency 2); learning_starts=0 so
-every timed step updates. Timing is the second call of the compiled ``episodes`` program (no
-evaluation inside), ``--episodes`` x 100 steps.
+Setting: 20 envs (one per training context; ``--num_envs``: m per context) in lock-step,
+batch 240 (12 per context), one gradient step per vector step, actor every 2nd step
+(policy_frequency 2); learning_starts=0 so every timed step updates. Timing is the second call
+of the compiled ``episodes`` program (no evaluation inside), ``--episodes`` x T steps. The runs
+are sharded over every local device (``hyperjax.run.run_mesh``). GFLOP/s: XLA's count
+(``cost_analysis``) of the timed program, which counts a ``lax.scan`` body once, scaled by the
+steps it runs (``benchmarks/profile_step.py`` breaks a step into its parts).
 """
 from __future__ import annotations
 
@@ -23,24 +30,41 @@ import time
 ALL = ("dr", "concat", "da", "dma", "dma_pearl", "dma_star", "dma_sh")
 
 
-def one(algo: str, env: str, seeds: int, episodes: int) -> dict:
+def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = None,
+        total_steps: int = 100_000) -> dict:
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
 
     import hyperjax as hj
-    from hyperjax.run import over_seeds, seed_keys
+    from hyperjax.run import RUN_AXIS, over_seeds, run_mesh, seed_keys, state_shardings
+    from hyperjax.utils import enable_compilation_cache
 
-    cfg = hj.Config(env=env, algo=algo, total_steps=100_000, eval_every=5_000,
-                    learning_starts=0)
+    enable_compilation_cache()
+    T = hj.envs.episode_length(env)
+    cfg = hj.Config(env=env, algo=algo, total_steps=total_steps, eval_every=T,
+                    learning_starts=0, num_envs=num_envs)
     prog = hj.make_program(cfg)
-    T = prog.env.episode_length
     keys = seed_keys(0, seeds)
-    state = jax.jit(over_seeds(prog.init, seeds))(keys)
-    run = jax.jit(over_seeds(prog.episodes, seeds, (0, None)), donate_argnums=0)
+    mesh = run_mesh(seeds, n_envs=num_envs)
+    abstract = jax.eval_shape(jax.vmap(prog.init), keys)
+    shard = state_shardings(abstract, mesh)
+    init = jax.jit(over_seeds(prog.init, seeds), out_shardings=shard)
+    state = init(keys)
+    if shard is None:
+        run = jax.jit(over_seeds(prog.episodes, seeds, (0, None)), donate_argnums=0)
+    else:
+        rep = NamedSharding(mesh, PartitionSpec())
+        run = jax.jit(over_seeds(prog.episodes, seeds, (0, None)), donate_argnums=0,
+                      in_shardings=(shard, rep),
+                      out_shardings=(shard, NamedSharding(mesh, PartitionSpec(RUN_AXIS))))
     eps = jnp.arange(episodes, dtype=jnp.int32)
     t0 = time.time()
     run = run.lower(state, eps).compile()
     compile_s = time.time() - t0
+    cost = run.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops_body = float((cost or {}).get("flops", float("nan")))
     state, m = run(state, eps)
     jax.block_until_ready(m)
     t0 = time.time()
@@ -48,44 +72,84 @@ def one(algo: str, env: str, seeds: int, episodes: int) -> dict:
     jax.block_until_ready(m)
     dt = time.time() - t0
     steps = episodes * T
+    n_envs = num_envs or prog.sets.train.shape[0]
     dev = jax.devices()[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (host RSS)
     stats = dev.memory_stats() if dev.platform != "cpu" else None
     if stats:
         peak = stats.get("peak_bytes_in_use", 0) / 2**20
-    return dict(algo=algo, env=env, seeds=seeds, compile_s=compile_s,
+    # the scan body (one vector step of every seed on a device) is counted once per device
+    gflop_step = flops_body * mesh.size / 1e9
+    return dict(algo=algo, env=env, seeds=seeds, num_envs=n_envs, compile_s=compile_s,
                 grad_steps_per_s=steps / dt, seed_grad_steps_per_s=seeds * steps / dt,
-                env_steps_per_s=seeds * steps * prog.sets.train.shape[0] / dt,
-                peak_mib=peak, platform=dev.platform)
+                env_steps_per_s=seeds * steps * n_envs / dt, peak_mib=peak,
+                gflop_per_vector_step=gflop_step, gflops=gflop_step * steps / dt,
+                devices=mesh.size, platform=dev.platform, device_kind=dev.device_kind)
+
+
+def _cell(args, algo, task, seeds, num_envs):
+    cmd = [sys.executable, __file__, f"--one={algo}:{seeds}:{num_envs}", f"--tasks={task}",
+           f"--episodes={args.episodes}", f"--total_steps={args.total_steps}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ,
+                             timeout=args.cell_timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"over --cell_timeout={args.cell_timeout} s"
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if not line:
+        return None, (out.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1][:200]
+    return json.loads(line[0][7:]), None
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algos", default=",".join(ALL))
-    ap.add_argument("--env", default="di")
-    ap.add_argument("--seeds", default="1,4", help="comma list of vmapped seed counts")
+    ap.add_argument("--tasks", "--env", default="di", help="comma list of AIB tasks")
+    ap.add_argument("--seeds", default="1,4", help="comma list of vmapped seed counts "
+                    "(ascending: the axis stops at the first failure / memory limit)")
+    ap.add_argument("--num_envs", default="", help="comma list of parallel envs per seed, "
+                    "run at 1 seed (multiples of the 20 training contexts)")
     ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--total_steps", type=int, default=100_000,
+                    help="sets the replay capacity (min(buffer_size, total_steps) per context)")
+    ap.add_argument("--max_mem_gib", type=float, default=20.0,
+                    help="stop an axis once a cell's peak memory passes this")
+    ap.add_argument("--cell_timeout", type=int, default=1800)
+    ap.add_argument("--json", help="also write every cell's figures to this file")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        algo, seeds = args.one.split(":")
-        print("RESULT " + json.dumps(one(algo, args.env, int(seeds), args.episodes)))
+        algo, seeds, num_envs = args.one.split(":")
+        print("RESULT " + json.dumps(one(algo, args.tasks, int(seeds), args.episodes,
+                                         int(num_envs) or None, args.total_steps)))
         return
-    print(f"{'algo':<10} {'seeds':>5} {'compile s':>9} {'grad steps/s':>12} "
-          f"{'x seeds':>9} {'env steps/s':>11} {'peak MiB':>9}")
-    for algo in args.algos.split(","):
-        for seeds in args.seeds.split(","):
-            out = subprocess.run([sys.executable, __file__, f"--one={algo}:{seeds}",
-                                  f"--env={args.env}", f"--episodes={args.episodes}"],
-                                 capture_output=True, text=True, env=os.environ)
-            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if not line:
-                print(f"{algo:<10} {seeds:>5} FAILED: {out.stderr.strip().splitlines()[-1:]}")
-                continue
-            r = json.loads(line[0][7:])
-            print(f"{algo:<10} {seeds:>5} {r['compile_s']:>9.1f} {r['grad_steps_per_s']:>12.1f} "
-                  f"{r['seed_grad_steps_per_s']:>9.1f} {r['env_steps_per_s']:>11.0f} "
-                  f"{r['peak_mib']:>9.0f}", flush=True)
+    print(f"{'task':<8} {'algo':<8} {'seeds':>5} {'envs':>5} {'compile s':>9} "
+          f"{'steps/s/seed':>12} {'x seeds':>9} {'env steps/s':>11} {'GFLOP/s':>8} "
+          f"{'peak MiB':>9}", flush=True)
+    results = []
+    for task in args.tasks.split(","):
+        for algo in args.algos.split(","):
+            axes = [(int(s), 0) for s in args.seeds.split(",") if s]
+            envs = [(1, int(n)) for n in args.num_envs.split(",") if n]
+            for axis in (axes, envs):
+                for seeds, num_envs in axis:
+                    r, err = _cell(args, algo, task, seeds, num_envs)
+                    if r is None:
+                        print(f"{task:<8} {algo:<8} {seeds:>5} {num_envs or '':>5} "
+                              f"FAILED: {err}", flush=True)
+                        break
+                    results.append(r)
+                    print(f"{task:<8} {algo:<8} {seeds:>5} {r['num_envs']:>5} "
+                          f"{r['compile_s']:>9.1f} {r['grad_steps_per_s']:>12.1f} "
+                          f"{r['seed_grad_steps_per_s']:>9.1f} {r['env_steps_per_s']:>11.0f} "
+                          f"{r['gflops']:>8.1f} {r['peak_mib']:>9.0f}", flush=True)
+                    if r["peak_mib"] > args.max_mem_gib * 1024:
+                        print(f"  (stopping this axis: peak memory above {args.max_mem_gib} "
+                              f"GiB)", flush=True)
+                        break
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ flags.DEFINE_string("context_file", None, "JSON file with user context sets: "
                     "task's factor order; a missing split keeps the recipe's).")
 flags.DEFINE_integer("context_size", None, "Encoder window K (default: 24 for DI/ODE).")
 flags.DEFINE_integer("buffer_size", 100_000, "Replay capacity per context (transitions).")
+flags.DEFINE_integer("num_envs", None, "Parallel envs per run, a multiple of the training "
+                     "contexts (default: one per context, the paper's setting).")
 flags.DEFINE_float("mask_rate", None, "Encoder input mask rate (default: the preset's).")
 flags.DEFINE_bool("bootstrap_truncation", False, "Bootstrap through time limits (the "
                   "authors' code treats truncation as terminal).")
@@ -85,6 +87,8 @@ flags.DEFINE_multi_string("sweep", [], "NAME=V1,V2,...: train every value in one
                           "(vmapped like seeds; repeat the flag for a grid). Names: lr (all "
                           "four learning rates), q_lr, actor_lr, alpha_lr, model_lr, tau, "
                           "gamma, target_entropy, mask_rate.")
+flags.DEFINE_bool("shard_envs", None, "Split each run's parallel envs over the devices the "
+                  "runs leave free (default: when each device keeps >= 256 envs).")
 flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0 "
                     "(jax.distributed.initialize).")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
@@ -160,7 +164,8 @@ def build_config(env: str | None = None, algo: str | None = None):
             raise ValueError(f"{name} must be a positive integer, got {getattr(FLAGS, name)}")
     return Config(env=env, algo=algo, **budget, batch_size=FLAGS.batch_size,
                   context_size=FLAGS.context_size,
-                  buffer_size=FLAGS.buffer_size, mask_rate=FLAGS.mask_rate,
+                  buffer_size=FLAGS.buffer_size, num_envs=FLAGS.num_envs,
+                  mask_rate=FLAGS.mask_rate,
                   bootstrap_truncation=FLAGS.bootstrap_truncation, q_lr=FLAGS.q_lr,
                   actor_lr=FLAGS.actor_lr, alpha_lr=FLAGS.alpha_lr, model_lr=FLAGS.model_lr,
                   gamma=FLAGS.gamma, tau=FLAGS.tau).resolved()
@@ -239,6 +244,9 @@ def main(argv):
                     raise ValueError(f"--sweep mask_rate: {algo!r} has no context encoder")
                 sets = load_context_sets(cfg)
                 check_batch(cfg.batch_size, sets.train.shape[0])
+                if cfg.num_envs and cfg.num_envs % sets.train.shape[0]:
+                    raise ValueError(f"num_envs={cfg.num_envs} is not a multiple of the "
+                                     f"{sets.train.shape[0]} training contexts")
                 plan.append((cfg, sets))
         single = len(plan) == 1
         top, resuming = prepare_run_dir(
@@ -344,15 +352,18 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
         diag = json.load(open(diag_path)) if want_diag else None
         return cfg, rows, run.final_scores(run.rows_by_point(rows)[0][1]), diag
     prog = make_program(cfg, sets, tuple(points[0]))
-    mesh = run.run_mesh(n_runs)
+    mesh = run.run_mesh(n_runs, n_envs=cfg.num_envs or len(sets.train),
+                        shard_envs=FLAGS.shard_envs)
     what = f"{FLAGS.seeds} seed(s)" + (f" x {len(points)} sweep points" if sweep else "")
     say(f"hyperjax: {cfg.algo} on {cfg.env}, {what}, {cfg.total_steps} steps, "
         f"eval every {cfg.eval_every}; run dir {run_dir}")
     if mesh.size < jax.device_count():
         say(f"note: {n_runs} run(s) split evenly over {mesh.size} of the "
-            f"{jax.device_count()} devices (use a multiple of {jax.device_count()} to use all)")
+            f"{jax.device_count()} devices (use a multiple of {jax.device_count()} runs, or "
+            f"--shard_envs with --num_envs, to use all)")
     init, seg, compile_s = run.compile_program(prog, n_runs, FLAGS.seed, hparams, mesh)
     say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
+        f"{f', envs over {mesh.shape[run.ENV_AXIS]}' if mesh.shape[run.ENV_AXIS] > 1 else ''}"
         f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
 
     keys = run.seed_keys(FLAGS.seed, FLAGS.seeds, len(points))
@@ -412,7 +423,8 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
     if main_proc:
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump({"compile_seconds": compile_s, "train_seconds": time.time() - t_start,
-                       "devices": mesh.size, "processes": jax.process_count(), "aer": scores,
+                       "devices": mesh.size, "mesh": dict(mesh.shape),
+                       "processes": jax.process_count(), "aer": scores,
                        **({"sweep": per_point} if sweep else {})}, f, indent=2)
         for p in per_point:
             if sweep:

@@ -64,6 +64,9 @@ class Config:
       eval_episodes: episodes per context and split at each evaluation.
       context_size: K, None = the task's default (24 for DI/ODE).
       buffer_size: per-context replay capacity in transitions (min(1e5, total_steps)).
+      num_envs: parallel envs per run, a multiple of the training contexts (m envs per
+        context, sharing its replay capacity and its share of the batch); None = one env per
+        context, the paper's setting. Still one gradient step per vector step.
       bootstrap_truncation: False = faithful ``done = terminated or truncated`` in the TD
         target (the authors' code); True bootstraps through time limits.
       source, merge, mask_rate, input_norm, output_norm, pearl, pearl_beta: method axes; None
@@ -79,6 +82,7 @@ class Config:
     eval_episodes: int = 10
     context_size: int | None = None
     buffer_size: int = 100_000
+    num_envs: int | None = None
     gamma: float = 0.99
     tau: float = 0.005
     q_lr: float = 1e-3
@@ -121,6 +125,9 @@ class Config:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.num_envs is not None and (isinstance(self.num_envs, bool) or not isinstance(
+                self.num_envs, int) or self.num_envs <= 0):
+            raise ValueError(f"num_envs must be a positive integer, got {self.num_envs!r}")
         if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) \
                 or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, "

@@ -9,7 +9,8 @@ Runs: a program trains ``n_runs = n_points * n_seeds`` independent runs along on
 axis, point-major: run ``r`` is sweep point ``r // n_seeds`` with seed ``seed + r % n_seeds``
 (every point sees the same seeds). With several devices that axis is sharded over a 1-D
 ``Mesh`` (axis ``"seed"``, ``NamedSharding``; no ``pmap``): each device trains its block of
-runs and no data moves between devices during training. Under ``jax.distributed`` the mesh
+runs and no data moves between devices during training. Devices left over can split each
+run's parallel envs (``"env"`` axis: the replay's env rows, and through it the env steps). Under ``jax.distributed`` the mesh
 spans every process's devices, so each process trains its own block of runs; ``to_host``
 gathers results to every process.
 """
@@ -27,6 +28,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hyperjax.train import SPLITS, Program
 
 RUN_AXIS = "seed"
+ENV_AXIS = "env"
+MIN_ENVS_PER_DEVICE = 256
 
 TRAIN_KEYS = ("train_return", "q_loss", "actor_loss", "alpha", "entropy", "model_loss")
 
@@ -95,12 +98,16 @@ def sweep_hparams(points: list[dict[str, float]], n_seeds: int) -> dict | None:
             for k in points[0]}
 
 
-def run_mesh(n_runs: int, devices=None) -> Mesh:
-    """A 1-D mesh (axis ``"seed"``) over the devices that share ``n_runs`` runs evenly.
+def run_mesh(n_runs: int, devices=None, n_envs: int | None = None,
+             shard_envs: bool | None = None) -> Mesh:
+    """A 2-D mesh ``("seed", "env")`` over the devices that share the runs (and their envs).
 
-    Uses all of ``devices`` (default ``jax.devices()``: every process's) when their number
-    divides ``n_runs``; otherwise, in one process, the largest count that does (the CLI says
-    how many). With several processes every process must hold runs, so there it raises.
+    The run axis gets the largest device count that divides ``n_runs`` (all of ``devices``,
+    default ``jax.devices()``: every process's, when it divides). Devices left over go to the
+    parallel-env axis (largest count dividing ``n_envs``) when ``shard_envs`` is True, or, for
+    None, when each device would still step at least ``MIN_ENVS_PER_DEVICE`` envs (smaller
+    env batches are not worth the cross-device traffic of the update's sample). The CLI says
+    how many devices it uses. With several processes every process must hold whole runs.
 
     Raises:
       ValueError: several processes and ``n_runs`` not a multiple of the device count.
@@ -111,7 +118,13 @@ def run_mesh(n_runs: int, devices=None) -> Mesh:
                          f"devices of {jax.process_count()} processes: use a multiple of "
                          f"{len(devices)} seeds x sweep points")
     d = max(k for k in range(1, len(devices) + 1) if n_runs % k == 0)
-    return Mesh(np.array(devices[:d]), (RUN_AXIS,))
+    e = 1
+    if n_envs and shard_envs is not False:
+        e = max(k for k in range(1, len(devices) // d + 1) if n_envs % k == 0)
+        if shard_envs is None:
+            while e > 1 and n_envs // e < MIN_ENVS_PER_DEVICE:
+                e = max(k for k in range(1, e) if n_envs % k == 0)
+    return Mesh(np.array(devices[:d * e]).reshape(d, e), (RUN_AXIS, ENV_AXIS))
 
 
 def to_host(tree):
@@ -125,11 +138,17 @@ def to_host(tree):
 
 def state_shardings(abstract, mesh: Mesh | None):
     """``NamedSharding`` per leaf of a run-batched pytree: the leading run axis over
-    ``"seed"``; None without a mesh (or with one device)."""
+    ``"seed"``, and for a ``TrainState``'s replay (``[runs, envs, ...]``) the env rows over
+    ``"env"``; None without a mesh (or with one device)."""
     if mesh is None or mesh.size == 1:
         return None
     run = NamedSharding(mesh, PartitionSpec(RUN_AXIS))
-    return jax.tree.map(lambda _: run, abstract)
+    out = jax.tree.map(lambda _: run, abstract)
+    if mesh.shape[ENV_AXIS] > 1 and hasattr(abstract, "replay"):
+        env = NamedSharding(mesh, PartitionSpec(RUN_AXIS, ENV_AXIS))
+        out = out.replace(replay=jax.tree.map(lambda a: env if a.ndim >= 2 else run,
+                                              abstract.replay))
+    return out
 
 
 def abstract_state(prog: Program, n_runs: int, hparams=None, mesh: Mesh | None = None):

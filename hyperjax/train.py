@@ -6,7 +6,8 @@ Structure (all ``lax.scan``, nothing per step in Python)::
     segment    = scan(episode, eval_every / T episodes) ; evaluate on train / eval-in / eval-out
     episode    = [DMA warm-up: reset, K policy steps, reset] ; scan(step, T steps)
     step       = act (uniform-random before learning_starts) ; env step for the 20 contexts in
-                 lock-step ; store ; one gradient step (after learning_starts)
+                 lock-step (``num_envs``: m envs per context) ; store ; one gradient step
+                 (after learning_starts)
 
 ``segment`` is also exposed (``make_program``), so a driver can run the same computation one
 evaluation interval at a time and checkpoint between calls; ``train`` gives identical results.
@@ -93,11 +94,18 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     T = env.episode_length
     train_ctx = jnp.asarray(sets.train)
     n_ctx = train_ctx.shape[0]
+    n_envs = cfg.num_envs or n_ctx  # parallel envs: m per training context, context-major
+    if n_envs % n_ctx:
+        raise ValueError(f"num_envs={n_envs} is not a multiple of the {n_ctx} training "
+                         f"contexts")
+    m = n_envs // n_ctx
+    env_ctx = jnp.repeat(train_ctx, m, axis=0)  # [n_envs, F]
     K = cfg.context_size if cfg.inferred else 0
     n_factors = len(env.factors)
     eps_per_segment = cfg.eval_every // T
     n_segments = cfg.total_steps // cfg.eval_every
-    slots = rb.num_slots(cfg.buffer_size, cfg.total_steps, T)
+    # a context's m envs share its capacity (buffer_size transitions per context)
+    slots = rb.num_slots(-(-cfg.buffer_size // m), cfg.total_steps, T)
     low, high = env.action_low, env.action_high
     eval_ctx = jnp.asarray(np.repeat(sets.stacked().reshape(-1, n_factors),
                                      cfg.eval_episodes, axis=0))  # [3*C*E, F]
@@ -106,7 +114,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         """A fresh ``TrainState`` from ``key`` (``uint32[2]``); ``hparams``: ``{name:
         float32[]}`` for the swept names (default: the config's values)."""
         k_agent, k_run = jax.random.split(key)
-        replay = rb.init(n_ctx, slots, K, T, env.obs_dim, env.action_dim)
+        replay = rb.init(n_envs, slots, K, T, env.obs_dim, env.action_dim)
         return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run,
                           jnp.zeros((), jnp.int32))
 
@@ -126,18 +134,19 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         agent_state, replay, env_state, obs, window, key = carry
         key, k_act, k_rand, k_env, k_sample, k_upd = jax.random.split(key, 6)
         params = agent_state.params
-        a_pi = agent.act(params, obs, window, train_ctx, k_act, deterministic=False,
+        a_pi = agent.act(params, obs, window, env_ctx, k_act, deterministic=False,
                          encoder_training=True)
         a_rand = jax.random.uniform(k_rand, a_pi.shape, jnp.float32, low, high)
         action = jnp.where(global_step < cfg.learning_starts, a_rand, a_pi)
-        env_state, ts = jax.vmap(stats_env.step)(jax.random.split(k_env, n_ctx), env_state,
-                                                 action, train_ctx)
+        env_state, ts = jax.vmap(stats_env.step)(jax.random.split(k_env, n_envs), env_state,
+                                                 action, env_ctx)
         replay = rb.add(replay, K, obs, action, ts.reward, ts.obs, ts.terminated, ts.truncated)
         if K:
             window = jax.vmap(push_window)(window, obs, action, ts.obs)
 
         def do_update(agent_state):
-            batch = rb.sample(replay, k_sample, cfg.per_context_batch(n_ctx), T, K)
+            batch = rb.sample(replay, k_sample, cfg.per_context_batch(n_ctx), T, K,
+                              n_ctx if m > 1 else None)
             return agent.update(agent_state, batch, train_ctx, k_upd,
                                 global_step % cfg.policy_frequency == 0)
 
@@ -154,13 +163,13 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         key, k_warm, k_reset, k_steps = jax.random.split(state.key, 4)
         replay = state.replay
         if K:
-            warm = warmup(state.agent.params, jax.random.split(k_warm, n_ctx), train_ctx, True)
+            warm = warmup(state.agent.params, jax.random.split(k_warm, n_envs), env_ctx, True)
             replay = rb.start_episode(replay, warm.obs, warm.action, warm.next_obs)
             window = warm.window
         else:
             replay = rb.start_episode(replay)
-            window = jnp.zeros((n_ctx, 0, 0), jnp.float32)
-        env_state, ts = jax.vmap(stats_env.reset)(jax.random.split(k_reset, n_ctx), train_ctx)
+            window = jnp.zeros((n_envs, 0, 0), jnp.float32)
+        env_state, ts = jax.vmap(stats_env.reset)(jax.random.split(k_reset, n_envs), env_ctx)
         carry = (state.agent, replay, env_state, ts.obs, window, k_steps)
         steps = ep_idx * T + jnp.arange(T)
         (agent_state, replay, env_state, _, _, _), metrics = jax.lax.scan(env_step, carry, steps)

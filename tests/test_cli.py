@@ -19,6 +19,23 @@ def aib(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def aib_inprocess(capsys, *args):
+    """The CLI's flag parsing and ``main`` in this process (for inputs that fail before
+    anything compiles: no interpreter start per case); same fields as ``aib``'s result."""
+    from types import SimpleNamespace
+
+    from experiments import aib as cli
+    from hyperjax.utils import absl_flags_parser
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(absl_flags_parser(cli.FLAGS)(["aib", *args]))
+    finally:
+        cli.FLAGS.unparse_flags()
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=exit_info.value.code, stdout=out.out, stderr=out.err)
+
+
 def _one_line_error(res, pattern):
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
@@ -46,9 +63,18 @@ def _one_line_error(res, pattern):
                                                   r"total_steps=1000"),
     (["--eval_every=150"], r"multiple of the episode length 100"),
     (["--out_dir=/etc/hostname/run"], r"output directory .* is not writable"),
+    (["--sweep=batch_size=1,2"], r"cannot sweep 'batch_size'; sweepable: lr"),
+    (["--algo=dr", "--sweep=mask_rate=0.1,0.2"], r"--sweep mask_rate: 'dr' has no context"),
+    (["--num_processes=2"], r"--coordinator_address, --num_processes and --process_id go "
+                            r"together"),
+    (["--num_envs=30"], r"num_envs=30 is not a multiple of the 20 training contexts"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, pattern):
-    _one_line_error(aib(*args), pattern)
+def test_bad_input_is_one_line_and_exit_2(args, pattern, capsys):
+    _one_line_error(aib_inprocess(capsys, *args), pattern)
+
+
+def test_bad_input_exit_status_of_the_process():
+    _one_line_error(aib("--algo=sac"), r"unknown algo 'sac'")
 
 
 @pytest.mark.parametrize("content, pattern", [
@@ -59,10 +85,10 @@ def test_bad_input_is_one_line_and_exit_2(args, pattern):
     ({"test": [[1.0, 1.0]]}, r"keys among"),
     ({"train": [[1.0, 1.0]] * 7}, r"batch_size=240 is not divisible by the 7 training"),
 ])
-def test_malformed_context_file(tmp_path, content, pattern):
+def test_malformed_context_file(tmp_path, content, pattern, capsys):
     path = tmp_path / "ctx.json"
     path.write_text(json.dumps(content))
-    _one_line_error(aib(f"--context_file={path}"), pattern)
+    _one_line_error(aib_inprocess(capsys, f"--context_file={path}"), pattern)
 
 
 def _rows(run_dir):

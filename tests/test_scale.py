@@ -79,6 +79,24 @@ def test_parse_sweep_grid_and_errors():
             parse_sweep(bad)
 
 
+def test_num_envs_rows_and_stratified_sampling():
+    """``num_envs = m * C``: the replay has m rows per context (context-major) and every
+    sample of context c comes from one of its own m rows."""
+    cfg = hj.Config(env="di", algo="dr", total_steps=200, eval_every=100, num_envs=60)
+    prog = hj.make_program(cfg)
+    state = jax.eval_shape(prog.init, jax.random.PRNGKey(0))
+    assert state.replay.obs.shape[0] == 60
+    buf = rb.init(60, 2, 0, 100, 1, 1)._replace(episodes=jnp.int32(1), t=jnp.int32(100))
+    buf = buf._replace(obs=buf.obs + jnp.arange(60.0)[:, None, None, None])  # obs = row id
+    batch = rb.sample(buf, jax.random.PRNGKey(1), 12, 100, 0, n_contexts=20)
+    row = np.asarray(batch.obs[:, 0]).astype(int)
+    c = np.asarray(batch.context_id)
+    np.testing.assert_array_equal(c, np.repeat(np.arange(20), 12))
+    assert ((row // 3) == c).all() and len(set(row % 3)) == 3  # own rows, all three used
+    with pytest.raises(ValueError, match="num_envs=30 is not a multiple of the 20"):
+        hj.make_program(dataclasses.replace(cfg, num_envs=30))
+
+
 def test_swept_hparams_are_the_constants_they_replace():
     """An update with every ``SWEEPABLE`` name read from ``params["hparams"]`` equals (to
     rounding: traced and constant scalars fuse differently) the update
@@ -134,17 +152,32 @@ def test_sweep_cli_points_equal_separate_runs(tmp_path):
     assert [p["hparams"] for p in summary["sweep"]] == [{"tau": 0.005}, {"tau": 0.05}]
 
 
-def test_dma_sh_sharded_over_8_devices_equals_one_device(tmp_path):
-    """``--seeds=8`` on 8 (fake CPU) devices: every device holds one run, and the metrics are
-    those of the single-device run up to rounding (XLA:CPU rounds unbatched and batched matmuls
-    differently, ~1e-7, as in test_train.py); rollouts before learning are bit-identical."""
-    sharded = _start(["--algo=dma_sh", "--seeds=8"], tmp_path / "sharded", devices=8)
-    single = _start(["--algo=dma_sh", "--seeds=8"], tmp_path / "single")
+@pytest.mark.parametrize("algo", ["dr", pytest.param("dma_sh", marks=pytest.mark.slow)])
+def test_sharded_over_8_devices_equals_one_device(tmp_path, algo):
+    """``--seeds=4 --num_envs=40 --shard_envs`` on 8 (fake CPU) devices: a 4 x 2 mesh (runs x
+    envs) uses every device, and the metrics are those of the single-device run up to rounding
+    (XLA:CPU rounds unbatched and batched matmuls differently, ~1e-7, as in test_train.py);
+    rollouts before learning are bit-identical. DMA*-SH (slow: 2.5 min cold) passes too."""
+    args = [f"--algo={algo}", "--seeds=4", "--num_envs=40"]
+    sharded = _start(args + ["--shard_envs"], tmp_path / "sharded", devices=8)
+    single = _start(args, tmp_path / "single")
     out = _finish(sharded)
     _finish(single)
-    assert "8 cpu device(s)" in out
+    assert "8 cpu device(s), envs over 2" in out
     _same_rows(_rows(tmp_path / "single"), _rows(tmp_path / "sharded"), loss_rtol=1e-3)
-    assert json.load(open(tmp_path / "sharded" / "summary.json"))["devices"] == 8
+    summary = json.load(open(tmp_path / "sharded" / "summary.json"))
+    assert summary["devices"] == 8 and summary["mesh"] == {"seed": 4, "env": 2}
+
+
+def test_run_mesh_shapes():
+    from hyperjax.run import run_mesh
+    devs = [jax.devices()[0]] * 8  # shapes only
+    shape = lambda *a, **k: dict(run_mesh(*a, devices=devs, **k).shape)
+    assert shape(16) == {"seed": 8, "env": 1} and shape(6) == {"seed": 6, "env": 1}
+    assert shape(2, n_envs=20) == {"seed": 2, "env": 1}  # 5 envs a device: not worth it
+    assert shape(2, n_envs=20, shard_envs=True) == {"seed": 2, "env": 4}
+    assert shape(1, n_envs=4080) == {"seed": 1, "env": 8}
+    assert shape(2, n_envs=1280) == {"seed": 2, "env": 4}
 
 
 def _free_port():

@@ -1,7 +1,8 @@
 """Per-context episodic replay with K-window sampling (notes §3.6, §9.4).
 
 All envs run in lock-step with fixed-length episodes (every AIB task: no termination, a time
-limit), so the buffer is a dense array ``[C, E, P + T, ...]``: C contexts (one env each), E
+limit), so the buffer is a dense array ``[C, E, P + T, ...]``: C contexts (one env each; with
+``num_envs = m * C`` parallel envs, ``C * m`` env rows, context-major), E
 episode slots (a ring), P = K warm-up transitions (the DMA ``fill_context_window`` rollout, only
 for methods with an encoder) followed by the T real steps. A sample is a real step ``t`` of an
 episode; its context window is rows ``[P + t - K + 1 ... P + t]`` of the same episode, i.e. the
@@ -97,7 +98,8 @@ def num_valid(buf: Replay, episode_length: int) -> jax.Array:
     return full * episode_length + buf.t
 
 
-def sample(buf: Replay, key, per_context: int, episode_length: int, context_size: int) -> Batch:
+def sample(buf: Replay, key, per_context: int, episode_length: int, context_size: int,
+           n_contexts: int | None = None) -> Batch:
     """Stratified sample: ``per_context`` uniform transitions from every context's buffer.
 
     Args:
@@ -106,10 +108,15 @@ def sample(buf: Replay, key, per_context: int, episode_length: int, context_size
       per_context: samples per context (the authors' ``256 // 20 = 12``).
       episode_length: T.
       context_size: K; 0 returns an empty window.
+      n_contexts: C when the buffer has ``m > 1`` env rows per context (``C * m`` rows,
+        context-major: row ``c * m + j``); each sample then picks one of its context's m rows
+        uniformly. Default: one row per context.
     Returns:
-      ``Batch`` with ``B = C * per_context`` rows, context-major.
+      ``Batch`` with ``B = C * per_context`` rows, context-major; ``context_id`` in ``[0, C)``.
     """
-    n_ctx, slots, length = buf.reward.shape
+    n_rows, slots, length = buf.reward.shape
+    n_ctx = n_contexts or n_rows
+    m = n_rows // n_ctx
     prefix = length - episode_length
     n = num_valid(buf, episode_length)
     u = jax.random.randint(key, (n_ctx, per_context), 0, jnp.maximum(n, 1))
@@ -120,11 +127,12 @@ def sample(buf: Replay, key, per_context: int, episode_length: int, context_size
     slot = jnp.where(in_cur, cur, (cur - back) % slots)
     step = jnp.where(in_cur, u, v % episode_length)
     c = jnp.broadcast_to(jnp.arange(n_ctx)[:, None], u.shape)
+    env = c if m == 1 else c * m + jax.random.randint(jax.random.fold_in(key, 1), u.shape, 0, m)
     row = prefix + step
-    take = lambda arr: arr[c, slot, row].reshape(n_ctx * per_context, *arr.shape[3:])
+    take = lambda arr: arr[env, slot, row].reshape(n_ctx * per_context, *arr.shape[3:])
     if context_size:
         w = row[..., None] + jnp.arange(-context_size + 1, 1)  # [C, n, K]
-        cc, ss = c[..., None], slot[..., None]
+        cc, ss = env[..., None], slot[..., None]
         window = transition_features(buf.obs[cc, ss, w], buf.action[cc, ss, w],
                                      buf.next_obs[cc, ss, w])
         window = window.reshape(n_ctx * per_context, context_size, -1)
