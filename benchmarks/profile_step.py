@@ -50,6 +50,7 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     cfg = hj.Config(env=task, algo=algo, total_steps=100_000, eval_every=T, learning_starts=0,
                     num_envs=num_envs)
     prog = hj.make_program(cfg)
+    cfg = prog.cfg  # resolved: the preset's method fields
     agent, env = prog.agent, prog.env
     key = jax.random.PRNGKey(0)
     state = prog.init(key)
@@ -113,7 +114,7 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     out["update: actor + alpha (avg over the pair) + polyak"] = (rest, rest_f)
 
     # the whole vector step inside the training scan (one episode, second call)
-    run = jax.jit(prog.episodes, donate_argnums=0)
+    run = jax.jit(prog.episodes)
     eps = jnp.arange(1, dtype=jnp.int32)
     s2, _ = run(state, eps)
     jax.block_until_ready(s2)

@@ -14,8 +14,8 @@ batch 240 (12 per context), one gradient step per vector step, actor every 2nd s
 (policy_frequency 2); learning_starts=0 so every timed step updates. Timing is the second call
 of the compiled ``episodes`` program (no evaluation inside), ``--episodes`` x T steps. The runs
 are sharded over every local device (``hyperjax.run.run_mesh``). GFLOP/s: XLA's count
-(``cost_analysis``) of the timed program, which counts a ``lax.scan`` body once, scaled by the
-steps it runs (``benchmarks/profile_step.py`` breaks a step into its parts).
+(``cost_analysis``) of a vector step's parts times the vector steps/s measured
+(``step_gflop``; ``benchmarks/profile_step.py`` breaks a step into its parts and times them).
 """
 from __future__ import annotations
 
@@ -30,8 +30,49 @@ import time
 ALL = ("dr", "concat", "da", "dma", "dma_pearl", "dma_star", "dma_sh")
 
 
+def n_envs_of(prog, num_envs):
+    return num_envs or prog.sets.train.shape[0]
+
+
+def _gflop(fn, *args) -> float:
+    import jax
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", float("nan"))) / 1e9
+
+
+def step_gflop(prog, n_envs: int) -> float:
+    """XLA's FLOP count of one vector step of one seed: the policy on ``n_envs`` envs plus
+    the gradient step averaged over the actor / critic-only pair (``lax.cond`` branches are
+    compiled apart: XLA's count of the scan body would charge the costlier one every step
+    and also count the DMA warm-up scan's body). The env step is left out (DI: ~0 FLOPs;
+    MJX: not matmul work)."""
+    import jax
+    import jax.numpy as jnp
+
+    from hyperjax.agents import replay as rb
+    cfg, agent, env = prog.cfg, prog.agent, prog.env
+    key = jax.random.PRNGKey(0)
+    state = prog.init(key)
+    T = env.episode_length
+    K = cfg.context_size if cfg.inferred else 0
+    n_ctx = prog.sets.train.shape[0]
+    buf = state.replay._replace(episodes=jnp.int32(1), t=jnp.int32(T))
+    batch = rb.sample(buf, key, cfg.per_context_batch(n_ctx), T, K,
+                      n_ctx if n_envs > n_ctx else None)
+    ctx = jnp.asarray(prog.sets.train)
+    update = [_gflop(lambda s: agent.update(s, batch, ctx, key, a), state.agent)
+              for a in (True, False)]
+    obs = jnp.zeros((n_envs, env.obs_dim))
+    window = jnp.zeros((n_envs, *agent.window_shape))
+    ctx_env = jnp.repeat(ctx, n_envs // n_ctx, axis=0)
+    act = _gflop(lambda p: agent.act(p, obs, window, ctx_env, key, False, True),
+                 state.agent.params)
+    return sum(update) / 2 + act
+
+
 def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = None,
-        total_steps: int = 100_000) -> dict:
+        total_steps: int = 100_000, warm: bool = True) -> dict:
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
@@ -62,24 +103,21 @@ def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = N
     t0 = time.time()
     run = run.lower(state, eps).compile()
     compile_s = time.time() - t0
-    cost = run.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops_body = float((cost or {}).get("flops", float("nan")))
-    state, m = run(state, eps)
-    jax.block_until_ready(m)
+    if warm:
+        state, m = run(state, eps)
+        jax.block_until_ready(m)
     t0 = time.time()
     state, m = run(state, eps + episodes)
     jax.block_until_ready(m)
     dt = time.time() - t0
     steps = episodes * T
-    n_envs = num_envs or prog.sets.train.shape[0]
+    n_envs = n_envs_of(prog, num_envs)
     dev = jax.devices()[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (host RSS)
     stats = dev.memory_stats() if dev.platform != "cpu" else None
     if stats:
         peak = stats.get("peak_bytes_in_use", 0) / 2**20
-    # the scan body (one vector step of every seed on a device) is counted once per device
-    gflop_step = flops_body * mesh.size / 1e9
+    gflop_step = seeds * step_gflop(prog, n_envs_of(prog, num_envs))
     return dict(algo=algo, env=env, seeds=seeds, num_envs=n_envs, compile_s=compile_s,
                 grad_steps_per_s=steps / dt, seed_grad_steps_per_s=seeds * steps / dt,
                 env_steps_per_s=seeds * steps * n_envs / dt, peak_mib=peak,
@@ -90,6 +128,8 @@ def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = N
 def _cell(args, algo, task, seeds, num_envs):
     cmd = [sys.executable, __file__, f"--one={algo}:{seeds}:{num_envs}", f"--tasks={task}",
            f"--episodes={args.episodes}", f"--total_steps={args.total_steps}"]
+    if args.no_warm:
+        cmd.append("--no_warm")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ,
                              timeout=args.cell_timeout)
@@ -115,13 +155,16 @@ def main():
     ap.add_argument("--max_mem_gib", type=float, default=20.0,
                     help="stop an axis once a cell's peak memory passes this")
     ap.add_argument("--cell_timeout", type=int, default=1800)
+    ap.add_argument("--no_warm", action="store_true", help="time the first call after "
+                    "compiling (for long episodes, e.g. MJX tasks' 1000 steps)")
     ap.add_argument("--json", help="also write every cell's figures to this file")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         algo, seeds, num_envs = args.one.split(":")
         print("RESULT " + json.dumps(one(algo, args.tasks, int(seeds), args.episodes,
-                                         int(num_envs) or None, args.total_steps)))
+                                         int(num_envs) or None, args.total_steps,
+                                         not args.no_warm)))
         return
     print(f"{'task':<8} {'algo':<8} {'seeds':>5} {'envs':>5} {'compile s':>9} "
           f"{'steps/s/seed':>12} {'x seeds':>9} {'env steps/s':>11} {'GFLOP/s':>8} "
