@@ -47,7 +47,7 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
 
     enable_compilation_cache()
     T = hj.envs.episode_length(task)
-    cfg = hj.Config(env=task, algo=algo, total_steps=100_000, eval_every=T, learning_starts=0,
+    cfg = hj.Config(env=task, algo=algo, total_steps=100_000, eval_every=T, learning_starts=T,
                     num_envs=num_envs)
     prog = hj.make_program(cfg)
     cfg = prog.cfg  # resolved: the preset's method fields
@@ -113,13 +113,14 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     rest_f = out["update"][1] - out["update: critic"][1] - out.get("update: model", (0, 0))[1]
     out["update: actor + alpha (avg over the pair) + polyak"] = (rest, rest_f)
 
-    # the whole vector step inside the training scan (one episode, second call)
-    run = jax.jit(prog.episodes)
-    eps = jnp.arange(1, dtype=jnp.int32)
-    s2, _ = run(state, eps)
+    # the whole vector step inside the training loop (one episode of updates, second call)
+    run = jax.jit(prog.steps)
+    g = jnp.int32
+    s2, _ = run(state, g(0), g(T))  # the random episode (learning_starts = T)
+    s2, _ = run(s2, g(T), g(2 * T))
     jax.block_until_ready(s2)
     t0 = time.perf_counter()
-    s2, m = run(s2, eps + 1)
+    s2, m = run(s2, g(2 * T), g(3 * T))
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t0) / T
     return dict(algo=algo, task=task, num_envs=n, step_ms=step_s * 1e3,

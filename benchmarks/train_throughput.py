@@ -57,14 +57,14 @@ def step_gflop(prog, n_envs: int) -> float:
     T = env.episode_length
     K = cfg.context_size if cfg.inferred else 0
     n_ctx = prog.sets.train.shape[0]
-    buf = state.replay._replace(episodes=jnp.int32(1), t=jnp.int32(T))
+    buf = state.replay._replace(episodes=jnp.int32(2), t=jnp.int32(T))
     batch = rb.sample(buf, key, cfg.per_context_batch(n_ctx), T, K,
                       n_ctx if n_envs > n_ctx else None)
     ctx = jnp.asarray(prog.sets.train)
     update = [_gflop(lambda s: agent.update(s, batch, ctx, key, a), state.agent)
               for a in (True, False)]
     obs = jnp.zeros((n_envs, env.obs_dim))
-    window = jnp.zeros((n_envs, *agent.window_shape))
+    window = jnp.zeros((n_envs, *agent.window_shape))  # features [n, K, D]
     ctx_env = jnp.repeat(ctx, n_envs // n_ctx, axis=0)
     act = _gflop(lambda p: agent.act(p, obs, window, ctx_env, key, False, True),
                  state.agent.params)
@@ -84,7 +84,7 @@ def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = N
     enable_compilation_cache()
     T = hj.envs.episode_length(env)
     cfg = hj.Config(env=env, algo=algo, total_steps=total_steps, eval_every=T,
-                    learning_starts=0, num_envs=num_envs)
+                    learning_starts=T, num_envs=num_envs)
     prog = hj.make_program(cfg)
     keys = seed_keys(0, seeds)
     mesh = run_mesh(seeds, n_envs=num_envs)
@@ -93,24 +93,26 @@ def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = N
     init = jax.jit(over_seeds(prog.init, seeds), out_shardings=shard)
     state = init(keys)
     if shard is None:
-        run = jax.jit(over_seeds(prog.episodes, seeds, (0, None)), donate_argnums=0)
+        run = jax.jit(over_seeds(prog.steps, seeds, (0, None, None)), donate_argnums=0)
     else:
         rep = NamedSharding(mesh, PartitionSpec())
-        run = jax.jit(over_seeds(prog.episodes, seeds, (0, None)), donate_argnums=0,
-                      in_shardings=(shard, rep),
+        run = jax.jit(over_seeds(prog.steps, seeds, (0, None, None)), donate_argnums=0,
+                      in_shardings=(shard, rep, rep),
                       out_shardings=(shard, NamedSharding(mesh, PartitionSpec(RUN_AXIS))))
-    eps = jnp.arange(episodes, dtype=jnp.int32)
+    steps = episodes * T
+    g = lambda x: jnp.int32(x)
     t0 = time.time()
-    run = run.lower(state, eps).compile()
+    run = run.lower(state, g(0), g(T)).compile()
     compile_s = time.time() - t0
+    state, m = run(state, g(0), g(T))  # the random episode (learning_starts = T)
     if warm:
-        state, m = run(state, eps)
+        state, m = run(state, g(T), g(T + steps))
         jax.block_until_ready(m)
+    start = T + steps if warm else T
     t0 = time.time()
-    state, m = run(state, eps + episodes)
+    state, m = run(state, g(start), g(start + steps))
     jax.block_until_ready(m)
     dt = time.time() - t0
-    steps = episodes * T
     n_envs = n_envs_of(prog, num_envs)
     dev = jax.devices()[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (host RSS)

@@ -42,16 +42,20 @@ flags.DEFINE_string("algo", "dma_sh", "Method preset(s), comma-separated, or 'al
                     "da, dma, dma_pearl, dma_star, dma_sh.")
 flags.DEFINE_string("env", "di", "AIB task(s), comma-separated: di, di_friction, di_perm, ode, "
                     "cartpole, ball_in_cup, walker, cheetah, reacher_easy, reacher_hard, "
-                    "reacher_perm, walker_gym, hopper_gym.")
+                    "reacher_perm, walker_gym, hopper_gym, ode_1 ... ode_20 (the authors' "
+                    "ODE-k).")
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program.")
 flags.DEFINE_integer("seed", 0, "First seed; seed i uses PRNGKey(seed + i).")
-flags.DEFINE_integer("total_steps", None, "Vector-env steps (one gradient step each after "
-                     "learning_starts). Unset: the task's CPU budget (DI: 10,000 steps, "
-                     "eval every 1,000, learning_starts 1,000, 5 eval episodes); set: the "
-                     "paper's settings for the unset flags (eval every 5,000, "
-                     "learning_starts 5,000, 10 eval episodes). The paper used 100,000.")
+flags.DEFINE_integer("total_steps", None, "Gradient steps N after the random phase, counted "
+                     "as the authors do: N + 1 vector steps with one update each, evaluations "
+                     "at steps 0, eval_every, ..., N. Unset: the task's CPU budget (DI/ODE: "
+                     "9,000, eval every 1,000, learning_starts 1,000, 5 eval episodes; MJX "
+                     "tasks: the paper's); set: the paper's settings for the unset flags (eval "
+                     "every 5,000, learning_starts 5,000, 10 eval episodes). The paper used "
+                     "100,000 on DI.")
 flags.DEFINE_integer("eval_every", None, "Steps between evaluations.")
-flags.DEFINE_integer("learning_starts", None, "Uniform-random steps before updates start.")
+flags.DEFINE_integer("learning_starts", None, "Uniform-random vector steps before updates "
+                     "start (at least one episode).")
 flags.DEFINE_integer("eval_episodes", None, "Evaluation episodes per context and split.")
 flags.DEFINE_integer("batch_size", 240, "Batch size, stratified evenly over the training "
                      "contexts (the authors' 256 // 20 = 12 per context = 240).")
@@ -71,6 +75,9 @@ flags.DEFINE_integer("num_envs", None, "Parallel envs per run, a multiple of the
 flags.DEFINE_float("mask_rate", None, "Encoder input mask rate (default: the preset's).")
 flags.DEFINE_bool("bootstrap_truncation", False, "Bootstrap through time limits (the "
                   "authors' code treats truncation as terminal).")
+flags.DEFINE_bool("exact_tanh_logprob", False, "distrax's exact tanh log-determinant in the "
+                  "policy's log-probability instead of CleanRL's log(scale (1 - y^2) + 1e-6) "
+                  "(the authors').")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/ENV-ALGO-TIMESTAMP).")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
@@ -166,7 +173,8 @@ def build_config(env: str | None = None, algo: str | None = None):
                   context_size=FLAGS.context_size,
                   buffer_size=FLAGS.buffer_size, num_envs=FLAGS.num_envs,
                   mask_rate=FLAGS.mask_rate,
-                  bootstrap_truncation=FLAGS.bootstrap_truncation, q_lr=FLAGS.q_lr,
+                  bootstrap_truncation=FLAGS.bootstrap_truncation,
+                  exact_tanh_logprob=FLAGS.exact_tanh_logprob, q_lr=FLAGS.q_lr,
                   actor_lr=FLAGS.actor_lr, alpha_lr=FLAGS.alpha_lr, model_lr=FLAGS.model_lr,
                   gamma=FLAGS.gamma, tau=FLAGS.tau).resolved()
 
@@ -178,7 +186,7 @@ def load_context_sets(cfg):
       ValueError: unreadable file, unknown split names, or malformed sets (names the factor).
     """
     from hyperjax import envs
-    sets = envs.context_sets(cfg.env)
+    sets = envs.context_sets(cfg.env, FLAGS.seed)  # ODE-k (k > 2): drawn with the first seed
     if not FLAGS.context_file:
         return sets
     try:
@@ -377,7 +385,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
             _fail(str(e))
         start, rows = int(record["segments"]), record["rows"]
         say(f"resumed from checkpoint after {start} segment(s) "
-            f"(step {start * cfg.eval_every})")
+            f"(step {(start - 1) * cfg.eval_every})")
     else:
         if main_proc:
             with open(os.path.join(run_dir, "config.json"), "w") as f:
@@ -391,14 +399,17 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
     t_start = time.time()
 
     def on_segment(i, state, seg_rows, seconds):
-        step = (i + 1) * cfg.eval_every
-        first = i * cfg.eval_every
-        updates = max(0, step - max(first, cfg.learning_starts))
+        step = i * cfg.eval_every
+        first, stop = prog.segment_steps(i)
+        updates = stop - max(first, cfg.learning_starts)
         bad = _non_finite(state, seg_rows, updates, FLAGS.seeds)
         if bad:
-            _fail(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; stopping. The last "
-                  f"finite checkpoint ({checkpoint.latest_step(ckpt_dir) or 0} segment(s)) is "
-                  f"kept in {ckpt_dir}", code=1)
+            n = checkpoint.latest_step(ckpt_dir)
+            kept = (f"the last finite checkpoint ({n} segment(s), up to the evaluation at "
+                    f"step {(n - 1) * cfg.eval_every}) is kept in {ckpt_dir}" if n else
+                    "no checkpoint had been written before it")
+            _fail(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; stopping: {kept}",
+                  code=1)
         rows.extend(seg_rows)
         checkpoint.save(ckpt_dir, i + 1, state,
                         {"config": config_dict, "segments": i + 1, "rows": rows},
@@ -409,7 +420,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
         aer = {s: np.mean([r["aer"] for r in seg_rows if r["split"] == s])
                for s in ("train", "eval_in", "eval_out")}
         tr = np.nanmean([r["train_return"] for r in seg_rows])
-        sps = cfg.eval_every / seconds
+        sps = (stop - first) / seconds
         say(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
             f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
             f"train return {tr:7.2f}  {sps:6.1f} steps/s  "

@@ -1,5 +1,5 @@
 """hyperjax: JAX-native contextual RL with hypernetworks (DMA*-SH, AIB)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from hyperjax.config import METHODS, Config
 from hyperjax.envs import context_sets, env_names, make_env

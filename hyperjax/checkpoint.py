@@ -4,12 +4,17 @@ replay buffer, RNG keys, counters) plus a JSON record (config, version, metrics 
 Saves go through ``orbax.checkpoint.CheckpointManager``, whose saves are atomic (written to a
 temporary directory and renamed when complete), so a kill during a save leaves the previous
 checkpoint restorable. Steps are numbers of completed segments.
+
+Orbax cannot write zero-size arrays (an MJX ``Data`` has some, e.g. ``act`` of a model without
+activation states): such leaves are stored as zeros of the same shape with every 0 replaced
+by 1, and restored as zero-size arrays from the abstract state.
 """
 from __future__ import annotations
 
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from hyperjax import __version__
@@ -25,11 +30,17 @@ def _manager(directory: str, keep: int | None = None) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(directory), options=opts)
 
 
+def _stand_in(shape) -> tuple[int, ...]:
+    return tuple(d or 1 for d in shape)
+
+
 def save(directory: str, step: int, state, record: dict, keep: int | None = None) -> None:
     """Saves ``state`` (any pytree of arrays) and ``record`` (JSON) as checkpoint ``step``.
 
     Keeps the newest ``keep`` checkpoints (all when None). Blocks until written.
     """
+    state = jax.tree.map(
+        lambda x: jnp.zeros(_stand_in(x.shape), x.dtype) if x.size == 0 else x, state)
     with _manager(directory, keep) as mgr:
         mgr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -64,10 +75,14 @@ def restore(directory: str, abstract_state, step: int | None = None):
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(_stand_in(a.shape), a.dtype) if 0 in a.shape
+            else ocp.utils.to_shape_dtype_struct(a), abstract_state)
         out = mgr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
-    return out["state"], out["record"]
+    state = jax.tree.map(lambda a, x: jnp.zeros(a.shape, a.dtype) if 0 in a.shape else x,
+                         abstract_state, out["state"])
+    return state, out["record"]
 
 
 def config_diff(saved: dict, current: dict) -> str | None:

@@ -1,18 +1,32 @@
 """The whole rollout-update-evaluate loop as one pure function (``make_train``).
 
-Structure (all ``lax.scan``, nothing per step in Python)::
+Step accounting is the authors' (``dmash/contexts/sac.py``: ``for step in np.arange(
+-learning_starts, total_timesteps + 1)``): ``learning_starts`` vector steps of uniform-random
+actions (s = -L .. -1), then ``total_steps + 1`` vector steps with one gradient step each
+(s = 0 .. N), and an evaluation after s = 0, eval_every, 2 eval_every, ..., N. The loop runs
+over the global step ``g = s + L``::
 
-    train(key) = scan(segment, init(key), arange(n_segments))
-    segment    = scan(episode, eval_every / T episodes) ; evaluate on train / eval-in / eval-out
-    episode    = [DMA warm-up: reset, K policy steps, reset] ; scan(step, T steps)
-    step       = act (uniform-random before learning_starts) ; env step for the 20 contexts in
-                 lock-step (``num_envs``: m envs per context) ; store ; one gradient step
-                 (after learning_starts)
+    train(key) = scan(segment, init(key), arange(n_segments))      n_segments = N / E + 1
+    segment k  = steps g in [start_k, stop_k) ; evaluate on train / eval-in / eval-out
+                 (segment 0: the random phase and s = 0; segment k > 0: E steps)
+    step g     = [episode start (g % T == 0): g > 0: reset, after the DMA warm-up from the
+                  current window once s >= 0 (notes §3.6) ; open a replay slot whose prefix is
+                  the current window]
+                 act (uniform-random while s < 0) ; env step for the 20 contexts in lock-step
+                 (``num_envs``: m envs per context) ; store ; push the window ;
+                 one gradient step (s >= 0)
+
+The window rolls across episodes as the authors' deques do: it starts as K x ``(s0, 0, s0)``,
+carries the previous episode's random transitions through the random phase (no warm-up
+there), and a training warm-up starts from the previous episode's window, with the encoder in
+eval mode and deterministic actions (the authors' ``fill_context_window``). Evaluation
+episodes start their warm-up from K x ``(s0', 0, s0')`` of a reset of their own.
 
 ``segment`` is also exposed (``make_program``), so a driver can run the same computation one
 evaluation interval at a time and checkpoint between calls; ``train`` gives identical results.
-The step and segment indices come from ``arange`` (not from the carry), so under
-``jax.vmap(train)`` over seeds they stay unbatched and every ``lax.cond`` stays a branch.
+The step and segment indices come from loop counters and ``arange`` (not from the batched
+carry), so under ``jax.vmap(train)`` over seeds they stay unbatched and every ``lax.cond``
+stays a branch.
 """
 from __future__ import annotations
 
@@ -27,7 +41,8 @@ from hyperjax import envs
 from hyperjax.agents import replay as rb
 from hyperjax.agents.agent import Agent, AgentState
 from hyperjax.config import Config, check_batch
-from hyperjax.envs.wrappers import EpisodeStats, fill_context_window, push_window
+from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window, push_window,
+                                    window_features)
 
 SPLITS = envs.contexts.SPLITS
 
@@ -37,7 +52,11 @@ class TrainState:
     agent: AgentState
     replay: rb.Replay
     key: jax.Array
-    segments_done: jax.Array  # int32[]
+    env_state: object          # the training envs' states, leading axis [n_envs]
+    obs: jax.Array             # float32[n_envs, obs_dim], the observation to act on
+    window: Window | None      # [n_envs, K, ...] raw rows; None without an encoder
+    episode_return: jax.Array  # float32[n_envs], return of the running episode
+    segments_done: jax.Array   # int32[]
 
 
 class Trajectory(NamedTuple):
@@ -49,7 +68,9 @@ class Trajectory(NamedTuple):
 
 
 class Program(NamedTuple):
-    """The pieces of a run. ``segment(state, seg_idx)`` runs one evaluation interval."""
+    """The pieces of a run. ``segment(state, seg_idx)`` runs one evaluation interval;
+    ``steps(state, start, stop)`` the training steps ``g in [start, stop)`` alone;
+    ``segment_steps(k)`` is segment k's ``(start, stop)`` as Python ints."""
 
     cfg: Config
     env: envs.Env
@@ -58,9 +79,10 @@ class Program(NamedTuple):
     init: Callable
     segment: Callable
     evaluate: Callable
-    episodes: Callable
+    steps: Callable
     rollout: Callable
     n_segments: int
+    segment_steps: Callable
 
 
 def make_program(config: Config, sets: envs.ContextSets | None = None,
@@ -90,7 +112,6 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
                         if envs.is_mjx(cfg.env) else None)
     check_batch(cfg.batch_size, sets.train.shape[0])
     agent = Agent(cfg, env, tuple(sweep))
-    stats_env = EpisodeStats(env)
     T = env.episode_length
     train_ctx = jnp.asarray(sets.train)
     n_ctx = train_ctx.shape[0]
@@ -101,105 +122,149 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     m = n_envs // n_ctx
     env_ctx = jnp.repeat(train_ctx, m, axis=0)  # [n_envs, F]
     K = cfg.context_size if cfg.inferred else 0
+    A = env.action_dim
     n_factors = len(env.factors)
-    eps_per_segment = cfg.eval_every // T
-    n_segments = cfg.total_steps // cfg.eval_every
+    L, E = cfg.learning_starts, cfg.eval_every
+    n_segments = cfg.total_steps // E + 1
     # a context's m envs share its capacity (buffer_size transitions per context)
-    slots = rb.num_slots(-(-cfg.buffer_size // m), cfg.total_steps, T)
+    slots = rb.num_slots(cfg.buffer_size // m, cfg.total_steps, T)
     low, high = env.action_low, env.action_high
     eval_ctx = jnp.asarray(np.repeat(sets.stacked().reshape(-1, n_factors),
                                      cfg.eval_episodes, axis=0))  # [3*C*E, F]
 
+    def segment_steps(k: int) -> tuple[int, int]:
+        """Global steps ``[start, stop)`` of segment ``k`` (module doc)."""
+        return (0 if k == 0 else L + 1 + (k - 1) * E), L + 1 + k * E
+
+    def reset(key, contexts):
+        return jax.vmap(env.reset)(jax.random.split(key, contexts.shape[0]), contexts)
+
     def init(key, hparams=None) -> TrainState:
         """A fresh ``TrainState`` from ``key`` (``uint32[2]``); ``hparams``: ``{name:
         float32[]}`` for the swept names (default: the config's values)."""
-        k_agent, k_run = jax.random.split(key)
-        replay = rb.init(n_envs, slots, K, T, env.obs_dim, env.action_dim)
-        return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run,
-                          jnp.zeros((), jnp.int32))
+        k_agent, k_reset, k_run = jax.random.split(key, 3)
+        replay = rb.init(n_envs, slots, K, T, env.obs_dim, A)
+        env_state, ts = reset(k_reset, env_ctx)
+        window = initial_window(ts.obs, K, A) if K else None
+        return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run, env_state,
+                          ts.obs, window, jnp.zeros(n_envs), jnp.zeros((), jnp.int32))
 
-    def warmup(params, keys, contexts, encoder_training):
-        """DMA warm-up for a batch of envs: ``fill_context_window`` vmapped (notes §3.6)."""
+    def warmup(params, key, contexts, window):
+        """DMA warm-up for a batch of envs from ``window``: ``fill_context_window`` vmapped
+        with deterministic actions and the encoder in eval mode (notes §3.6; the authors'
+        ``compute_context(..., training=False)``)."""
 
-        def one(key, context):
-            def policy(k, obs, window):
-                return agent.act(params, obs[None], window[None], context[None], k,
-                                 deterministic=True, encoder_training=encoder_training)[0]
-            return fill_context_window(env, key, context, policy, K)
+        def one(key, context, window):
+            def policy(k, obs, feats):
+                return agent.act(params, obs[None], feats[None], context[None], k,
+                                 deterministic=True, encoder_training=False)[0]
+            return fill_context_window(env, key, context, policy, K, window)
 
-        return jax.vmap(one)(keys, contexts)
+        return jax.vmap(one)(jax.random.split(key, contexts.shape[0]), contexts, window)
 
     # --- training ------------------------------------------------------------------------
-    def env_step(carry, global_step):
-        agent_state, replay, env_state, obs, window, key = carry
-        key, k_act, k_rand, k_env, k_sample, k_upd = jax.random.split(key, 6)
-        params = agent_state.params
-        a_pi = agent.act(params, obs, window, env_ctx, k_act, deterministic=False,
-                         encoder_training=True)
-        a_rand = jax.random.uniform(k_rand, a_pi.shape, jnp.float32, low, high)
-        action = jnp.where(global_step < cfg.learning_starts, a_rand, a_pi)
-        env_state, ts = jax.vmap(stats_env.step)(jax.random.split(k_env, n_envs), env_state,
-                                                 action, env_ctx)
-        replay = rb.add(replay, K, obs, action, ts.reward, ts.obs, ts.terminated, ts.truncated)
-        if K:
-            window = jax.vmap(push_window)(window, obs, action, ts.obs)
+    def update_fn(agent_state, replay, key, s):
+        k_sample, k_upd = jax.random.split(key)
+        batch = rb.sample(replay, k_sample, cfg.per_context_batch(n_ctx), T, K,
+                          n_ctx if m > 1 else None)
+        return agent.update(agent_state, batch, train_ctx, k_upd,
+                            s % cfg.policy_frequency == 0)
 
-        def do_update(agent_state):
-            batch = rb.sample(replay, k_sample, cfg.per_context_batch(n_ctx), T, K,
-                              n_ctx if m > 1 else None)
-            return agent.update(agent_state, batch, train_ctx, k_upd,
-                                global_step % cfg.policy_frequency == 0)
+    def train_step(g, carry):
+        st, acc = carry
+        s = g - L
+        key, k_ep, k_act, k_env, k_upd = jax.random.split(st.key, 5)
 
-        def no_update(agent_state):
-            shapes = jax.eval_shape(do_update, agent_state)[1]
-            return agent_state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
+        def new_episode(st):
+            def plain(st):
+                env_state, ts = reset(k_ep, env_ctx)
+                return st.replace(env_state=env_state, obs=ts.obs)
+
+            def warm(st):
+                k_w, k_r = jax.random.split(k_ep)
+                w = warmup(st.agent.params, k_w, env_ctx, st.window)
+                env_state, ts = reset(k_r, env_ctx)
+                return st.replace(env_state=env_state, obs=ts.obs, window=w.window)
+
+            if K:
+                return jax.lax.cond(s >= 0, warm, plain, st)
+            return plain(st)
+
+        episode_start = g % T == 0
+        st = jax.lax.cond(episode_start & (g > 0), new_episode, lambda st: st, st)
+        prefix = tuple(st.window) if K else ()
+        replay = jax.lax.cond(episode_start, lambda r: rb.start_episode(r, *prefix),
+                              lambda r: r, st.replay)
+        ret = jnp.where(episode_start, 0.0, st.episode_return)
+
+        def policy_action(_):
+            feats = window_features(st.window) if K else None
+            return agent.act(st.agent.params, st.obs, feats, env_ctx, k_act,
+                             deterministic=False, encoder_training=True)
+
+        def random_action(_):
+            return jax.random.uniform(k_act, (n_envs, A), jnp.float32, low, high)
+
+        action = jax.lax.cond(s < 0, random_action, policy_action, None)
+        env_state, ts = jax.vmap(env.step)(jax.random.split(k_env, n_envs), st.env_state,
+                                           action, env_ctx)
+        replay = rb.add(replay, K, st.obs, action, ts.reward, ts.obs, ts.terminated,
+                        ts.truncated)
+        window = jax.vmap(push_window)(st.window, st.obs, action, ts.obs) if K else st.window
+        ret = ret + ts.reward
+
+        def no_update(agent_state, replay, key, s):
+            shapes = jax.eval_shape(update_fn, agent_state, replay, key, s)[1]
+            return agent_state, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype),
                                              shapes)
 
-        agent_state, metrics = jax.lax.cond(global_step >= cfg.learning_starts, do_update,
-                                            no_update, agent_state)
-        return (agent_state, replay, env_state, ts.obs, window, key), metrics
+        agent_state, metrics = jax.lax.cond(s >= 0, update_fn, no_update, st.agent, replay,
+                                            k_upd, s)
+        episode_end = g % T == T - 1
+        metrics["train_return"] = jnp.where(episode_end, jnp.mean(ret), jnp.nan)
+        acc = {n: (tot + jnp.where(jnp.isnan(metrics[n]), 0.0, metrics[n]),
+                   cnt + (~jnp.isnan(metrics[n])).astype(jnp.float32))
+               for n, (tot, cnt) in acc.items()}
+        st = st.replace(agent=agent_state, replay=replay, key=key, env_state=env_state,
+                        obs=ts.obs, window=window, episode_return=ret)
+        return st, acc
 
-    def episode(state: TrainState, ep_idx):
-        key, k_warm, k_reset, k_steps = jax.random.split(state.key, 4)
-        replay = state.replay
-        if K:
-            warm = warmup(state.agent.params, jax.random.split(k_warm, n_envs), env_ctx, True)
-            replay = rb.start_episode(replay, warm.obs, warm.action, warm.next_obs)
-            window = warm.window
-        else:
-            replay = rb.start_episode(replay)
-            window = jnp.zeros((n_envs, 0, 0), jnp.float32)
-        env_state, ts = jax.vmap(stats_env.reset)(jax.random.split(k_reset, n_envs), env_ctx)
-        carry = (state.agent, replay, env_state, ts.obs, window, k_steps)
-        steps = ep_idx * T + jnp.arange(T)
-        (agent_state, replay, env_state, _, _, _), metrics = jax.lax.scan(env_step, carry, steps)
-        metrics = jax.tree.map(_nanmean, metrics)
-        metrics["train_return"] = jnp.mean(env_state.returned_episode_return)
-        return state.replace(agent=agent_state, replay=replay, key=key), metrics
+    def steps(state: TrainState, start, stop):
+        """Training steps ``g in [start, stop)`` (``int32[]``, unbatched). Returns
+        ``(state, metrics)``: every training metric's mean over the steps that have it
+        (losses after learning starts; ``train_return`` over the episodes that ended), NaN
+        where none did."""
+        shapes = jax.eval_shape(update_fn, state.agent, state.replay, state.key, jnp.int32(0))[1]
+        zero = jnp.zeros((), jnp.float32)
+        acc = {n: (zero, zero) for n in [*shapes, "train_return"]}
+        state, acc = jax.lax.fori_loop(start, stop, train_step, (state, acc))
+        return state, {n: tot / cnt for n, (tot, cnt) in acc.items()}
 
     # --- evaluation ------------------------------------------------------------------------
     def rollout(params, key, contexts, record: bool = True):
         """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch.
 
-        The encoder runs in eval mode after the DMA warm-up (notes §3.6, §9.9). Returns
+        The encoder runs in eval mode after the DMA warm-up (notes §3.6, §9.9), which starts
+        from K x ``(s0', 0, s0')`` of an extra reset (the authors' evaluation deques). Returns
         ``(returns float32[N], Trajectory)``; the trajectory's arrays are ``[N, P + T, ...]``
         with the P = K warm-up transitions first (as in the replay), or None when ``record``
         is False.
         """
         n = contexts.shape[0]
-        k_warm, k_reset, k_run = jax.random.split(key, 3)
+        k_init, k_warm, k_reset, k_run = jax.random.split(key, 4)
         if K:
-            warm = warmup(params, jax.random.split(k_warm, n), contexts, False)
+            _, ts0 = reset(k_init, contexts)
+            warm = warmup(params, k_warm, contexts, initial_window(ts0.obs, K, A))
             window = warm.window
         else:
-            window = jnp.zeros((n, 0, 0), jnp.float32)
-        env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n), contexts)
+            window = None
+        env_state, ts = reset(k_reset, contexts)
 
         def body(carry, key):
             env_state, obs, window, ret = carry
             k_act, k_env = jax.random.split(key)
-            action = agent.act(params, obs, window, contexts, k_act, deterministic=True,
-                               encoder_training=False)
+            action = agent.act(params, obs, window_features(window) if K else None, contexts,
+                               k_act, deterministic=True, encoder_training=False)
             env_state, ts = jax.vmap(env.step)(jax.random.split(k_env, n), env_state, action,
                                                contexts)
             if K:
@@ -226,26 +291,24 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         ret, _ = rollout(params, key, eval_ctx, record=False)
         return ret.reshape(len(SPLITS), n_ctx, cfg.eval_episodes)
 
-    def episodes(state: TrainState, ep_indices):
-        """Training only: one lock-step episode per entry of ``ep_indices`` (``int32[n]``)."""
-        return jax.lax.scan(episode, state, ep_indices)
-
     def segment(state: TrainState, seg_idx):
-        """One evaluation interval: ``eval_every`` steps, then an evaluation.
+        """One evaluation interval: its training steps (``segment_steps``), then an evaluation.
 
         ``seg_idx`` (``int32[]``, unbatched) is the interval's index; returns ``(state,
-        metrics)`` with scalar training metrics (means over the interval), ``eval_return``
+        metrics)`` with scalar training metrics (means over the interval), ``step`` (the
+        authors' s of the evaluation: ``seg_idx * eval_every``), ``eval_return``
         ``float32[3, C]`` (mean over episodes) and ``aer`` ``float32[3]``.
         """
-        state, m = episodes(state, seg_idx * eps_per_segment + jnp.arange(eps_per_segment))
+        stop = L + 1 + seg_idx * E
+        start = jnp.where(seg_idx == 0, 0, stop - E)
+        state, metrics = steps(state, start, stop)
         key, k_eval = jax.random.split(state.key)
         returns = evaluate(state.agent.params, k_eval).mean(-1)
-        metrics = {k: _nanmean(v) for k, v in m.items()}
-        metrics.update(step=(seg_idx + 1) * cfg.eval_every, eval_return=returns,
-                       aer=returns.mean(-1))
+        metrics.update(step=seg_idx * E, eval_return=returns, aer=returns.mean(-1))
         return state.replace(key=key, segments_done=state.segments_done + 1), metrics
 
-    return Program(cfg, env, agent, sets, init, segment, evaluate, episodes, rollout, n_segments)
+    return Program(cfg, env, agent, sets, init, segment, evaluate, steps, rollout, n_segments,
+                   segment_steps)
 
 
 def _nanmean(x):

@@ -178,7 +178,7 @@ def small_sh():
     prog = make_program(Config(env="di", algo="dma_sh", total_steps=200, eval_every=100,
                                learning_starts=100, eval_episodes=1))
     state = prog.init(jax.random.PRNGKey(0))
-    state, _ = jax.jit(prog.episodes)(state, jnp.arange(1))  # fills one episode of replay
+    state, _ = jax.jit(prog.steps)(state, 0, 101)  # one completed episode of replay
     return prog, state
 
 
@@ -217,7 +217,7 @@ def test_probe_windows_and_shapes(small_sh):
                                rtol=1e-5)
     # the windows: rebuilt step by step with push_window from each episode's start
     from hyperjax.analysis.probe import gather_windows
-    from hyperjax.envs.wrappers import push_window
+    from hyperjax.envs.wrappers import Window, push_window, window_features
     ret, traj = jax.jit(prog.rollout)(state.agent.params, jax.random.PRNGKey(6),
                                       jnp.repeat(ctx[:2], 2, axis=0))
     assert ret.shape == (4,) and traj.obs.shape == (4, 24 + 100, 4)
@@ -228,11 +228,11 @@ def test_probe_windows_and_shapes(small_sh):
     for c in range(2):
         for j, p in enumerate(np.asarray(pick[c])):
             e, t = divmod(int(p), T)
-            w = jnp.zeros((K, 10))
+            w = Window(jnp.zeros((K, 4)), jnp.zeros((K, 2)), jnp.zeros((K, 4)))
             for r in range(K + t + 1):
                 w = push_window(w, traj.obs[2 * c + e, r], traj.action[2 * c + e, r],
                                 traj.next_obs[2 * c + e, r])
-            np.testing.assert_array_equal(got[c, j], w)
+            np.testing.assert_array_equal(got[c, j], window_features(w))
 
 
 @pytest.mark.slow
@@ -245,7 +245,7 @@ def test_cli_study_report_and_resume(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "study"
     args = [sys.executable, "-m", "experiments.aib", "--algo=dr,dma", "--env=di", "--seeds=2",
-            "--total_steps=100", "--eval_every=100", "--learning_starts=50",
+            "--total_steps=100", "--eval_every=100", "--learning_starts=100",
             "--eval_episodes=1", "--bootstrap_reps=100", "--diag_windows=64",
             f"--out_dir={out}"]
     res = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)

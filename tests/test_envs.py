@@ -8,6 +8,7 @@ import pytest
 
 import hyperjax as hj
 from hyperjax.envs import AutoReset, EpisodeStats, contexts, fill_context_window
+from hyperjax.envs.wrappers import window_features
 from hyperjax.envs.di import DIPhysics
 from hyperjax.envs.core import EnvState
 
@@ -228,10 +229,11 @@ def test_fill_context_window_runs_k_steps_in_the_context():
     env = hj.make_env("di")
     ctx = jnp.array([0.8, -1.0])
     warm = fill_context_window(env, jax.random.PRNGKey(0), ctx, lambda k, o, w: jnp.ones(2), 24)
-    assert warm.window.shape == (24, 10)
-    np.testing.assert_array_equal(warm.window[:, :4], warm.obs)
-    np.testing.assert_array_equal(warm.window[:, 4:6], 1.0)
-    np.testing.assert_allclose(warm.window[:, 6:], warm.next_obs - warm.obs)
+    feats = window_features(warm.window)
+    assert feats.shape == (24, 10)
+    np.testing.assert_array_equal(feats[:, :4], warm.obs)
+    np.testing.assert_array_equal(feats[:, 4:6], 1.0)
+    np.testing.assert_allclose(feats[:, 6:], warm.next_obs - warm.obs)
     np.testing.assert_array_equal(warm.obs[1:], warm.next_obs[:-1])
     # inverted actuators: +1 action accelerates towards negative velocity
     assert (warm.next_obs[:3, 2:] < 0).all()

@@ -21,9 +21,9 @@ from hyperjax.agents.agent import SWEEPABLE, Agent
 from hyperjax.run import parse_sweep, sweep_hparams, sweep_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# two segments (a checkpoint between them), 20 gradient steps: long enough to move every
+# three segments (checkpoints between them), 21 gradient steps: long enough to move every
 # network, short enough that rounding differences stay at rounding level (test_train.py)
-TINY = ["--total_steps=200", "--eval_every=100", "--learning_starts=180", "--eval_episodes=1",
+TINY = ["--total_steps=20", "--eval_every=10", "--learning_starts=100", "--eval_episodes=1",
         "--report=false", "--diagnostics=false"]
 LOSSES = ("q_loss", "actor_loss", "alpha", "model_loss")
 
@@ -49,13 +49,15 @@ def _rows(run_dir):
 
 
 def _same_rows(a, b, loss_rtol):
-    """Rows of two runs of the same seeds: same keys/order, episode data exactly equal before
-    learning starts, losses equal up to ``loss_rtol``."""
+    """Rows of two runs of the same seeds: same keys/order, the random episode's return
+    exactly equal, evaluation returns within one goal step, losses equal up to
+    ``loss_rtol``."""
     assert [(r["seed"], r["step"], r["split"]) for r in a] == \
            [(r["seed"], r["step"], r["split"]) for r in b]
     for x, y in zip(a, b):
-        if x["step"] <= 100:  # before any update: bit-identical rollouts and evaluations
-            assert x["returns"] == y["returns"] and x["train_return"] == y["train_return"]
+        if x["step"] == 0:  # the random episode: bit-identical rollouts
+            assert x["train_return"] == y["train_return"]
+        np.testing.assert_allclose(y["returns"], x["returns"], atol=1.0)
         for k in LOSSES:
             if k in x and np.isfinite(x[k]):
                 np.testing.assert_allclose(y[k], x[k], rtol=loss_rtol, atol=1e-6, err_msg=k)
@@ -86,7 +88,7 @@ def test_num_envs_rows_and_stratified_sampling():
     prog = hj.make_program(cfg)
     state = jax.eval_shape(prog.init, jax.random.PRNGKey(0))
     assert state.replay.obs.shape[0] == 60
-    buf = rb.init(60, 2, 0, 100, 1, 1)._replace(episodes=jnp.int32(1), t=jnp.int32(100))
+    buf = rb.init(60, 2, 0, 100, 1, 1)._replace(episodes=jnp.int32(2), t=jnp.int32(100))
     buf = buf._replace(obs=buf.obs + jnp.arange(60.0)[:, None, None, None])  # obs = row id
     batch = rb.sample(buf, jax.random.PRNGKey(1), 12, 100, 0, n_contexts=20)
     row = np.asarray(batch.obs[:, 0]).astype(int)
@@ -111,7 +113,7 @@ def test_swept_hparams_are_the_constants_they_replace():
     swept = Agent(base, env, SWEEPABLE)
     key = jax.random.PRNGKey(0)
     buf = rb.init(20, 2, base.context_size, 100, env.obs_dim, env.action_dim)
-    buf = buf._replace(episodes=jnp.int32(1), t=jnp.int32(100))
+    buf = buf._replace(episodes=jnp.int32(2), t=jnp.int32(100))
     buf = jax.tree.map(lambda x: jax.random.normal(key, x.shape) if x.dtype == jnp.float32
                        else x, buf)
     batch = rb.sample(buf, key, 12, 100, base.context_size)
@@ -146,8 +148,8 @@ def test_sweep_cli_points_equal_separate_runs(tmp_path):
     point = [r for r in rows if r["hparams"] == {"tau": 0.05}]
     _same_rows(_rows(tmp_path / "single"), point, loss_rtol=1e-4)
     other = [r for r in rows if r["hparams"] == {"tau": 0.005}]
-    assert [r["q_loss"] for r in other if r["step"] == 200] != \
-           [r["q_loss"] for r in point if r["step"] == 200]
+    assert [r["q_loss"] for r in other if r["step"] == 20] != \
+           [r["q_loss"] for r in point if r["step"] == 20]
     summary = json.load(open(tmp_path / "sweep" / "summary.json"))
     assert [p["hparams"] for p in summary["sweep"]] == [{"tau": 0.005}, {"tau": 0.05}]
 
@@ -200,4 +202,4 @@ def test_two_processes_over_loopback_equal_one_process(tmp_path):
     _same_rows(_rows(tmp_path / "single"), _rows(tmp_path / "multi"), loss_rtol=1e-4)
     summary = json.load(open(tmp_path / "multi" / "summary.json"))
     assert summary["processes"] == 2 and summary["devices"] == 2
-    assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["1", "2"]
+    assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["2", "3"]

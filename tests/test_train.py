@@ -8,7 +8,7 @@ import pytest
 import hyperjax as hj
 from hyperjax.run import compile_program, seed_keys
 
-SMALL = dict(total_steps=200, eval_every=100, learning_starts=50, eval_episodes=1)
+SMALL = dict(total_steps=100, eval_every=50, learning_starts=100, eval_episodes=1)
 
 
 def _leaves_equal(a, b):
@@ -20,9 +20,9 @@ def _leaves_equal(a, b):
 
 @pytest.fixture(scope="module")
 def dma_sh_runs():
-    # 20 gradient steps: long enough to move every network, short enough that rounding
+    # 21 gradient steps: long enough to move every network, short enough that rounding
     # differences between batched and unbatched matmuls stay at rounding level
-    cfg = hj.Config(algo="dma_sh", **{**SMALL, "learning_starts": 180})
+    cfg = hj.Config(algo="dma_sh", **{**SMALL, "total_steps": 20, "eval_every": 10})
     train = jax.jit(hj.make_train(cfg))
     keys = seed_keys(0, 2)
     batched = jax.jit(jax.vmap(hj.make_train(cfg)))(keys)
@@ -45,8 +45,8 @@ def test_vmap_over_two_seeds_equals_single_seed_runs(dma_sh_runs):
         pa = jax.tree.map(lambda x: x[i], b_state.agent.params)
         for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(state.agent.params)):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-4)
-        np.testing.assert_array_equal(b_state.replay.action[i, :, 0, :24],
-                                      state.replay.action[:, 0, :24])  # same warm-up data
+        np.testing.assert_array_equal(b_state.replay.action[i, :, 0, 24:],
+                                      state.replay.action[:, 0, 24:])  # same random phase
     # the two seeds differ by far more than the rounding
     assert not np.allclose(b_metrics["q_loss"][0], b_metrics["q_loss"][1])
     w0, w1 = (b_state.agent.params["actor"]["params"]["mean"]["kernel"][i] for i in (0, 1))
@@ -54,6 +54,9 @@ def test_vmap_over_two_seeds_equals_single_seed_runs(dma_sh_runs):
 
 
 def test_segments_equal_one_scan(dma_sh_runs):
+    """The same computation, compiled in two contexts: XLA may unroll the scan's three
+    segments and specialise their step loops (constant bounds), which changes float rounding
+    (~1e-7), not the algorithm. The random phase (no floats from the networks) is bitwise."""
     cfg, (b_state, b_metrics), _ = dma_sh_runs
     prog = hj.make_program(cfg)
     init, seg, _ = compile_program(prog, 2)
@@ -64,21 +67,28 @@ def test_segments_equal_one_scan(dma_sh_runs):
         rows.append(m)
     for k in b_metrics:
         got = np.stack([np.asarray(r[k]) for r in rows], axis=1)
-        np.testing.assert_array_equal(got, np.asarray(b_metrics[k]), err_msg=k)
-    _leaves_equal(state.agent.params, b_state.agent.params)
-    _leaves_equal(state.replay, b_state.replay)
+        np.testing.assert_allclose(got, np.asarray(b_metrics[k]), rtol=1e-4, atol=1e-5,
+                                   err_msg=k)
+    for x, y in zip(jax.tree.leaves(state.agent.params), jax.tree.leaves(b_state.agent.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(state.replay.action[:, :, 0, 24:],
+                                  b_state.replay.action[:, :, 0, 24:])
+    _leaves_equal((state.replay.episodes, state.replay.t, state.segments_done),
+                  (b_state.replay.episodes, b_state.replay.t, b_state.segments_done))
 
 
 def test_metrics_shapes_and_counters(dma_sh_runs):
     cfg, (state, m), _ = dma_sh_runs
-    assert m["aer"].shape == (2, 2, 3) and m["eval_return"].shape == (2, 2, 3, 20)
-    np.testing.assert_array_equal(m["step"][0], [100, 200])
-    np.testing.assert_array_equal(state.segments_done, [2, 2])
-    assert int(state.replay.episodes[0]) == 2 and int(state.replay.t[0]) == 100
-    # no update in the first interval (learning_starts=180): its losses are NaN by design
-    assert np.isnan(m["q_loss"][:, 0]).all()
-    assert np.isfinite(m["model_loss"][:, 1]).all() and np.isfinite(m["q_loss"][:, 1]).all()
-    # 20 updates of Adam moved alpha (and every network)
+    assert m["aer"].shape == (2, 3, 3) and m["eval_return"].shape == (2, 3, 3, 20)
+    # the authors' accounting: evaluations after steps 0, 10, 20 (100 random steps before)
+    np.testing.assert_array_equal(m["step"][0], [0, 10, 20])
+    np.testing.assert_array_equal(state.segments_done, [3, 3])
+    # 100 random + 21 update steps: episode 2 (from g = 100) holds 21 steps
+    assert int(state.replay.episodes[0]) == 2 and int(state.replay.t[0]) == 21
+    # the first interval ends with the update at step 0: one update, finite losses
+    assert np.isfinite(m["q_loss"][:, 0]).all() and np.isfinite(m["model_loss"][:, 0]).all()
+    assert int(state.agent.opt_state["critic"][0].count[0]) == 21
+    # 21 updates of Adam moved alpha (and every network)
     assert (m["alpha"][:, -1] < 1.0).all()
 
 
@@ -88,7 +98,7 @@ def test_every_method_trains(algo):
     state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
     assert np.isfinite(m["q_loss"]).all() and np.isfinite(m["actor_loss"]).all()
     assert ("model_loss" in m) == (algo.startswith("dma"))
-    assert m["eval_return"].shape == (2, 3, 20)
+    assert m["eval_return"].shape == (3, 3, 20)
 
 
 def test_config_errors_name_the_field():
@@ -98,8 +108,9 @@ def test_config_errors_name_the_field():
         hj.Config(env="cartpole2").resolved()
     with pytest.raises(ValueError, match="total_steps must be a positive integer"):
         hj.Config(total_steps=0).resolved()
-    with pytest.raises(ValueError, match="multiple of the episode length 100"):
-        hj.Config(eval_every=150).resolved()
+    with pytest.raises(ValueError, match="learning_starts=50 must be at least the episode "
+                                         "length 100"):
+        hj.Config(learning_starts=50).resolved()
     with pytest.raises(ValueError, match="eval_every=5000 is larger than total_steps=1000"):
         hj.Config(total_steps=1000).resolved()
     with pytest.raises(ValueError, match="batch_size=256 is not divisible by the 20 training"):
@@ -117,7 +128,7 @@ def test_learning_concat_beats_dr_on_ode():
 
     Random / broken agents stay near the reward of doing nothing (about 40 of 200).
     """
-    base = dict(env="ode", total_steps=6000, eval_every=2000, learning_starts=1000,
+    base = dict(env="ode", total_steps=5000, eval_every=2500, learning_starts=1000,
                 eval_episodes=2)
     out = {}
     for algo in ("concat", "dr"):

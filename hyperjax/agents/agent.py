@@ -211,23 +211,32 @@ class Agent:
         mean, log_std = self.actor.apply(params["actor"], obs, cond)
         if deterministic:
             return sac.deterministic_action(mean, self.low, self.high)
-        return sac.tanh_gaussian(mean, log_std, self.low, self.high).sample(seed=k_pi)
+        return sac.sample_and_log_prob(mean, log_std, k_pi, self.low, self.high,
+                                       self.cfg.exact_tanh_logprob)[0]
 
     def _pi(self, actor_params, obs, cond, key):
         mean, log_std = self.actor.apply(actor_params, obs, cond)
-        return sac.tanh_gaussian(mean, log_std, self.low, self.high).sample_and_log_prob(seed=key)
+        return sac.sample_and_log_prob(mean, log_std, key, self.low, self.high,
+                                       self.cfg.exact_tanh_logprob)
 
     # --- losses ------------------------------------------------------------------------------
     def model_loss(self, model_params, batch: Batch, key, mask_rate=None):
         """Dynamics loss (notes §3.2, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``.
 
-        DMA-Pearl multiplies it by ``1 + beta * mean KL`` (notes §4). Returns ``(loss, mse)``.
+        DMA-Pearl multiplies it by ``1 + beta * KL`` (notes §4), where KL is the mean over the
+        batch and the d_z dimensions of KL(N(mu, var) || N(0, 1)), computed by a second forward
+        pass of the encoder with its own shuffle and subset, as the authors' ``get_kl``
+        (``dmash/contexts/util.py`` ``compute_losses``, ``sac.py``). Returns ``(loss, mse)``.
         """
-        pred, out = self.model.apply(model_params, batch.obs, batch.action, batch.window, key,
-                                     True, mask_rate)
+        if self.cfg.pearl:
+            key, k_kl = jax.random.split(key)
+        pred, _ = self.model.apply(model_params, batch.obs, batch.action, batch.window, key,
+                                   True, mask_rate)
         mse = jnp.mean((pred - (batch.next_obs - batch.obs)) ** 2)
         if self.cfg.pearl:
-            return mse * (1.0 + self.cfg.pearl_beta * jnp.mean(out.kl)), mse
+            kl = self.model.apply(model_params, batch.window, k_kl, True, mask_rate,
+                                  method=WorldModel.encode).kl
+            return mse * (1.0 + self.cfg.pearl_beta * jnp.mean(kl)), mse
         return mse, mse
 
     def critic_loss(self, params, batch: Batch, context, key, cond: Cond | None = None):

@@ -3,14 +3,19 @@
 All envs run in lock-step with fixed-length episodes (every AIB task: no termination, a time
 limit), so the buffer is a dense array ``[C, E, P + T, ...]``: C contexts (one env each; with
 ``num_envs = m * C`` parallel envs, ``C * m`` env rows, context-major), E
-episode slots (a ring), P = K warm-up transitions (the DMA ``fill_context_window`` rollout, only
-for methods with an encoder) followed by the T real steps. A sample is a real step ``t`` of an
+episode slots (a ring), P = K rows of the context window the episode starts with (the DMA
+warm-up's transitions, or the previous episode's last ones during the random phase; only for
+methods with an encoder) followed by the T real steps. A sample is a real step ``t`` of an
 episode; its context window is rows ``[P + t - K + 1 ... P + t]`` of the same episode, i.e. the
 window ``[t - K + 1 ... t]`` that includes the current transition (notes §3.1 caveat), reaching
-back into the warm-up for the first steps.
+back into the prefix for the first steps.
 
-Capacity per context is ``min(buffer_size, total_steps)`` transitions (the authors' setting),
-rounded up to whole episodes, plus the episode being written.
+As the authors' ``MemoryEfficientContextReplayBuffer`` (``dmash/contexts/dataset.py``):
+capacity per context is ``int(min(buffer_size, total_steps) / T)`` whole episodes, the ring
+evicts the oldest, and samples come from **completed** episodes only (the episode being written
+is never sampled), uniformly over their transitions. The authors' ring holds the episode being
+written in one of its slots (after the first wrap it is sampled with the evicted episode's
+stale rows); here it has a slot of its own, so ``E = capacity + 1``.
 """
 from __future__ import annotations
 
@@ -48,8 +53,9 @@ class Batch(NamedTuple):
 
 
 def num_slots(buffer_size: int, total_steps: int, episode_length: int) -> int:
-    """Episode slots E: ``ceil(min(buffer_size, total_steps) / T) + 1``."""
-    return math.ceil(min(buffer_size, total_steps) / episode_length) + 1
+    """Episode slots E: ``max(1, int(min(buffer_size, total_steps) / T))`` completed episodes
+    (the authors' capacity) plus the one being written."""
+    return max(1, min(buffer_size, total_steps) // episode_length) + 1
 
 
 def init(n_contexts: int, slots: int, prefix: int, episode_length: int, obs_dim: int,
@@ -92,18 +98,18 @@ def add(buf: Replay, prefix: int, obs, action, reward, next_obs, terminated,
                         truncated=put(buf.truncated, truncated), t=buf.t + 1)
 
 
-def num_valid(buf: Replay, episode_length: int) -> jax.Array:
-    """Transitions available per context: the current episode's plus the full ones kept."""
-    full = jnp.minimum(buf.episodes - 1, buf.obs.shape[1] - 1)
-    return full * episode_length + buf.t
+def num_completed(buf: Replay) -> jax.Array:
+    """Completed episodes held per context (``int32[]``): at most ``E - 1``."""
+    return jnp.clip(buf.episodes - 1, 0, buf.obs.shape[1] - 1)
 
 
 def sample(buf: Replay, key, per_context: int, episode_length: int, context_size: int,
            n_contexts: int | None = None) -> Batch:
-    """Stratified sample: ``per_context`` uniform transitions from every context's buffer.
+    """Stratified sample: ``per_context`` uniform transitions of every context's completed
+    episodes (module doc).
 
     Args:
-      buf: the replay (needs at least one transition).
+      buf: the replay (needs one completed episode: ``Config`` asks ``learning_starts >= T``).
       key: PRNG key.
       per_context: samples per context (the authors' ``256 // 20 = 12``).
       episode_length: T.
@@ -118,14 +124,10 @@ def sample(buf: Replay, key, per_context: int, episode_length: int, context_size
     n_ctx = n_contexts or n_rows
     m = n_rows // n_ctx
     prefix = length - episode_length
-    n = num_valid(buf, episode_length)
+    n = num_completed(buf) * episode_length
     u = jax.random.randint(key, (n_ctx, per_context), 0, jnp.maximum(n, 1))
-    cur = _slot(buf)
-    in_cur = u < buf.t
-    v = u - buf.t
-    back = v // episode_length + 1
-    slot = jnp.where(in_cur, cur, (cur - back) % slots)
-    step = jnp.where(in_cur, u, v % episode_length)
+    slot = (_slot(buf) - (u // episode_length + 1)) % slots  # the newest completed first
+    step = u % episode_length
     c = jnp.broadcast_to(jnp.arange(n_ctx)[:, None], u.shape)
     env = c if m == 1 else c * m + jax.random.randint(jax.random.fold_in(key, 1), u.shape, 0, m)
     row = prefix + step

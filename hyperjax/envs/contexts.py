@@ -75,6 +75,12 @@ ODE_P1 = Factor("parameter_1", 0.0, (-5.0, 5.0), (-10.0, 10.0))
 SPLITS = ("train", "eval_in", "eval_out")
 
 
+def ode_k_factors(k: int) -> tuple[Factor, ...]:
+    """ODE-k's factors: ``parameter_0 .. parameter_{k-1}``, default 1.0 (the authors'
+    registration kwargs), in [-5, 5], out [-10, 10] (``CONTEXT_DEFAULTS["dmash/ODE-{k}-v0"]``)."""
+    return tuple(Factor(f"parameter_{j}", 1.0, (-5.0, 5.0), (-10.0, 10.0)) for j in range(k))
+
+
 @dataclasses.dataclass(frozen=True)
 class ContextSets:
     """The three context sets of a task.
@@ -114,6 +120,33 @@ def make_context_sets(factors: tuple[Factor, ...], num: int = NUM_CONTEXTS) -> C
         mesh = sorted(itertools.product(*[g.tolist() for g in grids]))
         idx = np.linspace(0, len(mesh) - 1, num).astype(int)
         out[split] = np.asarray([mesh[i] for i in idx], np.float32)
+    return ContextSets(tuple(f.name for f in factors), **out)
+
+
+def sample_context_sets(factors: tuple[Factor, ...], seed: int,
+                        num: int = NUM_CONTEXTS) -> ContextSets:
+    """Context sets of a task with more than two factors, sampled as the authors do.
+
+    The authors' ``select_context_instances`` (``dmash/contexts/context.py``) does not build
+    the mesh for more than two factors: each of the ``num`` contexts takes every factor's value
+    by ``np.random.choice`` from that factor's 50-value grid of the split, and the list is then
+    sorted lexicographically. ``setup_context_env`` seeds NumPy's global generator with the
+    run's seed first and draws train, eval-in, eval-out in that order; this reproduces the
+    draws with ``np.random.RandomState(seed)``.
+
+    Args:
+      factors: the task's factors (more than two).
+      seed: the run's seed (the authors' ``--seed``).
+      num: contexts per split.
+    Returns:
+      ``ContextSets`` with ``float32[num, len(factors)]`` arrays.
+    """
+    rng = np.random.RandomState(seed)
+    out = {}
+    for split in SPLITS:
+        grids = [f.split_values(split).tolist() for f in factors]
+        rows = [tuple(rng.choice(g) for g in grids) for _ in range(num)]
+        out[split] = np.asarray(sorted(rows), np.float32)
     return ContextSets(tuple(f.name for f in factors), **out)
 
 

@@ -115,15 +115,37 @@ class AutoReset:
 
 # --- the DMA context window -------------------------------------------------------------
 
+class Window(NamedTuple):
+    """The K most recent transitions, oldest first, as raw rows (the authors' ``obs_stack``,
+    ``actions_stack``, ``next_obs_stack`` deques). Leading axes ``[..., K]``."""
+
+    obs: jax.Array       # float32[..., K, obs_dim]
+    action: jax.Array    # float32[..., K, act_dim]
+    next_obs: jax.Array  # float32[..., K, obs_dim]
+
+
 def transition_features(obs, action, next_obs):
     """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (notes §3.1)."""
     return jnp.concatenate([obs, action, next_obs - obs], axis=-1)
 
 
-def push_window(window, obs, action, next_obs):
-    """Rolls the window ``float32[K, D]`` and appends the newest transition as the last row."""
-    row = transition_features(obs, action, next_obs)
-    return jnp.concatenate([window[1:], row[None]], axis=0)
+def window_features(window: Window) -> jax.Array:
+    """The encoder's input ``float32[..., K, 2*obs_dim + act_dim]`` for a ``Window``."""
+    return transition_features(window.obs, window.action, window.next_obs)
+
+
+def initial_window(obs, k: int, action_dim: int) -> Window:
+    """K copies of ``(s0, 0, s0)`` for ``obs = s0`` ``float32[..., obs_dim]``: the authors'
+    deques before the first step (``deque([obs] * K)`` with zero actions; ``sac.py``)."""
+    rows = jnp.repeat(obs[..., None, :], k, axis=-2)
+    return Window(rows, jnp.zeros((*obs.shape[:-1], k, action_dim), obs.dtype), rows)
+
+
+def push_window(window: Window, obs, action, next_obs) -> Window:
+    """Rolls an unbatched window ``[K, ...]`` and appends the newest transition last."""
+    roll = lambda w, x: jnp.concatenate([w[1:], x[None]], axis=0)
+    return Window(roll(window.obs, obs), roll(window.action, action),
+                  roll(window.next_obs, next_obs))
 
 
 class Warmup(NamedTuple):
@@ -132,15 +154,19 @@ class Warmup(NamedTuple):
     obs: jax.Array       # float32[K, obs_dim]
     action: jax.Array    # float32[K, act_dim]
     next_obs: jax.Array  # float32[K, obs_dim]
-    window: jax.Array    # float32[K, 2*obs_dim + act_dim], the final window
+    window: Window       # the final window (= the K warm-up transitions)
 
 
-def fill_context_window(env: Env, key, context, policy: Callable, k: int) -> Warmup:
+def fill_context_window(env: Env, key, context, policy: Callable, k: int,
+                        window: Window | None = None) -> Warmup:
     """DMA episode warm-up (notes §3.6): reset, run ``k`` steps of ``policy`` in ``context``.
 
-    ``policy(key, obs, window) -> action`` sees the evolving window (zeros at first). The caller
-    resets the env again afterwards, so the real episode starts with a full window of the same
-    context. Source: ``fill_context_window`` in the authors' code.
+    ``policy(key, obs, features) -> action`` sees the evolving window's features ``[K, D]``,
+    starting from ``window`` (the authors carry the previous episode's window into a training
+    warm-up and start an evaluation one from K x ``(s0, 0, s0)``; default: that, from this
+    warm-up's own reset). The caller resets the env again afterwards, so the real episode
+    starts with a full window of the same context. Source: ``fill_context_window`` in the
+    authors' ``dmash/contexts/sac.py``.
 
     Args:
       env: base env (``reset(key, context)``/``step``).
@@ -148,23 +174,24 @@ def fill_context_window(env: Env, key, context, policy: Callable, k: int) -> War
       context: ``float32[n_factors]``.
       policy: pure action function.
       k: window length K.
+      window: the window the warm-up starts from (``Window`` of ``[K, ...]`` rows).
     Returns:
       ``Warmup`` with the K transitions and the final window.
     """
     k_reset, k_run = jax.random.split(key)
     state, ts = env.reset(k_reset, context)
-    d = 2 * env.obs_dim + env.action_dim
-    window0 = jnp.zeros((k, d), jnp.float32)
+    if window is None:
+        window = initial_window(ts.obs, k, env.action_dim)
 
     def body(carry, step_key):
         state, obs, window = carry
         k_pi, k_env = jax.random.split(step_key)
-        action = policy(k_pi, obs, window)
+        action = policy(k_pi, obs, window_features(window))
         state, ts = env.step(k_env, state, action, context)
         window = push_window(window, obs, action, ts.obs)
         return (state, ts.obs, window), (obs, action, ts.obs)
 
-    (_, _, window), (o, a, no) = jax.lax.scan(body, (state, ts.obs, window0),
+    (_, _, window), (o, a, no) = jax.lax.scan(body, (state, ts.obs, window),
                                               jax.random.split(k_run, k))
     return Warmup(o, a, no, window)
 

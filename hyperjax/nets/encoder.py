@@ -7,11 +7,16 @@ rows ``[s, a, s' - s]``. Training mode:
 2. each of s, a, delta-s zeroed independently per (sample, timestep) with probability p;
 3. bias-free Linear -> 32, then AvgL1Norm (when ``input_norm``);
 4. a random subset of k = int(0.2*K) timesteps per sample (eval: ``linspace(0, K-1, k)``);
-5. LSTM(32), final hidden state h;
+5. LSTM(32) (``torch.nn.LSTM`` numerics and initialisation, ``TorchLSTM``), final hidden
+   state h;
 6. bias-free Linear -> d_z = 8, then SimNorm over 2 groups of 4 (when ``output_norm``).
 
-Eval mode: no shuffle, no mask, the equidistant subset. The ``pearl`` variant (DMA-Pearl)
-replaces 6 by mu and softplus-variance heads and samples z ~ N(mu, var) in training.
+Eval mode: no shuffle, no mask, the equidistant subset. The ``pearl`` variant (DMA-Pearl, the
+authors' ``PLSTMContextEncoder``) replaces 6 by a mean head ``Linear -> LayerNorm`` and a
+variance head ``Linear -> LayerNorm -> Softplus`` (the authors' preset sets
+``output_norm="none"``, a non-empty string, so both LayerNorms are always there), and samples
+z ~ N(mu, var) in training (mu in eval). Its KL(N(mu, var) || N(0, I)) is reported per sample
+as the mean over the d_z dimensions (``get_kl`` then ``.mean()`` over batch and dimensions).
 """
 from __future__ import annotations
 
@@ -22,12 +27,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperjax.nets.layers import TorchDense, avg_l1_norm, sim_norm
+from hyperjax.nets.layers import TorchDense, avg_l1_norm, sim_norm, torch_uniform
 
 
 class EncoderOut(NamedTuple):
     z: jax.Array    # float32[B, d_z]
-    kl: jax.Array   # float32[B], KL(N(mu, var) || N(0, I)) for Pearl, zeros otherwise
+    kl: jax.Array   # float32[B], mean over d_z of KL(N(mu, var) || N(0, 1)) (Pearl), else 0
+
+
+class TorchLSTM(nn.Module):
+    """One-layer unidirectional LSTM with ``torch.nn.LSTM``'s parameters and init.
+
+    Parameters ``w_ih [in, 4H]``, ``w_hh [H, 4H]``, ``b_ih [4H]``, ``b_hh [4H]`` (gate order
+    i, f, g, o), every one ~ U(-1/sqrt(H), 1/sqrt(H)) (``nn.LSTM.reset_parameters``). Input
+    ``float32[B, n, in]``; returns the final hidden state ``h`` ``float32[B, H]`` (zero initial
+    state). Source: the authors' ``LSTMContextEncoder`` (``dmash/contexts/encoder.py``).
+    """
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):
+        H = self.hidden
+        init = torch_uniform(H)  # bound 1/sqrt(hidden_size), for every weight and bias
+        w_ih = self.param("w_ih", init, (x.shape[-1], 4 * H))
+        w_hh = self.param("w_hh", init, (H, 4 * H))
+        b = self.param("b_ih", init, (4 * H,)) + self.param("b_hh", init, (4 * H,))
+        xs = x @ w_ih + b  # [B, n, 4H], all input projections at once
+        h = jnp.zeros((x.shape[0], H), x.dtype)
+        c = h
+        for t in range(x.shape[1]):  # n = int(0.2 K) steps, unrolled
+            gates = xs[:, t] + h @ w_hh
+            i, f, g, o = jnp.split(gates, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h
 
 
 class ContextEncoder(nn.Module):
@@ -80,13 +114,14 @@ class ContextEncoder(nn.Module):
             x = jnp.take_along_axis(x, idx[..., None], axis=1)
         else:
             x = x[:, np.linspace(0, k - 1, n).astype(int)]
-        (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.dim), return_carry=True, unroll=n,
-                           name="lstm")(x)
+        h = TorchLSTM(self.dim, name="lstm")(x)
         if self.pearl:
-            mu = TorchDense(self.z_dim, use_bias=False, name="mu")(h)
-            var = jax.nn.softplus(TorchDense(self.z_dim, use_bias=False, name="var")(h))
-            var = jnp.maximum(var, 1e-7)
-            kl = 0.5 * jnp.sum(var + mu**2 - 1.0 - jnp.log(var), axis=-1)
+            # torch LayerNorm: eps 1e-5, two-pass variance, weight 1 and bias 0 at init
+            norm = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+            mu = norm("mu_norm")(TorchDense(self.z_dim, use_bias=False, name="mu")(h))
+            var = jax.nn.softplus(norm("var_norm")(
+                TorchDense(self.z_dim, use_bias=False, name="var")(h)))
+            kl = jnp.mean(0.5 * (var + mu**2 - 1.0 - jnp.log(var)), axis=-1)
             z = mu + jnp.sqrt(var) * jax.random.normal(k_z, mu.shape) if training else mu
             return EncoderOut(z, kl)
         z = TorchDense(self.z_dim, use_bias=False, name="summarize")(h)
