@@ -1,5 +1,6 @@
 # Two entry points that work on a fresh machine (Python 3.10+ with venv):
-#   make run    set up .venv if needed, then train DMA*-SH on AIB's double integrator (CPU)
+#   make run    set up .venv if needed, then the first study: DR beside DMA*-SH on AIB's ODE
+#               (CPU budget, one seed; report and figures in runs/study-*/)
 #   make test   set up .venv if needed, then run the test suite (what CI runs)
 #   make hypogen  the HyPoGen pipeline on its CPU default (lqr_di): experts, data, training, eval
 VENV ?= .venv
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.aib $(ARGS)
+	$(PY) -m experiments.aib --algo=dr,dma_sh --env=ode $(ARGS)
 
 hypogen: $(STAMP)
 	$(PY) -m experiments.hypogen $(ARGS)

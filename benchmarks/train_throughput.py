@@ -11,8 +11,10 @@ parallel envs per seed; one subprocess per cell so peak memory is the cell's own
 
 Setting: 20 envs (one per training context; ``--num_envs``: m per context) in lock-step,
 batch 240 (12 per context), one gradient step per vector step, actor every 2nd step
-(policy_frequency 2); learning_starts=0 so every timed step updates. Timing is the second call
-of the compiled ``episodes`` program (no evaluation inside), ``--episodes`` x T steps. The runs
+(policy_frequency 2); learning_starts = one episode, and every timed step updates. Timing is
+the second call of the compiled ``steps`` program (no evaluation inside), ``--episodes`` x T
+steps. The 2048^3 float32 matmul rate is measured at the start of the run and every method's
+GFLOP/s is printed as a share of it. The runs
 are sharded over every local device (``hyperjax.run.run_mesh``). GFLOP/s: XLA's count
 (``cost_analysis``) of a vector step's parts times the vector steps/s measured
 (``step_gflop``; ``benchmarks/profile_step.py`` breaks a step into its parts and times them).
@@ -28,6 +30,22 @@ import sys
 import time
 
 ALL = ("dr", "concat", "da", "dma", "dma_pearl", "dma_star", "dma_sh")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The rate of an ``n``^3 float32 matmul on the default device, measured now (GFLOP/s):
+    the reference every method's GFLOP/s is compared with."""
+    import jax
+    import jax.numpy as jnp
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def n_envs_of(prog, num_envs):
@@ -168,9 +186,13 @@ def main():
                                          int(num_envs) or None, args.total_steps,
                                          not args.no_warm)))
         return
+    # this process measures the matmul; cells run in subprocesses: no GPU preallocation here
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    peak = matmul_gflops()
+    print(f"2048^3 float32 matmul, measured in this run: {peak:.1f} GFLOP/s", flush=True)
     print(f"{'task':<8} {'algo':<8} {'seeds':>5} {'envs':>5} {'compile s':>9} "
           f"{'steps/s/seed':>12} {'x seeds':>9} {'env steps/s':>11} {'GFLOP/s':>8} "
-          f"{'peak MiB':>9}", flush=True)
+          f"{'of matmul':>9} {'peak MiB':>9}", flush=True)
     results = []
     for task in args.tasks.split(","):
         for algo in args.algos.split(","):
@@ -183,11 +205,13 @@ def main():
                         print(f"{task:<8} {algo:<8} {seeds:>5} {num_envs or '':>5} "
                               f"FAILED: {err}", flush=True)
                         break
+                    r["matmul_gflops"] = peak
                     results.append(r)
                     print(f"{task:<8} {algo:<8} {seeds:>5} {r['num_envs']:>5} "
                           f"{r['compile_s']:>9.1f} {r['grad_steps_per_s']:>12.1f} "
                           f"{r['seed_grad_steps_per_s']:>9.1f} {r['env_steps_per_s']:>11.0f} "
-                          f"{r['gflops']:>8.1f} {r['peak_mib']:>9.0f}", flush=True)
+                          f"{r['gflops']:>8.1f} {r['gflops'] / peak:>9.0%} "
+                          f"{r['peak_mib']:>9.0f}", flush=True)
                     if r["peak_mib"] > args.max_mem_gib * 1024:
                         print(f"  (stopping this axis: peak memory above {args.max_mem_gib} "
                               f"GiB)", flush=True)

@@ -44,7 +44,15 @@ flags.DEFINE_string("env", "di", "AIB task(s), comma-separated: di, di_friction,
                     "cartpole, ball_in_cup, walker, cheetah, reacher_easy, reacher_hard, "
                     "reacher_perm, walker_gym, hopper_gym, ode_1 ... ode_20 (the authors' "
                     "ODE-k).")
-flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program.")
+flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program (--suite=paper: "
+                     "10 unless given).")
+flags.DEFINE_enum("suite", None, ["paper"], "A predefined study: 'paper' = the paper's grid "
+                  "(every AIB task of the paper x DR, Concat, DA, DMA, DMA-Pearl, DMA*, "
+                  "DMA*-SH x 10 seeds at the paper's budgets, notes §2); --env / --algo / "
+                  "--seeds narrow it. The report puts the paper's figures beside ours.")
+flags.DEFINE_float("budget_scale", 1.0, "With --suite: every task's paper budget x this "
+                   "(total steps, evaluation interval and random steps; at least one "
+                   "episode of random steps).")
 flags.DEFINE_integer("seed", 0, "First seed; seed i uses PRNGKey(seed + i).")
 flags.DEFINE_integer("total_steps", None, "Gradient steps N after the random phase, counted "
                      "as the authors do: N + 1 vector steps with one update each, evaluations "
@@ -88,6 +96,8 @@ flags.DEFINE_bool("diagnostics", True, "After training, the z diagnostics of inf
 flags.DEFINE_integer("diag_windows", 256, "Windows per context for the diagnostics.")
 flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' windows with the "
                   "encoder in training mode, as the authors' metrics code (false: eval mode).")
+flags.DEFINE_bool("random_baseline", True, "After training, the uniform-random policy's AER "
+                  "per split on the same evaluation episodes (summary.json: random_aer).")
 flags.DEFINE_integer("bootstrap_reps", 5000, "Bootstrap resamples of the report's 95 % CIs.")
 flags.DEFINE_bool("report", True, "Write report.md, study.json and plots/ into the run dir.")
 flags.DEFINE_multi_string("sweep", [], "NAME=V1,V2,...: train every value in one program "
@@ -139,11 +149,31 @@ def barrier(name: str) -> None:
 
 
 def selected() -> tuple[list[str], list[str]]:
-    """``(envs, algos)`` from the flags. Raises ``ValueError`` naming a bad one."""
+    """``(envs, algos)`` from the flags (the suite's where ``--suite`` is given and ``--env``
+    / ``--algo`` are not). Raises ``ValueError`` naming a bad one."""
+    from hyperjax.analysis.paper import PAPER_ALGOS, PAPER_TASKS
     from hyperjax.config import METHODS
     from hyperjax.envs import env_names
-    return (parse_names(FLAGS.env, env_names(), "env"),
-            parse_names(FLAGS.algo, list(METHODS), "algo", allow_all=True))
+    env = FLAGS.env
+    algo = FLAGS.algo
+    if FLAGS.suite == "paper":
+        env = env if FLAGS["env"].present else ",".join(PAPER_TASKS)
+        algo = algo if FLAGS["algo"].present else ",".join(PAPER_ALGOS)
+    return (parse_names(env, env_names(), "env"),
+            parse_names(algo, list(METHODS), "algo", allow_all=True))
+
+
+def suite_budget(env: str, scale: float) -> dict:
+    """The paper's budget for ``env`` (notes §2: 100k / 200k / 500k gradient steps, 5,000
+    random steps, evaluation every 5,000 on 10 episodes per context) times ``scale``: the
+    evaluation interval ``max(1, round(5000 scale))``, total steps the nearest multiple of it
+    (at least one interval), random steps ``max(T, round(5000 scale))``."""
+    from hyperjax import envs
+    total = envs.TASK_DEFAULTS[env]["paper_total_steps"]
+    every = max(1, round(5000 * scale))
+    return dict(total_steps=max(every, round(total * scale / every) * every),
+                eval_every=every, eval_episodes=10,
+                learning_starts=max(envs.episode_length(env), round(5000 * scale)))
 
 
 def build_config(env: str | None = None, algo: str | None = None):
@@ -156,7 +186,14 @@ def build_config(env: str | None = None, algo: str | None = None):
     if env is None or algo is None:
         envs_, algos_ = selected()
         env, algo = env or envs_[0], algo or algos_[0]
-    if FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
+    if not FLAGS.budget_scale > 0:
+        raise ValueError(f"budget_scale must be positive, got {FLAGS.budget_scale}")
+    if FLAGS.budget_scale != 1.0 and not FLAGS.suite:
+        raise ValueError("--budget_scale scales a --suite's budgets; without --suite use "
+                         "--total_steps")
+    if FLAGS.suite and FLAGS.total_steps is None:
+        budget = suite_budget(env, FLAGS.budget_scale)
+    elif FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
         paper = TASK_DEFAULTS.get(env, {}).get("paper_total_steps", 100_000)
         budget = dict(CPU_BUDGET.get(env, dict(total_steps=paper, **PAPER_BUDGET)))
     else:
@@ -239,6 +276,9 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+        if FLAGS.suite == "paper" and not FLAGS["seeds"].present:
+            from hyperjax.analysis.paper import PAPER_SEEDS
+            FLAGS.seeds = PAPER_SEEDS
         init_distributed()
         from hyperjax import run
         sweep = run.parse_sweep(FLAGS.sweep)
@@ -431,11 +471,21 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
     by_point = run.rows_by_point(rows)
     per_point = [dict(hparams=hp, aer=run.final_scores(r)) for hp, r in by_point]
     scores = per_point[0]["aer"]
+    train_s = time.time() - t_start
+    random_aer = None
+    if FLAGS.random_baseline:
+        ret = jax.jit(lambda k: prog.evaluate(None, k, random_actions=True))(
+            jax.random.PRNGKey(FLAGS.seed + 2 * 10**6))
+        random_aer = dict(zip(("train", "eval_in", "eval_out"),
+                              np.asarray(ret).mean(axis=(1, 2)).tolist()))
+        say("uniform-random policy, same episodes: " + "  ".join(
+            f"{k} {v:.2f}" for k, v in random_aer.items()))
     if main_proc:
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump({"compile_seconds": compile_s, "train_seconds": time.time() - t_start,
+            json.dump({"compile_seconds": compile_s, "train_seconds": train_s,
                        "devices": mesh.size, "mesh": dict(mesh.shape),
                        "processes": jax.process_count(), "aer": scores,
+                       **({"random_aer": random_aer} if random_aer else {}),
                        **({"sweep": per_point} if sweep else {})}, f, indent=2)
         for p in per_point:
             if sweep:

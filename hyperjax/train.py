@@ -149,18 +149,27 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run, env_state,
                           ts.obs, window, jnp.zeros(n_envs), jnp.zeros((), jnp.int32))
 
-    def warmup(params, key, contexts, window):
-        """DMA warm-up for a batch of envs from ``window``: ``fill_context_window`` vmapped
-        with deterministic actions and the encoder in eval mode (notes §3.6; the authors'
-        ``compute_context(..., training=False)``)."""
+    def warmup(params, key, contexts, window, start):
+        """DMA warm-up for a batch of envs from ``window`` and the reset ``start`` (``(state,
+        timestep)``, batched): ``fill_context_window`` vmapped with deterministic actions and
+        the encoder in eval mode (notes §3.6; the authors' ``compute_context(...,
+        training=False)``)."""
 
-        def one(key, context, window):
+        def one(key, context, window, start):
             def policy(k, obs, feats):
                 return agent.act(params, obs[None], feats[None], context[None], k,
                                  deterministic=True, encoder_training=False)[0]
-            return fill_context_window(env, key, context, policy, K, window)
+            return fill_context_window(env, key, context, policy, K, window, start)
 
-        return jax.vmap(one)(jax.random.split(key, contexts.shape[0]), contexts, window)
+        return jax.vmap(one)(jax.random.split(key, contexts.shape[0]), contexts, window,
+                             start)
+
+    def resets(key, contexts, n: int):
+        """``n`` independent resets of every env in one batched call (one compiled reset per
+        call site): a list of ``n`` ``(state, timestep)`` batches."""
+        b = contexts.shape[0]
+        out = reset(key, jnp.tile(contexts, (n, 1)))
+        return [jax.tree.map(lambda x: x[i * b:(i + 1) * b], out) for i in range(n)]
 
     # --- training ------------------------------------------------------------------------
     def update_fn(agent_state, replay, key, s):
@@ -176,19 +185,20 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         key, k_ep, k_act, k_env, k_upd = jax.random.split(st.key, 5)
 
         def new_episode(st):
-            def plain(st):
-                env_state, ts = reset(k_ep, env_ctx)
+            k_r, k_w = jax.random.split(k_ep)
+            if not K:
+                env_state, ts = reset(k_r, env_ctx)
                 return st.replace(env_state=env_state, obs=ts.obs)
+            (env_state, ts), start = resets(k_r, env_ctx, 2)
 
             def warm(st):
-                k_w, k_r = jax.random.split(k_ep)
-                w = warmup(st.agent.params, k_w, env_ctx, st.window)
-                env_state, ts = reset(k_r, env_ctx)
+                w = warmup(st.agent.params, k_w, env_ctx, st.window, start)
                 return st.replace(env_state=env_state, obs=ts.obs, window=w.window)
 
-            if K:
-                return jax.lax.cond(s >= 0, warm, plain, st)
-            return plain(st)
+            def plain(st):
+                return st.replace(env_state=env_state, obs=ts.obs)
+
+            return jax.lax.cond(s >= 0, warm, plain, st)
 
         episode_start = g % T == 0
         st = jax.lax.cond(episode_start & (g > 0), new_episode, lambda st: st, st)
@@ -241,54 +251,66 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         return state, {n: tot / cnt for n, (tot, cnt) in acc.items()}
 
     # --- evaluation ------------------------------------------------------------------------
-    def rollout(params, key, contexts, record: bool = True):
+    def rollout(params, key, contexts, record: bool = True, random_actions: bool = False):
         """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch.
 
         The encoder runs in eval mode after the DMA warm-up (notes §3.6, §9.9), which starts
         from K x ``(s0', 0, s0')`` of an extra reset (the authors' evaluation deques). Returns
         ``(returns float32[N], Trajectory)``; the trajectory's arrays are ``[N, P + T, ...]``
         with the P = K warm-up transitions first (as in the replay), or None when ``record``
-        is False.
+        is False. ``random_actions``: uniform-random actions instead of the policy (no warm-up;
+        ``params`` unused), the baseline every task's scores are compared with.
         """
         n = contexts.shape[0]
-        k_init, k_warm, k_reset, k_run = jax.random.split(key, 4)
-        if K:
-            _, ts0 = reset(k_init, contexts)
-            warm = warmup(params, k_warm, contexts, initial_window(ts0.obs, K, A))
-            window = warm.window
+        k_reset, k_run = jax.random.split(key)
+        P = K if (K and not random_actions) else 0  # warm-up steps before the episode
+        if P:
+            # the authors' evaluation: a reset whose s0' fills the deques, the warm-up's own
+            # reset, the episode's reset (one batched call). The warm-up and the episode run
+            # in one scan with the same deterministic eval-mode policy, the env switching to
+            # the episode's reset state after step P (one compiled env step, not two).
+            (ep_state, ep_ts), (_, ts0), (state, ts) = resets(k_reset, contexts, 3)
+            window = initial_window(ts0.obs, K, A)
         else:
             window = None
-        env_state, ts = reset(k_reset, contexts)
+            state, ts = reset(k_reset, contexts)
 
-        def body(carry, key):
+        def body(carry, inp):
             env_state, obs, window, ret = carry
+            i, key = inp
             k_act, k_env = jax.random.split(key)
-            action = agent.act(params, obs, window_features(window) if K else None, contexts,
-                               k_act, deterministic=True, encoder_training=False)
+            if random_actions:
+                action = jax.random.uniform(k_act, (n, A), jnp.float32, low, high)
+            else:
+                action = agent.act(params, obs, window_features(window) if K else None,
+                                   contexts, k_act, deterministic=True, encoder_training=False)
             env_state, ts = jax.vmap(env.step)(jax.random.split(k_env, n), env_state, action,
                                                contexts)
-            if K:
+            if window is not None:
                 window = jax.vmap(push_window)(window, obs, action, ts.obs)
+            ret = ret + jnp.where(i >= P, ts.reward, 0.0)
             out = (obs, action, ts.obs) if record else None
-            return (env_state, ts.obs, window, ret + ts.reward), out
+            next_obs = ts.obs
+            if P:
+                env_state, next_obs = jax.lax.cond(
+                    i == P - 1, lambda: (ep_state, ep_ts.obs), lambda: (env_state, ts.obs))
+            return (env_state, next_obs, window, ret), out
 
-        carry = (env_state, ts.obs, window, jnp.zeros(n))
-        (_, _, _, ret), traj = jax.lax.scan(body, carry, jax.random.split(k_run, T))
+        carry = (state, ts.obs, window, jnp.zeros(n))
+        (_, _, _, ret), traj = jax.lax.scan(
+            body, carry, (jnp.arange(P + T), jax.random.split(k_run, P + T)))
         if not record:
             return ret, None
-        traj = Trajectory(*(jnp.swapaxes(x, 0, 1) for x in traj))  # [N, T, ...]
-        if K:
-            traj = Trajectory(*(jnp.concatenate([w, x], axis=1) for w, x in
-                                zip((warm.obs, warm.action, warm.next_obs), traj)))
-        return ret, traj
+        return ret, Trajectory(*(jnp.swapaxes(x, 0, 1) for x in traj))  # [N, P + T, ...]
 
-    def evaluate(params, key):
+    def evaluate(params, key, random_actions: bool = False):
         """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (notes §3.6).
 
         Every context of train / eval-in / eval-out runs ``eval_episodes`` episodes in one
         batch (``rollout``), with the encoder in eval mode and the DMA warm-up before each.
+        ``random_actions``: the uniform-random policy on the same episodes instead.
         """
-        ret, _ = rollout(params, key, eval_ctx, record=False)
+        ret, _ = rollout(params, key, eval_ctx, record=False, random_actions=random_actions)
         return ret.reshape(len(SPLITS), n_ctx, cfg.eval_episodes)
 
     def segment(state: TrainState, seg_idx):

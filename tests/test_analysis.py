@@ -168,6 +168,24 @@ def test_report_and_plots(tmp_path):
         assert p.exists() and p.stat().st_size > 5000, name
         assert f"plots/{name}" in text
     assert (tmp_path / "study.json").exists()
+    # the paper's figures beside ours, with a verdict per cell
+    assert "## Against the paper (v2)" in text and "2 of the paper's 13 suite tasks" in text
+    assert "| di | DR | " in text and "| – | no paper figure |" in text
+    row = [x for x in text.splitlines() if x.startswith("| train | DMA*-SH | all |")][0]
+    assert "| 0.84 | below |" in row  # ours 0.61 (normalised 61 / 100) vs the paper's 0.84
+    row = [x for x in text.splitlines() if x.startswith("| train | vs DR | non-overlap |")][0]
+    assert "| 190.5 | 90.9 | same sign |" in row
+
+
+def test_paper_verdicts():
+    from hyperjax.analysis.paper import AER, IQM, verdict
+    assert verdict((0.5, 0.4, 0.6), 0.55) == "inside"
+    assert verdict((0.5, 0.4, 0.6), 0.7) == "below"
+    assert verdict((0.5, 0.4, 0.6), 0.3) == "above"
+    assert verdict((960.0, 950.0, 990.0), (967.0, 954.0, 978.0)) == "overlaps"
+    assert verdict((900.0, 880.0, 940.0), (967.0, 954.0, 978.0)) == "below"
+    assert verdict(None, 0.5) == "not run" and verdict((1, 0, 2), None) == "no paper figure"
+    assert IQM["eval_out"]["dma_sh"] == (.68, .59, .73) and AER["cartpole"]["concat"] == 863
 
 
 # --- JAX side: shadow gradients and the probe -------------------------------------------------

@@ -283,3 +283,45 @@ def test_checkpoint_round_trips_zero_size_leaves(tmp_path):
     back, _ = checkpoint.restore(str(tmp_path / "c"), jax.eval_shape(lambda: state))
     assert back["act"].shape == (2, 3, 0)
     np.testing.assert_array_equal(back["qpos"], state["qpos"])
+
+
+def test_paper_suite_budgets_and_selection():
+    from experiments import aib as cli
+    assert cli.suite_budget("cheetah", 1.0) == dict(total_steps=200_000, eval_every=5000,
+                                                    eval_episodes=10, learning_starts=5000)
+    assert cli.suite_budget("di", 0.1) == dict(total_steps=10_000, eval_every=500,
+                                               eval_episodes=10, learning_starts=500)
+    assert cli.suite_budget("hopper_gym", 0.01)["total_steps"] == 5000
+    assert cli.suite_budget("cartpole", 0.01)["learning_starts"] == 1000  # one episode
+    cli.FLAGS(["aib", "--suite=paper"])
+    try:
+        envs, algos = cli.selected()
+        assert len(envs) == 13 and "reacher_perm" in envs and len(algos) == 7
+    finally:
+        cli.FLAGS.unparse_flags()
+
+
+def test_budget_scale_needs_a_suite(capsys):
+    _one_line_error(aib_inprocess(capsys, "--budget_scale=0.5"), r"--budget_scale scales a "
+                                                                 r"--suite's budgets")
+    _one_line_error(aib_inprocess(capsys, "--suite=paper", "--budget_scale=0"),
+                    r"budget_scale must be positive")
+
+
+def test_paper_suite_tiny_run_puts_the_papers_figures_beside_ours(tmp_path):
+    """The suite at 1/1000 of the paper's budgets on two jnp tasks: the report has the
+    side-by-side section with a verdict per cell."""
+    out = tmp_path / "suite"
+    res = aib("--suite=paper", "--env=di,ode", "--algo=dr,concat", "--seeds=2",
+              "--budget_scale=0.001", "--eval_episodes=1", "--bootstrap_reps=100",
+              "--random_baseline=false", f"--out_dir={out}", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((out / "di" / "dr" / "config.json").read_text())
+    assert (cfg["total_steps"], cfg["eval_every"], cfg["learning_starts"], cfg["seeds"]) == \
+        (100, 5, 100, 2)
+    text = (out / "report.md").read_text()
+    assert "## Against the paper (v2)" in text and "2 of the paper's 13 suite tasks" in text
+    lines = text.splitlines()
+    row = [x for x in lines if x.startswith("| train | Concat | all |")][0]
+    assert "| 0.79 |" in row and row.split("|")[-2].strip() in ("inside", "above", "below")
+    assert any(x.startswith("| di | DR |") and "no paper figure" in x for x in lines)

@@ -212,14 +212,15 @@ def test_training_warmup_is_deterministic_eval_mode_from_the_previous_window(sh_
 def test_eval_warmup_starts_from_k_copies_of_a_reset_state(sh_prog):
     """sac.py ``make_evaluation_and_fill_ds``: ``obs = envs.reset()``, the deques are K copies
     of it, then ``fill_context_window`` resets again: the first warm-up action sees
-    K x (s0', 0, s0') of that first reset (the rollout's key split, first part)."""
+    K x (s0', 0, s0') of that first reset."""
     prog, agent = sh_prog, sh_prog.agent
     params = prog.init(jax.random.PRNGKey(0)).agent.params
     ctx = jnp.asarray(prog.sets.train[:3])
     key = jax.random.PRNGKey(4)
     _, traj = prog.rollout(params, key, ctx)
-    k_init = jax.random.split(key, 4)[0]
-    _, ts0 = jax.vmap(prog.env.reset)(jax.random.split(k_init, 3), ctx)
+    # the rollout's resets: one batched call of 3 x 3 envs; the second three fill the deques
+    keys = jax.random.split(jax.random.split(key, 3)[0], 9)
+    _, ts0 = jax.vmap(prog.env.reset)(keys[3:6], ctx)
     w0 = initial_window(ts0.obs, 24, 2)
     a0 = agent.act(params, traj.obs[:, 0], window_features(w0), ctx, key, deterministic=True,
                    encoder_training=False)

@@ -123,6 +123,7 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
     lines += _table(["split", *map(label, algos)], rows) + [""]
 
     baselines = [b for b in ("dr", "concat", "da") if b in algos]
+    gains = None
     if "dma_sh" in algos and baselines:
         gains = stats.gain_table(study.scores, "dma_sh", baselines)
         lines += ["## Relative gain of DMA*-SH (%)", "",
@@ -131,6 +132,9 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
         rows = [[SPLIT_LABELS[r], *["/".join(_fmt(gains[r][b][c], 1) for c in stats.CLASSES)
                                     for b in baselines]] for r in stats.REGIMES]
         lines += _table(["regime", *[f"vs {label(b)}" for b in baselines]], rows) + [""]
+
+    from hyperjax.analysis import paper
+    lines += paper.side_by_side(study.scores, algos, table, gains, reps, label)
 
     if any(study.diagnostics.get(e) for e in study.envs):
         lines += ["## Representation diagnostics", "",

@@ -158,7 +158,7 @@ class Warmup(NamedTuple):
 
 
 def fill_context_window(env: Env, key, context, policy: Callable, k: int,
-                        window: Window | None = None) -> Warmup:
+                        window: Window | None = None, start=None) -> Warmup:
     """DMA episode warm-up (notes §3.6): reset, run ``k`` steps of ``policy`` in ``context``.
 
     ``policy(key, obs, features) -> action`` sees the evolving window's features ``[K, D]``,
@@ -175,11 +175,14 @@ def fill_context_window(env: Env, key, context, policy: Callable, k: int,
       policy: pure action function.
       k: window length K.
       window: the window the warm-up starts from (``Window`` of ``[K, ...]`` rows).
+      start: ``(state, timestep)`` of a reset done by the caller (callers batch their resets
+        into one call: an MJX reset can be hundreds of physics steps, compiled per call
+        site); default: reset here with part of ``key``.
     Returns:
       ``Warmup`` with the K transitions and the final window.
     """
     k_reset, k_run = jax.random.split(key)
-    state, ts = env.reset(k_reset, context)
+    state, ts = env.reset(k_reset, context) if start is None else start
     if window is None:
         window = initial_window(ts.obs, k, env.action_dim)
 

@@ -1,0 +1,25 @@
+"""The prepared GPU suite at a tiny size on CPU, so that it cannot rot before a GPU runs it."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_suite_tiny_writes_its_results(tmp_path):
+    out = tmp_path / "gpu"
+    res = subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--tiny", "--minutes=8",
+                          f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tiny"] and summary["stages"]["throughput"] == 1
+    assert summary["stages"]["study"] == "done", (out / "suite.log").read_text()[-3000:]
+    cells = json.loads((out / "throughput.json").read_text())
+    assert cells[0]["algo"] == "dr" and cells[0]["seed_grad_steps_per_s"] > 0
+    assert (out / "cartpole" / "report.md").exists()
+    with tarfile.open(out / "gpu_suite.tar.gz") as tar:
+        names = tar.getnames()
+    assert "summary.json" in names and "cartpole/report.md" in names
