@@ -77,11 +77,11 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     out["act"] = _time(lambda p, o, w: agent.act(p, o, w, ctx, key, False, True), params, obs,
                        window, repeats=repeats)
     if cfg.inferred:
-        out["act: encoder"] = _time(lambda p, w: agent.encode(p["model"], w, key, True),
+        out["act: encoder"] = _time(lambda p, w: agent.encode(p, w, key, True),
                                     params, window, repeats=repeats)
-        if cfg.merge == "shared":
-            z = agent.encode(params["model"], window, key, True)
-            out["act: hypernet"] = _time(lambda p, z: agent.cond_from_z(p["model"], z), params,
+        if agent.method.policy_merge == "shared":
+            z = agent.encode(params, window, key, True)
+            out["act: hypernet"] = _time(lambda p, z: agent.cond_from_z(p, z), params,
                                          z, repeats=repeats)
     out["sample"] = _time(lambda b: rb.sample(b, key, per_ctx, T, K,
                                               n_ctx if n > n_ctx else None), buf,
@@ -93,21 +93,22 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     t_a, f_a = _time(lambda s: update(s, True), state.agent, repeats=repeats)
     t_c, f_c = _time(lambda s: update(s, False), state.agent, repeats=repeats)
     out["update"] = ((t_a + t_c) / 2, (f_a + f_c) / 2)
-    import optax
-    if cfg.inferred:
+    from hyperjax.agents.agent import ADAM
+    from hyperjax.agents.sac import apply_gradients
+    hp = state.agent.hparams
+    if agent.method.has_aux():
         def model_step(p, o):
-            g = jax.grad(lambda mp: agent.model_loss(mp, batch, key)[0])(p["model"])
-            upd, o = agent.opt["model"].update(g, o["model"], p["model"])
-            return optax.apply_updates(p["model"], upd), o
+            g = jax.grad(lambda mp: agent.aux_loss(mp, batch, key, hp)[0])(p.method)
+            return {n: apply_gradients(ADAM, g[n], o.method[n], p.method[n], hp.model_lr)
+                    for n in g}
         out["update: model"] = _time(model_step, params, state.agent.opt_state,
                                      repeats=repeats)
 
     def critic_step(p, o):
         context = train_ctx[batch.context_id]
-        g = jax.grad(lambda cp: agent.critic_loss({**p, "critic": cp}, batch, context,
-                                                  key)[0])(p["critic"])
-        upd, o = agent.opt["critic"].update(g, o["critic"], p["critic"])
-        return optax.apply_updates(p["critic"], upd), o
+        g = jax.grad(lambda cp: agent.critic_loss(p.replace(critic=cp), batch, context, key,
+                                                  hp)[0])(p.critic)
+        return apply_gradients(ADAM, g, o.critic, p.critic, hp.q_lr)
     out["update: critic"] = _time(critic_step, params, state.agent.opt_state, repeats=repeats)
     rest = out["update"][0] - out["update: critic"][0] - out.get("update: model", (0, 0))[0]
     rest_f = out["update"][1] - out["update: critic"][1] - out.get("update: model", (0, 0))[1]

@@ -35,15 +35,22 @@ import time
 
 from absl import app, flags, logging
 
+from hyperjax import config as _config, envs as _envs, methods as _methods
 from hyperjax.utils import absl_flags_parser, fail as _fail, parse_names  # noqa: F401
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("algo", "dma_sh", "Method preset(s), comma-separated, or 'all': dr, concat, "
-                    "da, dma, dma_pearl, dma_star, dma_sh.")
-flags.DEFINE_string("env", "di", "AIB task(s), comma-separated: di, di_friction, di_perm, ode, "
-                    "cartpole, ball_in_cup, walker, cheetah, reacher_easy, reacher_hard, "
-                    "reacher_perm, walker_gym, hopper_gym, ode_1 ... ode_20 (the authors' "
-                    "ODE-k).")
+flags.DEFINE_string("algo", "dma_sh", _methods.help_text())
+flags.DEFINE_string("env", "di", _envs.env_help())
+# one flag per Config field (hyperjax/config.py holds their defaults and help); the budget's
+# default is the task's (TaskInfo.default_budget)
+CONFIG_FLAGS = _config.define_flags(
+    FLAGS, skip=("env", "algo"),
+    defaults=dict(total_steps=None, eval_every=None, learning_starts=None, eval_episodes=None),
+    helps=dict(total_steps=_config.Config.__dataclass_fields__["total_steps"].metadata["help"]
+               + " Unset: the task's budget (DI/ODE on CPU: 9,000, eval every 1,000, "
+               "learning_starts 1,000, 5 eval episodes; MJX tasks: the paper's); set: the "
+               "paper's settings for the unset budget flags (eval every 5,000, "
+               "learning_starts 5,000, 10 eval episodes)."))
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program (--suite=paper: "
                      "10 unless given).")
 flags.DEFINE_enum("suite", None, ["paper"], "A predefined study: 'paper' = the paper's grid "
@@ -54,38 +61,9 @@ flags.DEFINE_float("budget_scale", 1.0, "With --suite: every task's paper budget
                    "(total steps, evaluation interval and random steps; at least one "
                    "episode of random steps).")
 flags.DEFINE_integer("seed", 0, "First seed; seed i uses PRNGKey(seed + i).")
-flags.DEFINE_integer("total_steps", None, "Gradient steps N after the random phase, counted "
-                     "as the authors do: N + 1 vector steps with one update each, evaluations "
-                     "at steps 0, eval_every, ..., N. Unset: the task's CPU budget (DI/ODE: "
-                     "9,000, eval every 1,000, learning_starts 1,000, 5 eval episodes; MJX "
-                     "tasks: the paper's); set: the paper's settings for the unset flags (eval "
-                     "every 5,000, learning_starts 5,000, 10 eval episodes). The paper used "
-                     "100,000 on DI.")
-flags.DEFINE_integer("eval_every", None, "Steps between evaluations.")
-flags.DEFINE_integer("learning_starts", None, "Uniform-random vector steps before updates "
-                     "start (at least one episode).")
-flags.DEFINE_integer("eval_episodes", None, "Evaluation episodes per context and split.")
-flags.DEFINE_integer("batch_size", 240, "Batch size, stratified evenly over the training "
-                     "contexts (the authors' 256 // 20 = 12 per context = 240).")
-flags.DEFINE_float("q_lr", 1e-3, "Critic learning rate (Adam).")
-flags.DEFINE_float("actor_lr", 3e-4, "Actor learning rate (Adam).")
-flags.DEFINE_float("alpha_lr", 1e-3, "Temperature learning rate (Adam).")
-flags.DEFINE_float("model_lr", 3e-4, "Encoder / hypernetwork / dynamics-model learning rate.")
-flags.DEFINE_float("gamma", 0.99, "Discount.")
-flags.DEFINE_float("tau", 0.005, "Target-critic Polyak rate.")
 flags.DEFINE_string("context_file", None, "JSON file with user context sets: "
                     '{"train": [[...], ...], "eval_in": ..., "eval_out": ...} (rows in the '
                     "task's factor order; a missing split keeps the recipe's).")
-flags.DEFINE_integer("context_size", None, "Encoder window K (default: 24 for DI/ODE).")
-flags.DEFINE_integer("buffer_size", 100_000, "Replay capacity per context (transitions).")
-flags.DEFINE_integer("num_envs", None, "Parallel envs per run, a multiple of the training "
-                     "contexts (default: one per context, the paper's setting).")
-flags.DEFINE_float("mask_rate", None, "Encoder input mask rate (default: the preset's).")
-flags.DEFINE_bool("bootstrap_truncation", False, "Bootstrap through time limits (the "
-                  "authors' code treats truncation as terminal).")
-flags.DEFINE_bool("exact_tanh_logprob", False, "distrax's exact tanh log-determinant in the "
-                  "policy's log-probability instead of CleanRL's log(scale (1 - y^2) + 1e-6) "
-                  "(the authors').")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/ENV-ALGO-TIMESTAMP).")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
@@ -152,7 +130,7 @@ def selected() -> tuple[list[str], list[str]]:
     """``(envs, algos)`` from the flags (the suite's where ``--suite`` is given and ``--env``
     / ``--algo`` are not). Raises ``ValueError`` naming a bad one."""
     from hyperjax.analysis.paper import PAPER_ALGOS, PAPER_TASKS
-    from hyperjax.config import METHODS
+    from hyperjax import methods
     from hyperjax.envs import env_names
     env = FLAGS.env
     algo = FLAGS.algo
@@ -160,7 +138,8 @@ def selected() -> tuple[list[str], list[str]]:
         env = env if FLAGS["env"].present else ",".join(PAPER_TASKS)
         algo = algo if FLAGS["algo"].present else ",".join(PAPER_ALGOS)
     return (parse_names(env, env_names(), "env"),
-            parse_names(algo, list(METHODS), "algo", allow_all=True))
+            parse_names(algo, list(methods.names()), "algo", allow_all=True,
+                        all_names=list(PAPER_ALGOS)))
 
 
 def suite_budget(env: str, scale: float) -> dict:
@@ -169,7 +148,7 @@ def suite_budget(env: str, scale: float) -> dict:
     evaluation interval ``max(1, round(5000 scale))``, total steps the nearest multiple of it
     (at least one interval), random steps ``max(T, round(5000 scale))``."""
     from hyperjax import envs
-    total = envs.TASK_DEFAULTS[env]["paper_total_steps"]
+    total = envs.task_info(env).paper_total_steps
     every = max(1, round(5000 * scale))
     return dict(total_steps=max(every, round(total * scale / every) * every),
                 eval_every=every, eval_episodes=10,
@@ -181,8 +160,8 @@ def build_config(env: str | None = None, algo: str | None = None):
 
     Raises ``ValueError`` naming the bad flag.
     """
-    from hyperjax.config import CPU_BUDGET, PAPER_BUDGET, Config
-    from hyperjax.envs import TASK_DEFAULTS
+    from hyperjax.config import Config
+    from hyperjax.envs import PAPER_BUDGET, task_info
     if env is None or algo is None:
         envs_, algos_ = selected()
         env, algo = env or envs_[0], algo or algos_[0]
@@ -194,8 +173,7 @@ def build_config(env: str | None = None, algo: str | None = None):
     if FLAGS.suite and FLAGS.total_steps is None:
         budget = suite_budget(env, FLAGS.budget_scale)
     elif FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
-        paper = TASK_DEFAULTS.get(env, {}).get("paper_total_steps", 100_000)
-        budget = dict(CPU_BUDGET.get(env, dict(total_steps=paper, **PAPER_BUDGET)))
+        budget = task_info(env).default_budget()
     else:
         budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)
     for name in ("eval_every", "learning_starts", "eval_episodes"):
@@ -206,14 +184,8 @@ def build_config(env: str | None = None, algo: str | None = None):
     for name in ("keep_checkpoints", "diag_windows", "bootstrap_reps"):
         if getattr(FLAGS, name) <= 0:
             raise ValueError(f"{name} must be a positive integer, got {getattr(FLAGS, name)}")
-    return Config(env=env, algo=algo, **budget, batch_size=FLAGS.batch_size,
-                  context_size=FLAGS.context_size,
-                  buffer_size=FLAGS.buffer_size, num_envs=FLAGS.num_envs,
-                  mask_rate=FLAGS.mask_rate,
-                  bootstrap_truncation=FLAGS.bootstrap_truncation,
-                  exact_tanh_logprob=FLAGS.exact_tanh_logprob, q_lr=FLAGS.q_lr,
-                  actor_lr=FLAGS.actor_lr, alpha_lr=FLAGS.alpha_lr, model_lr=FLAGS.model_lr,
-                  gamma=FLAGS.gamma, tau=FLAGS.tau).resolved()
+    rest = {name: getattr(FLAGS, name) for name in CONFIG_FLAGS if name not in budget}
+    return Config(env=env, algo=algo, **budget, **rest).resolved()
 
 
 def load_context_sets(cfg):
@@ -442,7 +414,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
         step = i * cfg.eval_every
         first, stop = prog.segment_steps(i)
         updates = stop - max(first, cfg.learning_starts)
-        bad = _non_finite(state, seg_rows, updates, FLAGS.seeds)
+        bad = run.non_finite(state, seg_rows, updates, FLAGS.seed, FLAGS.seeds)
         if bad:
             n = checkpoint.latest_step(ckpt_dir)
             kept = (f"the last finite checkpoint ({n} segment(s), up to the evaluation at "
@@ -516,42 +488,6 @@ def _write_rows(path, rows):
         for r in rows:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
-
-
-_PARAM_GROUPS = ("actor", "critic", "target_critic", "log_alpha", "model")
-
-
-def _finite_params(params):
-    """``bool[groups, n_runs]``: whether each group's parameters are finite, per run."""
-    import jax
-    import jax.numpy as jnp
-    rows = []
-    for name in _PARAM_GROUPS:
-        leaves = jax.tree.leaves(params[name])
-        n = leaves[0].shape[0] if leaves else params["log_alpha"].shape[0]
-        ok = jnp.ones((n,), bool)
-        for leaf in leaves:
-            ok &= jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(-1)
-        rows.append(ok)
-    return jnp.stack(rows)
-
-
-def _non_finite(state, rows, updates, n_seeds):
-    """First ``(quantity, seed)`` that is not finite, or None (the same on every process)."""
-    import jax
-    import numpy as np
-
-    from hyperjax.run import to_host
-    if updates:
-        for r in rows:
-            for k in ("q_loss", "actor_loss", "model_loss", "alpha"):
-                if k in r and not np.isfinite(r[k]):
-                    return k, r["seed"]
-    ok = to_host(jax.jit(_finite_params)(state.agent.params))
-    for g, name in enumerate(_PARAM_GROUPS):
-        if not ok[g].all():
-            return f"{name} parameters", FLAGS.seed + int(np.flatnonzero(~ok[g])[0]) % n_seeds
-    return None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """hyperjax: JAX-native contextual RL with hypernetworks (DMA*-SH, AIB)."""
 __version__ = "0.2.0"
 
-from hyperjax.config import METHODS, Config
+from hyperjax import methods
+from hyperjax.agents.agent import AgentConfig, HParams
+from hyperjax.config import Config
 from hyperjax.envs import context_sets, env_names, make_env
+from hyperjax.policy import Policy, load_policy, make_policy
 from hyperjax.train import Program, TrainState, make_program, make_train
 
-__all__ = ["Config", "METHODS", "Program", "TrainState", "context_sets", "env_names",
+__all__ = ["AgentConfig", "Config", "HParams", "Policy", "Program", "load_policy",
+           "make_policy", "methods", "TrainState", "context_sets", "env_names",
            "make_env", "make_program", "make_train"]

@@ -6,37 +6,25 @@ import json
 
 from hyperjax import envs
 
-# Method presets: (source of the context signal) x (how it is merged), notes §4.
-#   source: "none" (DR) | "true" (ground-truth c) | "inferred" (z from the DMA encoder)
-#   merge:  "none" | "concat" | "own" (a hypernetwork per network) | "shared" (DMA*-SH)
-METHODS: dict[str, dict] = {
-    "dr": dict(source="none", merge="none"),
-    "concat": dict(source="true", merge="concat"),
-    "da": dict(source="true", merge="own"),
-    "dma": dict(source="inferred", merge="concat", mask_rate=0.0, input_norm=False,
-                output_norm=False),
-    "dma_pearl": dict(source="inferred", merge="concat", mask_rate=0.0, input_norm=False,
-                      output_norm=False, pearl=True),
-    "dma_star": dict(source="inferred", merge="concat", mask_rate=0.2, input_norm=True,
-                     output_norm=True),
-    "dma_sh": dict(source="inferred", merge="shared", mask_rate=0.4, input_norm=True,
-                   output_norm=True),
-}
-# The paper's labels (notes §4), in its table order.
+# Method presets live in the registry of ``hyperjax.methods`` (``--algo``).
 METHOD_LABELS = {"concat": "Concat", "da": "DA", "dr": "DR", "dma": "DMA",
                  "dma_pearl": "DMA-Pearl", "dma_star": "DMA*", "dma_sh": "DMA*-SH"}
-METHOD_FIELDS = ("source", "merge", "mask_rate", "input_norm", "output_norm", "pearl")
 
-# The CLI's budget when --total_steps is not given: what fits `make run` on the 2-core CPU in
-# <= 15 min with compile (DMA*-SH: ~15 gradient steps/s there): 1,000 uniform-random vector
-# steps, then 9,000 + 1 gradient steps (10,001 vector steps in all), evaluation every 1,000 on
-# 5 episodes per context. Deviations from the paper (100,000 + 1 gradient steps after 5,000
-# random steps, evaluation every 5,000 on 10 episodes) are explicit here and in the README;
-# passing --total_steps selects the paper's settings for the rest.
-_CPU = dict(total_steps=9_000, eval_every=1_000, learning_starts=1_000, eval_episodes=5)
-CPU_BUDGET = {"di": _CPU, "di_friction": _CPU, "di_perm": _CPU, "ode": _CPU,
-              **{f"ode_{k}": _CPU for k in range(1, 21)}}
-PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=10)
+
+def _f(default, help_text: str):
+    """A Config field with its help text (``define_flags`` generates the CLI's flags from
+    them: one source of defaults and help)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def __getattr__(name):  # ``METHODS``: the registered preset names, read when asked
+    if name == "METHODS":
+        from hyperjax import methods
+        return methods.names()
+    raise AttributeError(name)
+
+
+# Budgets per task: ``hyperjax.envs.TaskInfo.default_budget`` (CPU_BUDGET, PAPER_BUDGET).
 
 
 def check_batch(batch_size: int, n_contexts: int) -> None:
@@ -52,78 +40,81 @@ def check_batch(batch_size: int, n_contexts: int) -> None:
 class Config:
     """Everything that defines a training run. Numbers follow notes §3.6 unless marked.
 
-    Attributes:
-      env, algo: task and method preset names.
-      total_steps: N, gradient steps after the random phase, counted as the authors do
-        (``for step in arange(-learning_starts, total_timesteps + 1)``): N + 1 vector steps
-        with one gradient step each, evaluations after steps 0, eval_every, ..., N.
-      eval_every: steps between evaluations (divides total_steps).
-      learning_starts: uniform-random vector steps before the first update (5000); at least
-        one episode, since updates sample completed episodes only (the authors' buffer).
-      batch_size: 240, stratified: ``batch_size / n_contexts`` per context. The authors ask
-        for 256 and draw ``256 // 20 = 12`` per context, i.e. 240 (notes §3.6); here the batch
-        must divide evenly, so the default is the 240 they actually train on.
-      eval_episodes: episodes per context and split at each evaluation.
-      context_size: K, None = the task's default (24 for DI/ODE).
-      buffer_size: per-context replay capacity in transitions (min(1e5, total_steps)).
-      num_envs: parallel envs per run, a multiple of the training contexts (m envs per
-        context, sharing its replay capacity and its share of the batch); None = one env per
-        context, the paper's setting. Still one gradient step per vector step.
-      bootstrap_truncation: False = faithful ``done = terminated or truncated`` in the TD
-        target (the authors' code); True bootstraps through time limits.
-      exact_tanh_logprob: False = CleanRL's ``log(scale * (1 - tanh^2) + 1e-6)`` correction
-        (the authors' ``Actor.get_action``); True = distrax's exact log-determinant.
-      source, merge, mask_rate, input_norm, output_norm, pearl, pearl_beta: method axes; None
-        takes the preset's value.
+    Each field's meaning is its help text (``dataclasses.fields(Config)[i].metadata["help"]``,
+    also the CLI's ``--help``). Notes: ``batch_size`` must divide over the training contexts,
+    so the default is the 240 the authors' ``256 // 20 = 12`` per context trains on;
+    ``buffer_size`` is per context (the authors' ``min(1e5, total_steps)``); ``num_envs`` None
+    is the paper's one env per context (m > 1 envs per context share its replay capacity and
+    its share of the batch; still one gradient step per vector step); ``bootstrap_truncation``
+    False is the authors' ``done = terminated or truncated``.
     """
 
-    env: str = "di"
-    algo: str = "dma_sh"
-    total_steps: int = 100_000
-    eval_every: int = 5_000
-    learning_starts: int = 5_000
-    batch_size: int = 240
-    eval_episodes: int = 10
-    context_size: int | None = None
-    buffer_size: int = 100_000
-    num_envs: int | None = None
-    gamma: float = 0.99
-    tau: float = 0.005
-    q_lr: float = 1e-3
-    actor_lr: float = 3e-4
-    alpha_lr: float = 1e-3
-    model_lr: float = 3e-4
-    policy_frequency: int = 2
-    bootstrap_truncation: bool = False
-    exact_tanh_logprob: bool = False
-    source: str | None = None
-    merge: str | None = None
-    mask_rate: float | None = None
-    input_norm: bool | None = None
-    output_norm: bool | None = None
-    pearl: bool | None = None
-    pearl_beta: float = 0.4
+    env: str = _f("di", "task name (hyperjax.envs.TASKS)")
+    algo: str = _f("dma_sh", "method preset (hyperjax.methods)")
+    total_steps: int = _f(100_000, "Gradient steps N after the random phase, counted as the "
+                          "authors do: N + 1 vector steps with one update each, evaluations "
+                          "at steps 0, eval_every, ..., N. The paper used 100,000 on DI.")
+    eval_every: int = _f(5_000, "Steps between evaluations (divides total_steps).")
+    learning_starts: int = _f(5_000, "Uniform-random vector steps before updates start (at "
+                              "least one episode).")
+    batch_size: int = _f(240, "Batch size, stratified evenly over the training contexts (the "
+                         "authors' 256 // 20 = 12 per context = 240).")
+    eval_episodes: int = _f(10, "Evaluation episodes per context and split.")
+    context_size: int | None = _f(None, "Encoder window K (default: the task's, 24 for "
+                                  "DI/ODE, 128 for MJX).")
+    buffer_size: int = _f(100_000, "Replay capacity per context (transitions).")
+    num_envs: int | None = _f(None, "Parallel envs per run, a multiple of the training "
+                              "contexts (default: one per context, the paper's setting).")
+    gamma: float = _f(0.99, "Discount.")
+    tau: float = _f(0.005, "Target-critic Polyak rate.")
+    q_lr: float = _f(1e-3, "Critic learning rate (Adam).")
+    actor_lr: float = _f(3e-4, "Actor learning rate (Adam).")
+    alpha_lr: float = _f(1e-3, "Temperature learning rate (Adam).")
+    model_lr: float = _f(3e-4, "Encoder / hypernetwork / dynamics-model learning rate.")
+    policy_frequency: int = _f(2, "Actor and temperature updates every this many steps "
+                               "(twice each time, as the authors' TD3-style loop).")
+    bootstrap_truncation: bool = _f(False, "Bootstrap through time limits (the authors' code "
+                                    "treats truncation as terminal).")
+    exact_tanh_logprob: bool = _f(False, "distrax's exact tanh log-determinant in the "
+                                  "policy's log-probability instead of CleanRL's "
+                                  "log(scale (1 - y^2) + 1e-6) (the authors').")
+    mask_rate: float | None = _f(None, "Encoder input mask rate (default: the preset's).")
+    pearl_beta: float = _f(0.4, "The PLSTM encoders' KL weight (DMA-Pearl).")
 
-    def resolved(self) -> "Config":
-        """Validates and fills method fields and K from the presets.
+    def resolved(self, env=None) -> "Config":
+        """Validates and fills ``mask_rate`` (the method's) and K (the task's default).
 
+        Args:
+          env: an env instance to train on (any ``hyperjax.envs.Env``; then ``self.env`` is
+            only its label and need not be registered); default: the registered task.
         Raises:
           ValueError: unknown env/algo or an invalid number; the message names the field.
         """
-        if self.algo not in METHODS:
-            raise ValueError(f"unknown algo {self.algo!r}; valid: {', '.join(METHODS)}")
-        if self.env not in envs.env_names():
+        from hyperjax import methods
+        method = methods.get(self.algo)
+        if env is None and self.env not in envs.env_names():
             raise ValueError(f"unknown env {self.env!r}; valid: {', '.join(envs.env_names())}")
-        preset = {**dict(mask_rate=0.0, input_norm=False, output_norm=False, pearl=False),
-                  **METHODS[self.algo]}
-        fill = {k: preset[k] for k in METHOD_FIELDS if getattr(self, k) is None}
+        fill = {}
+        if self.mask_rate is None:
+            fill["mask_rate"] = float(method.mask_rate)
+        elif not method.inferred and self.mask_rate != method.mask_rate:
+            raise ValueError(f"mask_rate: {self.algo!r} has no context encoder")
         if self.context_size is None:
-            fill["context_size"] = envs.TASK_DEFAULTS[self.env]["context_size"]
+            fill["context_size"] = (envs.task_info(self.env).context_size if env is None
+                                    else int(getattr(env, "context_size", 24)))
         cfg = dataclasses.replace(self, **fill)
-        cfg._validate()
+        cfg._validate(envs.episode_length(self.env) if env is None else env.episode_length)
         return cfg
 
-    def _validate(self) -> None:
+    def method(self):
+        """The run's ``ContextMethod``: the preset with this config's mask rate."""
+        from hyperjax import methods
+        m = methods.get(self.algo)
+        if m.inferred and self.mask_rate is not None and self.mask_rate != m.mask_rate:
+            m = m.with_mask_rate(self.mask_rate)
+        return m
+
+    def _validate(self, T: int) -> None:
         n_ctx = envs.contexts.NUM_CONTEXTS
         for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
                      "buffer_size", "policy_frequency", "context_size"):
@@ -137,7 +128,6 @@ class Config:
                 or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, "
                              f"got {self.learning_starts!r}")
-        T = envs.episode_length(self.env)
         if self.learning_starts < T:
             raise ValueError(f"learning_starts={self.learning_starts} must be at least the "
                              f"episode length {T} of {self.env!r}: updates sample completed "
@@ -151,13 +141,6 @@ class Config:
         check_batch(self.batch_size, n_ctx)
         if not 0.0 <= self.mask_rate < 1.0:
             raise ValueError(f"mask_rate must be in [0, 1), got {self.mask_rate}")
-        if self.source not in ("none", "true", "inferred"):
-            raise ValueError(f"unknown source {self.source!r}; valid: none, true, inferred")
-        valid_merge = {"none": ("none",), "true": ("concat", "own"),
-                       "inferred": ("concat", "shared")}[self.source]
-        if self.merge not in valid_merge:
-            raise ValueError(f"merge {self.merge!r} does not fit source {self.source!r}; "
-                             f"valid: {', '.join(valid_merge)}")
         for name in ("gamma", "tau"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
@@ -172,7 +155,9 @@ class Config:
 
     @property
     def inferred(self) -> bool:
-        return self.source == "inferred"
+        """The method reads a window of transitions (an encoder)."""
+        from hyperjax import methods
+        return methods.get(self.algo).inferred
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -184,3 +169,26 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**d)
+
+
+_FLAG_KINDS = {"int": "integer", "int | None": "integer", "float": "float",
+               "float | None": "float", "bool": "bool", "str": "string"}
+
+
+def define_flags(flag_values, skip: tuple[str, ...] = (), defaults: dict | None = None,
+                 helps: dict | None = None) -> tuple[str, ...]:
+    """Defines one absl flag per ``Config`` field (its type, default and help text), except
+    ``skip``; ``defaults`` / ``helps`` replace a field's (the CLI's budget flags default to
+    None: the task's budget). Returns the names defined."""
+    from absl import flags
+    defaults, helps = defaults or {}, helps or {}
+    names = []
+    for f in dataclasses.fields(Config):
+        if f.name in skip:
+            continue
+        kind = _FLAG_KINDS[str(f.type)]
+        define = getattr(flags, f"DEFINE_{kind}")
+        define(f.name, defaults.get(f.name, f.default),
+               helps.get(f.name, f.metadata["help"]), flag_values=flag_values)
+        names.append(f.name)
+    return tuple(names)

@@ -49,7 +49,8 @@ def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
     Raises:
       ValueError: malformed item, unknown or repeated name, empty or non-numeric values.
     """
-    from hyperjax.agents.agent import SWEEPABLE
+    from hyperjax.agents.agent import HParams
+    SWEEPABLE = HParams.names()
     out: dict[str, list[float]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -277,3 +278,38 @@ def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
         if on_segment is not None:
             on_segment(i, state, rows, time.time() - t0)
     return state
+
+
+@jax.jit
+def finite_params(params) -> jax.Array:
+    """``bool[groups, n_runs]``: whether each ``AgentParams`` group (``agent.GROUPS`` order) is
+    finite, per run (``params`` carry a leading run axis)."""
+    from hyperjax.agents.agent import GROUPS
+    rows = []
+    for name in GROUPS:
+        leaves = jax.tree.leaves(getattr(params, name))
+        n = leaves[0].shape[0] if leaves else params.log_alpha.shape[0]
+        ok = jnp.ones((n,), bool)
+        for leaf in leaves:
+            ok &= jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(-1)
+        rows.append(ok)
+    return jnp.stack(rows)
+
+
+def non_finite(state, rows: list[dict], updates: bool, seed: int, n_seeds: int):
+    """The first ``(quantity, seed)`` that is not finite after a segment, or None: the
+    segment's loss rows (``metric_rows``; only when it ran updates), then every parameter
+    group of every run. The same answer on every process (the check reads global arrays)."""
+    import numpy as np
+
+    from hyperjax.agents.agent import GROUPS
+    if updates:
+        for r in rows:
+            for k in ("q_loss", "actor_loss", "model_loss", "alpha"):
+                if k in r and not np.isfinite(r[k]):
+                    return k, r["seed"]
+    ok = to_host(finite_params(state.agent.params))
+    for g, name in enumerate(GROUPS):
+        if not ok[g].all():
+            return f"{name} parameters", seed + int(np.flatnonzero(~ok[g])[0]) % n_seeds
+    return None

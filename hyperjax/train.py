@@ -39,7 +39,8 @@ import numpy as np
 
 from hyperjax import envs
 from hyperjax.agents import replay as rb
-from hyperjax.agents.agent import Agent, AgentState
+from hyperjax.agents.agent import Agent, AgentConfig, AgentState, HParams
+from hyperjax.methods import MethodSpec
 from hyperjax.config import Config, check_batch
 from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window, push_window,
                                     window_features)
@@ -57,6 +58,7 @@ class TrainState:
     window: Window | None      # [n_envs, K, ...] raw rows; None without an encoder
     episode_return: jax.Array  # float32[n_envs], return of the running episode
     segments_done: jax.Array   # int32[]
+    eval_key: jax.Array        # uint32[2], the key of the last evaluation (to reproduce it)
 
 
 class Trajectory(NamedTuple):
@@ -85,52 +87,98 @@ class Program(NamedTuple):
     segment_steps: Callable
 
 
-def make_program(config: Config, sets: envs.ContextSets | None = None,
-                 sweep: tuple[str, ...] = ()) -> Program:
-    """Builds ``init``, ``segment`` and ``evaluate`` for ``config``.
+class _Layout(NamedTuple):
+    """A program's set-up arithmetic (``_setup``)."""
 
-    Args:
-      config: a ``Config`` (validated here).
-      sets: context sets to train and evaluate on; default ``hyperjax.context_sets(env)``.
-      sweep: hyperparameter names (``hyperjax.agents.agent.SWEEPABLE``) that each run takes
-        from ``init(key, hparams)`` instead of the config, so that ``jax.vmap`` over
-        ``(keys, hparams)`` is a sweep in one program.
-    Raises:
-      ValueError: invalid config, malformed context sets or an unsweepable name (names the
-        field / factor).
-    """
-    cfg = config.resolved()
-    sets = sets if sets is not None else envs.context_sets(cfg.env)
-    varied = envs.varied_factors(cfg.env)
+    n_ctx: int             # contexts trained in (20; 1 for unaware_default)
+    n_envs: int            # parallel training envs (m per context, context-major)
+    m: int
+    train_ctx: jax.Array   # float32[n_ctx, F]
+    env_ctx: jax.Array     # float32[n_envs, F]
+    eval_ctx: jax.Array    # float32[3 * C * eval_episodes, F]: every split's contexts
+    n_eval: int            # C, contexts per evaluation split
+    slots: int             # replay slots per env (rb.num_slots)
+    n_segments: int        # N / E + 1
+    base_hp: HParams       # the config's hyperparameters
+
+
+def _setup(config: Config, sets, sweep, env):
+    """Validated config, env, context sets, agent and the ``_Layout`` of a program.
+
+    Raises ``ValueError`` (``make_program``'s errors)."""
+    cfg = config.resolved(env)
+    if env is not None:
+        varied = tuple(env.varied)
+        sets = sets if sets is not None else envs.make_context_sets(varied)
+    else:
+        sets = sets if sets is not None else envs.context_sets(cfg.env)
+        varied = envs.varied_factors(cfg.env)
     if tuple(sets.factors) != tuple(f.name for f in varied):
         raise ValueError(f"context set factors {list(sets.factors)} do not match "
                          f"{cfg.env!r}'s factors {[f.name for f in varied]}")
     for split in SPLITS:
         envs.validate_context_set(sets.split(split), varied, what=f"{split} context set")
-    # MJX tasks compile a model per context: the run's sets (user-supplied ones included).
-    env = envs.make_env(cfg.env, np.concatenate([sets.split(s) for s in SPLITS])
-                        if envs.is_mjx(cfg.env) else None)
-    check_batch(cfg.batch_size, sets.train.shape[0])
-    agent = Agent(cfg, env, tuple(sweep))
+    if env is None:  # MJX tasks compile a model per context: the run's sets (user ones too)
+        env = envs.make_env(cfg.env, np.concatenate([sets.split(s) for s in SPLITS])
+                            if envs.is_mjx(cfg.env) else None)
+    method = cfg.method()
     T = env.episode_length
-    train_ctx = jnp.asarray(sets.train)
+    A = env.action_dim
+    n_factors = len(env.factors)
+    spec = MethodSpec(env.obs_dim, A, n_factors, cfg.context_size)
+    agent = Agent(AgentConfig(cfg.batch_size, cfg.policy_frequency, cfg.bootstrap_truncation,
+                              cfg.exact_tanh_logprob, cfg.pearl_beta, tuple(sweep)),
+                  method, spec, env.action_low, env.action_high)
+    base_hp = HParams(q_lr=cfg.q_lr, actor_lr=cfg.actor_lr, alpha_lr=cfg.alpha_lr,
+                      model_lr=cfg.model_lr, tau=cfg.tau, gamma=cfg.gamma,
+                      target_entropy=-float(A), mask_rate=cfg.mask_rate)
+    # the contexts trained in (the method may narrow them: unaware_default); evaluation
+    # always covers the three sets
+    train_ctx = jnp.asarray(method.training_contexts(np.asarray(sets.train),
+                                                     np.asarray(env.default_context)),
+                            jnp.float32)
     n_ctx = train_ctx.shape[0]
+    check_batch(cfg.batch_size, n_ctx)
     n_envs = cfg.num_envs or n_ctx  # parallel envs: m per training context, context-major
     if n_envs % n_ctx:
         raise ValueError(f"num_envs={n_envs} is not a multiple of the {n_ctx} training "
                          f"contexts")
     m = n_envs // n_ctx
     env_ctx = jnp.repeat(train_ctx, m, axis=0)  # [n_envs, F]
-    K = cfg.context_size if cfg.inferred else 0
-    A = env.action_dim
-    n_factors = len(env.factors)
-    L, E = cfg.learning_starts, cfg.eval_every
-    n_segments = cfg.total_steps // E + 1
+    n_segments = cfg.total_steps // cfg.eval_every + 1
     # a context's m envs share its capacity (buffer_size transitions per context)
     slots = rb.num_slots(cfg.buffer_size // m, cfg.total_steps, T)
-    low, high = env.action_low, env.action_high
+    n_eval = sets.train.shape[0]
     eval_ctx = jnp.asarray(np.repeat(sets.stacked().reshape(-1, n_factors),
                                      cfg.eval_episodes, axis=0))  # [3*C*E, F]
+
+    return cfg, env, sets, agent, _Layout(n_ctx, n_envs, m, train_ctx, env_ctx, eval_ctx,
+                                          n_eval, slots, n_segments, base_hp)
+
+
+def make_program(config: Config, sets: envs.ContextSets | None = None,
+                 sweep: tuple[str, ...] = (), env: envs.Env | None = None) -> Program:
+    """Builds ``init``, ``segment`` and ``evaluate`` for ``config``.
+
+    Args:
+      config: a ``Config`` (validated here).
+      sets: context sets to train and evaluate on; default ``hyperjax.context_sets(env)`` for a
+        registered task, ``make_context_sets(env.varied)`` for an env instance.
+      sweep: ``HParams`` names that vary per run: each run takes them from ``init(key,
+        hparams)``, so ``jax.vmap`` over ``(keys, hparams)`` is a sweep in one program.
+      env: an env instance to train on (any ``hyperjax.envs.Env`` with ``varied`` factors;
+        need not be registered; ``config.env`` is then its label).
+    Raises:
+      ValueError: invalid config, malformed context sets or an unsweepable name (names the
+        field / factor).
+    """
+    cfg, env, sets, agent, lay = _setup(config, sets, sweep, env)
+    T, A, K = env.episode_length, env.action_dim, agent.window_size
+    L, E = cfg.learning_starts, cfg.eval_every
+    n_ctx, n_envs, m = lay.n_ctx, lay.n_envs, lay.m
+    train_ctx, env_ctx, eval_ctx = lay.train_ctx, lay.env_ctx, lay.eval_ctx
+    low, high = env.action_low, env.action_high
+    base_hp = lay.base_hp
 
     def segment_steps(k: int) -> tuple[int, int]:
         """Global steps ``[start, stop)`` of segment ``k`` (module doc)."""
@@ -143,11 +191,12 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         """A fresh ``TrainState`` from ``key`` (``uint32[2]``); ``hparams``: ``{name:
         float32[]}`` for the swept names (default: the config's values)."""
         k_agent, k_reset, k_run = jax.random.split(key, 3)
-        replay = rb.init(n_envs, slots, K, T, env.obs_dim, A)
+        replay = rb.init(n_envs, lay.slots, K, T, env.obs_dim, A)
         env_state, ts = reset(k_reset, env_ctx)
         window = initial_window(ts.obs, K, A) if K else None
-        return TrainState(agent.init(k_agent, n_factors, hparams), replay, k_run, env_state,
-                          ts.obs, window, jnp.zeros(n_envs), jnp.zeros((), jnp.int32))
+        hp = base_hp.replace(**(hparams or {}))
+        return TrainState(agent.init(k_agent, hp), replay, k_run, env_state, ts.obs, window,
+                          jnp.zeros(n_envs), jnp.zeros((), jnp.int32), jnp.zeros_like(key))
 
     def warmup(params, key, contexts, window, start):
         """DMA warm-up for a batch of envs from ``window`` and the reset ``start`` (``(state,
@@ -210,7 +259,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         def policy_action(_):
             feats = window_features(st.window) if K else None
             return agent.act(st.agent.params, st.obs, feats, env_ctx, k_act,
-                             deterministic=False, encoder_training=True)
+                             deterministic=False, encoder_training=True, hp=st.agent.hparams)
 
         def random_action(_):
             return jax.random.uniform(k_act, (n_envs, A), jnp.float32, low, high)
@@ -311,7 +360,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         ``random_actions``: the uniform-random policy on the same episodes instead.
         """
         ret, _ = rollout(params, key, eval_ctx, record=False, random_actions=random_actions)
-        return ret.reshape(len(SPLITS), n_ctx, cfg.eval_episodes)
+        return ret.reshape(len(SPLITS), lay.n_eval, cfg.eval_episodes)
 
     def segment(state: TrainState, seg_idx):
         """One evaluation interval: its training steps (``segment_steps``), then an evaluation.
@@ -327,28 +376,31 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         key, k_eval = jax.random.split(state.key)
         returns = evaluate(state.agent.params, k_eval).mean(-1)
         metrics.update(step=seg_idx * E, eval_return=returns, aer=returns.mean(-1))
-        return state.replace(key=key, segments_done=state.segments_done + 1), metrics
+        return state.replace(key=key, segments_done=state.segments_done + 1,
+                             eval_key=k_eval), metrics
 
-    return Program(cfg, env, agent, sets, init, segment, evaluate, steps, rollout, n_segments,
-                   segment_steps)
+    return Program(cfg, env, agent, sets, init, segment, evaluate, steps, rollout,
+                   lay.n_segments, segment_steps)
 
 
 def _nanmean(x):
     return jnp.nanmean(x, axis=0) if x.ndim else x
 
 
-def make_train(config: Config, sets: envs.ContextSets | None = None):
+def make_train(config: Config, sets: envs.ContextSets | None = None,
+               env: envs.Env | None = None):
     """``train(key) -> (TrainState, metrics)``: the whole run as one pure function.
 
     ``metrics`` leaves have a leading axis ``[n_segments]`` (one row per evaluation):
     ``step``, ``aer`` ``[n, 3]`` (train, eval_in, eval_out), ``eval_return`` ``[n, 3, 20]``,
     ``train_return``, ``q_loss``, ``actor_loss``, ``alpha``, ... ``jax.jit(jax.vmap(train))``
-    over a batch of keys is a seed sweep.
+    over a batch of keys is a seed sweep. ``sets`` and ``env`` as ``make_program`` (an env
+    instance need not be registered).
 
     Raises:
-      ValueError: invalid config (see ``Config.resolved``).
+      ValueError: invalid config (see ``Config.resolved``) or context sets.
     """
-    prog = make_program(config, sets)
+    prog = make_program(config, sets, env=env)
 
     def train(key):
         state = prog.init(key)

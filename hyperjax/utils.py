@@ -22,14 +22,16 @@ def enable_compilation_cache(path: str | None = None) -> str:
     return path
 
 
-def parse_names(value: str, valid, what: str, allow_all: bool = False) -> list[str]:
-    """``"a,b"`` (or ``"all"``) -> names, in the given order, without duplicates.
+def parse_names(value: str, valid, what: str, allow_all: bool = False,
+                all_names=None) -> list[str]:
+    """``"a,b"`` (or ``"all"``: ``all_names``, default every valid name) -> names, in the
+    given order, without duplicates.
 
     Raises:
       ValueError: an empty list or an unknown name (the message lists the valid ones).
     """
     if allow_all and value.strip() == "all":
-        return list(valid)
+        return list(valid if all_names is None else all_names)
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
         raise ValueError(f"--{what} is empty")

@@ -206,16 +206,17 @@ def test_shadow_gradients_lift_the_stop_gradient(small_sh):
     prog, state = small_sh
     agent, params = prog.agent, state.agent.params
     batch = rb.sample(state.replay, jax.random.PRNGKey(1), 12, 100, 24)
-    g = jax.jit(lambda p, b: shadow_gradients(agent, p, b, None, jax.random.PRNGKey(2)))(
+    hp = state.agent.hparams
+    g = jax.jit(lambda p, b: shadow_gradients(agent, p, b, None, jax.random.PRNGKey(2), hp))(
         params, batch)
     assert np.isfinite(g["actor"]) and g["actor"] > 0
     assert np.isfinite(g["critic"]) and g["critic"] > 0
     # with the stop-gradient in place (the method), the same derivative is exactly zero
-    z = agent.encode(params["model"], batch.window, jax.random.PRNGKey(3), True)
+    z = agent.encode(params, batch.window, jax.random.PRNGKey(3), True)
 
     def actor_obj(z):
-        cond = agent.cond_from_z(params["model"], z, stop_gradient=True)
-        mean, _ = agent.actor.apply(params["actor"], batch.obs, cond)
+        cond, _ = agent.cond_from_z(params, z, stop_gradient=True)
+        mean, _ = agent.actor.apply(params.actor, batch.obs, cond)
         return jnp.sum(mean)
 
     assert float(jnp.abs(jax.grad(actor_obj)(z)).max()) == 0.0

@@ -52,7 +52,7 @@ def _one_line_error(res, pattern):
     (["--env=hopper"], r"unknown env 'hopper'; valid: di, di_friction, di_perm, ode, cartpole, "
                       r"ball_in_cup, walker, cheetah, reacher_easy"),
     (["--task=cheetah"], r"Unknown command line flag 'task'"),
-    (["--algo=dr,sac"], r"unknown algo 'sac'; valid: dr, .*, dma_sh, or all"),
+    (["--algo=dr,sac"], r"unknown algo 'sac'; valid: dr, .*, dma_sh_actor_critic_grad, or all"),
     (["--total_steps=0"], r"total_steps must be a positive integer, got 0"),
     (["--total_steps=-100"], r"total_steps must be a positive integer"),
     (["--total_steps=abc"], r"total_steps.*(int|integer)"),

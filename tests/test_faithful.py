@@ -14,7 +14,6 @@ import pytest
 import hyperjax as hj
 from hyperjax.agents import replay as rb
 from hyperjax.agents import sac
-from hyperjax.agents.agent import WorldModel
 from hyperjax.envs import contexts
 from hyperjax.envs.wrappers import initial_window, push_window, window_features
 from hyperjax.nets.encoder import ContextEncoder, TorchLSTM
@@ -48,18 +47,19 @@ def test_pearl_loss_uses_the_kl_mean_over_batch_and_dims_with_layernorm_heads():
     mu and var are their biases, so the KL is known in closed form."""
     prog = _program("dma_pearl")
     agent = prog.agent
-    params = prog.init(jax.random.PRNGKey(0)).agent.params
-    enc = params["model"]["params"]["encoder"]
+    state = prog.init(jax.random.PRNGKey(0)).agent
+    params, hp = state.params, state.hparams
+    enc = params.method["encoder"]
     assert set(enc) >= {"mu", "mu_norm", "var", "var_norm"}
     mu = np.linspace(-1.0, 1.5, 8).astype(np.float32)
     raw = np.linspace(-2.0, 2.0, 8).astype(np.float32)
     enc = {**enc, "mu_norm": {"scale": jnp.zeros(8), "bias": jnp.asarray(mu)},
            "var_norm": {"scale": jnp.zeros(8), "bias": jnp.asarray(raw)}}
-    model = {"params": {**params["model"]["params"], "encoder": enc}}
+    model = {**params.method, "encoder": enc}
     var = np.log1p(np.exp(raw.astype(np.float64)))
     kl_mean = np.mean(0.5 * (var + mu.astype(np.float64) ** 2 - 1.0 - np.log(var)))
     batch = rb.sample(_replay_with_random_data(prog), jax.random.PRNGKey(1), 12, 100, 24)
-    loss, mse = agent.model_loss(model, batch, jax.random.PRNGKey(2))
+    loss, mse = agent.aux_loss(model, batch, jax.random.PRNGKey(2), hp)
     np.testing.assert_allclose(float(loss), float(mse) * (1.0 + 0.4 * kl_mean), rtol=1e-5)
     # the sum over the 8 dimensions (effective beta 3.2) would be far off
     assert abs(float(loss) - float(mse) * (1.0 + 3.2 * kl_mean)) > 1e-3 * float(loss)
@@ -70,15 +70,19 @@ def test_pearl_kl_comes_from_its_own_encoder_pass():
     ``dce.get_kl(...)`` with its own shuffle and random subset."""
     prog = _program("dma_pearl")
     agent = prog.agent
-    model = prog.init(jax.random.PRNGKey(0)).agent.params["model"]
+    state = prog.init(jax.random.PRNGKey(0)).agent
+    model, hp = state.params.method, state.hparams
     batch = rb.sample(_replay_with_random_data(prog), jax.random.PRNGKey(1), 12, 100, 24)
     key = jax.random.PRNGKey(5)
-    loss, mse = agent.model_loss(model, batch, key)
+    loss, mse = agent.aux_loss(model, batch, key, hp)
     k_z, k_kl = jax.random.split(key)
-    pred, same_pass = agent.model.apply(model, batch.obs, batch.action, batch.window, k_z, True)
+    m, spec = agent.method, agent.spec
+    same_pass = m.encode_out(spec, model, batch.window, k_z, True)
+    pred = m._model(spec).dynamics.apply({"params": model["dynamics"]}, batch.obs,
+                                         batch.action, same_pass.z)
     np.testing.assert_allclose(float(mse), float(jnp.mean(
         (pred - (batch.next_obs - batch.obs)) ** 2)), rtol=1e-6)
-    kl = agent.model.apply(model, batch.window, k_kl, True, method=WorldModel.encode).kl
+    kl = m.encode_out(spec, model, batch.window, k_kl, True).kl
     np.testing.assert_allclose(float(loss), float(mse) * (1 + 0.4 * float(jnp.mean(kl))),
                                rtol=1e-6)
     assert abs(float(jnp.mean(kl)) - float(jnp.mean(same_pass.kl))) > 1e-6
@@ -113,7 +117,7 @@ def test_steps_count_like_the_authors():
                                                          (301, 351)]
     state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
     np.testing.assert_array_equal(m["step"], [0, 50, 100, 150])
-    assert int(state.agent.opt_state["critic"][0].count) == 151  # N + 1 gradient steps
+    assert int(state.agent.opt_state.critic.count) == 151  # N + 1 gradient steps
     # 351 vector steps: episodes at g = 0, 100, 200, 300; the last holds 51 steps
     assert int(state.replay.episodes) == 4 and int(state.replay.t) == 51
     assert np.isfinite(m["q_loss"]).all()  # segment 0 ends with the update at step 0
@@ -265,8 +269,8 @@ def test_config_flag_selects_the_exact_log_prob():
     obs = jnp.full((4, 4), 0.3)
     k = jax.random.PRNGKey(1)
     from hyperjax.nets.networks import Cond
-    l0 = p0.agent._pi(params["actor"], obs, Cond(), k)[1]
-    l1 = p1.agent._pi(params["actor"], obs, Cond(), k)[1]
+    l0 = p0.agent.losses.log_prob(params.actor, obs, Cond(), k)
+    l1 = p1.agent.losses.log_prob(params.actor, obs, Cond(), k)
     assert not np.allclose(np.asarray(l0), np.asarray(l1))
 
 
@@ -352,9 +356,9 @@ def test_ode_k_context_sets_are_sampled_like_the_authors():
 def test_ode_k_is_registered_validated_and_classed():
     names = hj.env_names()
     assert all(f"ode_{k}" in names for k in range(1, 21)) and "ode_21" not in names
-    from hyperjax.envs import TASK_DEFAULTS
-    assert TASK_DEFAULTS["ode_5"]["overlap"] is False
-    assert TASK_DEFAULTS["ode_5"]["return_bounds"] == (0.0, 200.0)
+    from hyperjax.envs import TASKS
+    assert TASKS["ode_5"].overlap is False
+    assert TASKS["ode_5"].return_bounds == (0.0, 200.0)
     env = hj.make_env("ode_5")
     with pytest.raises(ValueError, match="'parameter_3' = 11 in row 0 is outside"):
         contexts.validate_context_set([[0, 0, 0, 11, 0]], env.varied)

@@ -17,7 +17,6 @@ import pytest
 
 import hyperjax as hj
 from hyperjax.agents import replay as rb
-from hyperjax.agents.agent import SWEEPABLE, Agent
 from hyperjax.run import parse_sweep, sweep_hparams, sweep_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,43 +96,6 @@ def test_num_envs_rows_and_stratified_sampling():
     assert ((row // 3) == c).all() and len(set(row % 3)) == 3  # own rows, all three used
     with pytest.raises(ValueError, match="num_envs=30 is not a multiple of the 20"):
         hj.make_program(dataclasses.replace(cfg, num_envs=30))
-
-
-def test_swept_hparams_are_the_constants_they_replace():
-    """An update with every ``SWEEPABLE`` name read from ``params["hparams"]`` equals (to
-    rounding: traced and constant scalars fuse differently) the update
-    of an agent built with those values as constants; and the values are used (another value
-    gives another update)."""
-    base = hj.Config(env="di", algo="dma_star").resolved()
-    env = hj.make_env("di")
-    new = dict(q_lr=3e-3, actor_lr=1e-3, alpha_lr=2e-3, model_lr=1e-3, tau=0.3, gamma=0.9,
-               mask_rate=0.5)
-    const = Agent(dataclasses.replace(base, **new), env)
-    const.target_entropy = -0.25
-    swept = Agent(base, env, SWEEPABLE)
-    key = jax.random.PRNGKey(0)
-    buf = rb.init(20, 2, base.context_size, 100, env.obs_dim, env.action_dim)
-    buf = buf._replace(episodes=jnp.int32(2), t=jnp.int32(100))
-    buf = jax.tree.map(lambda x: jax.random.normal(key, x.shape) if x.dtype == jnp.float32
-                       else x, buf)
-    batch = rb.sample(buf, key, 12, 100, base.context_size)
-    ctx = jnp.asarray(hj.context_sets("di").train)
-
-    def update(agent, hparams=None):
-        state = agent.init(key, 2, hparams)
-        return jax.jit(agent.update, static_argnums=4)(state, batch, ctx, key, True)[0]
-
-    want = update(const)
-    got = update(swept, dict(new, target_entropy=-0.25))
-    for name in ("actor", "critic", "target_critic", "log_alpha", "model"):
-        for x, y in zip(jax.tree.leaves(want.params[name]), jax.tree.leaves(got.params[name])):
-            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5, err_msg=name)
-    other = update(swept, dict(new, target_entropy=-0.25, tau=0.6))
-    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(other.params["target_critic"]),
-                                                    jax.tree.leaves(want.params["target_critic"]))]
-    assert all(moved)
-    with pytest.raises(ValueError, match="cannot sweep mask_rate: 'dr'"):
-        Agent(hj.Config(env="di", algo="dr").resolved(), env, ("mask_rate",))
 
 
 def test_sweep_cli_points_equal_separate_runs(tmp_path):

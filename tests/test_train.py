@@ -49,7 +49,7 @@ def test_vmap_over_two_seeds_equals_single_seed_runs(dma_sh_runs):
                                       state.replay.action[:, 0, 24:])  # same random phase
     # the two seeds differ by far more than the rounding
     assert not np.allclose(b_metrics["q_loss"][0], b_metrics["q_loss"][1])
-    w0, w1 = (b_state.agent.params["actor"]["params"]["mean"]["kernel"][i] for i in (0, 1))
+    w0, w1 = (b_state.agent.params.actor["params"]["mean"]["kernel"][i] for i in (0, 1))
     assert float(jnp.max(jnp.abs(w0 - w1))) > 0.01
 
 
@@ -87,7 +87,7 @@ def test_metrics_shapes_and_counters(dma_sh_runs):
     assert int(state.replay.episodes[0]) == 2 and int(state.replay.t[0]) == 21
     # the first interval ends with the update at step 0: one update, finite losses
     assert np.isfinite(m["q_loss"][:, 0]).all() and np.isfinite(m["model_loss"][:, 0]).all()
-    assert int(state.agent.opt_state["critic"][0].count[0]) == 21
+    assert int(state.agent.opt_state.critic.count[0]) == 21
     # 21 updates of Adam moved alpha (and every network)
     assert (m["alpha"][:, -1] < 1.0).all()
 
@@ -115,10 +115,13 @@ def test_config_errors_name_the_field():
         hj.Config(total_steps=1000).resolved()
     with pytest.raises(ValueError, match="batch_size=256 is not divisible by the 20 training"):
         hj.Config(batch_size=256).resolved()
-    with pytest.raises(ValueError, match="merge 'shared' does not fit source 'true'"):
-        hj.Config(algo="concat", merge="shared").resolved()
+    with pytest.raises(ValueError, match="a shared merge needs the dynamics model's hypernetwork"):
+        hj.methods.GridMethod("bad", source="true", policy_merge="shared", q_merge="shared")
+    with pytest.raises(ValueError, match="mask_rate: 'concat' has no context encoder"):
+        hj.Config(algo="concat", mask_rate=0.3).resolved()
     cfg = hj.Config(algo="dma_star").resolved()
-    assert (cfg.mask_rate, cfg.input_norm, cfg.output_norm, cfg.context_size) == (0.2, True, True, 24)
+    m = cfg.method()
+    assert (cfg.mask_rate, m.encoder, cfg.context_size) == (0.2, "star", 24)
     assert hj.Config(algo="dma_sh", mask_rate=0.1).resolved().mask_rate == 0.1
     assert cfg.per_context_batch() == 12
 

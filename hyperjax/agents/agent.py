@@ -1,24 +1,27 @@
-"""The method family as one agent: context source x merge (notes §3-4, architecture card).
+"""SAC with a context method plugged in (notes §3-4, architecture card property 4-5).
 
-``Agent`` holds the Flax modules (no state); parameters and optimizer states live in an
-``AgentState`` pytree, so everything is pure and vmappable over seeds.
+``Agent(config, method, spec)`` holds the networks (no state); parameters, optimizer states and
+hyperparameters live in an ``AgentState`` pytree of named dataclasses, so everything is pure
+and vmappable over seeds and hyperparameter points alike.
 
-Gradient routing (notes §3.5):
-* encoder phi, hypernetwork eta and dynamics model theta: the dynamics loss only;
-* actor xi: the actor loss only; critics zeta: the critic loss only; log alpha: its own loss.
-z and the generated omega enter the RL losses through ``jax.lax.stop_gradient``, so the RL
-losses' gradients w.r.t. phi and eta are exactly zero (a test checks it).
+* ``AgentConfig``: the static choices (shapes, batch, policy frequency, the numerics flags).
+* ``HParams``: the hyperparameters that change no shape (learning rates, tau, gamma, target
+  entropy, mask rate), every field a pytree leaf: ``jax.vmap`` over an ``AgentState`` whose
+  ``hparams`` differ per run is a sweep (rejax's ``pytree_node=True`` fields).
+* The method (``hyperjax.methods``) gives each network its conditioning and says which
+  parameter groups each loss may move; SAC's losses (``hyperjax.agents.sac.make_losses``)
+  know nothing about contexts.
 
-Hyperparameter sweeps: the names in ``SWEEPABLE`` that an ``Agent`` is built to sweep are read
-from ``params["hparams"]`` (``float32[]`` leaves, so ``jax.vmap`` over runs gives each run its
-own value) instead of the ``Config``; learning rates live in the optimizer state
-(``optax.inject_hyperparams``). Without a sweep ``params["hparams"]`` is ``{}`` and the program
-is the one with constants.
+Gradient routing (notes §3.5) for the paper's methods: encoder phi, hypernetwork eta and
+dynamics model theta learn from the dynamics loss only; the actor xi from the actor loss, the
+critics zeta from the critic loss, log alpha from its own loss. z and omega = h_eta(z) enter
+the RL losses through ``stop_gradient`` (tests check the exact zeros for every preset).
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -26,258 +29,224 @@ import optax
 
 from hyperjax.agents import sac
 from hyperjax.agents.replay import Batch
-from hyperjax.config import Config
-from hyperjax.envs.core import Env
-from hyperjax.nets.encoder import ContextEncoder
-from hyperjax.nets.networks import Actor, Cond, DynamicsModel, TwinCritic
+from hyperjax.methods import ContextMethod, MethodSpec
+from hyperjax.nets.networks import Actor, Cond, TwinCritic
 
 
-class WorldModel(nn.Module):
-    """Encoder g_phi plus dynamics model f_{theta, omega} (and h_eta for DMA*-SH)."""
+@flax.struct.dataclass
+class HParams:
+    """Hyperparameters that change no shape (``float32[]`` leaves, or floats; notes §3.6)."""
 
-    cfg_encoder: dict
-    obs_dim: int
-    merge: str  # "own" (hypernetwork adapter, DMA*-SH) or "concat"
+    q_lr: Any = 1e-3
+    actor_lr: Any = 3e-4
+    alpha_lr: Any = 1e-3
+    model_lr: Any = 3e-4
+    tau: Any = 0.005
+    gamma: Any = 0.99
+    target_entropy: Any = -1.0
+    mask_rate: Any = 0.0
 
-    def setup(self):
-        self.encoder = ContextEncoder(**self.cfg_encoder)
-        self.dynamics = DynamicsModel(self.obs_dim, merge=self.merge)
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
-    def encode(self, window, key, training, mask_rate=None):
-        return self.encoder(window, key, training, mask_rate)
-
-    def omega(self, z):
-        return self.dynamics.omega(z)
-
-    def __call__(self, obs, action, window, key, training=True, mask_rate=None):
-        out = self.encoder(window, key, training, mask_rate)
-        return self.dynamics(obs, action, out.z), out
+    def as_arrays(self) -> "HParams":
+        return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), self)
 
 
-# Hyperparameters that change no shape, so runs with different values can share one program.
-SWEEPABLE = ("q_lr", "actor_lr", "alpha_lr", "model_lr", "tau", "gamma", "target_entropy",
-             "mask_rate")
-_OPT_LR = dict(actor="actor_lr", critic="q_lr", alpha="alpha_lr", model="model_lr")
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The agent's static choices (shapes and flags; no budget, no evaluation, no output).
+
+    Attributes:
+      batch_size: stratified batch (``batch_size / n_contexts`` per context).
+      policy_frequency: actor and alpha updated this many times every this many steps.
+      bootstrap_truncation: False = the authors' ``done = terminated or truncated``.
+      exact_tanh_logprob: distrax's exact tanh log-determinant instead of CleanRL's.
+      pearl_beta: the PLSTM encoders' KL weight (0.4).
+      swept: hyperparameter names that vary per run (the encoder reads ``HParams.mask_rate``
+        only when it is swept; otherwise its preset rate is a compile-time constant).
+    """
+
+    batch_size: int = 240
+    policy_frequency: int = 2
+    bootstrap_truncation: bool = False
+    exact_tanh_logprob: bool = False
+    pearl_beta: float = 0.4
+    swept: tuple[str, ...] = ()
+
+
+@flax.struct.dataclass
+class AgentParams:
+    actor: Any
+    critic: Any
+    target_critic: Any
+    log_alpha: jax.Array
+    method: dict   # {group: params}; {} for methods without parameters
+
+
+@flax.struct.dataclass
+class OptStates:
+    actor: Any
+    critic: Any
+    alpha: Any
+    method: dict   # {group: Adam state}
 
 
 @flax.struct.dataclass
 class AgentState:
-    params: dict      # actor, critic, target_critic, log_alpha, model
-    opt_state: dict   # actor, critic, alpha, model
+    params: AgentParams
+    opt_state: OptStates
+    hparams: HParams
+
+
+ADAM = optax.scale_by_adam()  # every optimizer of the agent: Adam, its lr from HParams
+GROUPS = ("actor", "critic", "target_critic", "log_alpha", "method")
 
 
 class Agent:
-    """SAC with the method's context source and merge. See ``Config`` for the fields."""
+    """SAC (CleanRL numerics) with ``method``'s conditioning (module doc).
 
-    def __init__(self, cfg: Config, env: Env, swept: tuple[str, ...] = ()):
-        """``swept``: names from ``SWEEPABLE`` read per run from ``params["hparams"]``.
+    Args:
+      config: ``AgentConfig``.
+      method: a ``ContextMethod`` (``hyperjax.methods.get(name)``).
+      spec: ``MethodSpec`` (obs/action sizes, number of context factors, K).
+      low, high: scalar action bounds.
+    """
 
-        Raises:
-          ValueError: an unknown name, or ``mask_rate`` for a method without an encoder.
-        """
-        for name in swept:
-            if name not in SWEEPABLE:
-                raise ValueError(f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}")
-        if "mask_rate" in swept and not cfg.inferred:
-            raise ValueError(f"cannot sweep mask_rate: {cfg.algo!r} has no context encoder")
-        self.swept = tuple(swept)
-        self.cfg = cfg
-        self.env = env
-        self.low, self.high = float(env.action_low), float(env.action_high)
-        self.actor = Actor(env.action_dim, merge=cfg.merge)
-        self.critic = TwinCritic(merge=cfg.merge)
-        self.model = None
-        if cfg.inferred:
-            enc = dict(obs_dim=env.obs_dim, action_dim=env.action_dim,
-                       context_size=cfg.context_size, mask_rate=cfg.mask_rate,
-                       input_norm=cfg.input_norm, output_norm=cfg.output_norm, pearl=cfg.pearl)
-            self.model = WorldModel(enc, env.obs_dim,
-                                    "own" if cfg.merge == "shared" else "concat")
-        self.target_entropy = -float(env.action_dim)
-        self.opt = {}
-        for group, lr_name in _OPT_LR.items():
-            lr = getattr(cfg, lr_name)
-            self.opt[group] = (optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-                               if lr_name in self.swept else optax.adam(lr))
+    def __init__(self, config: AgentConfig, method: ContextMethod, spec: MethodSpec,
+                 low: float = -1.0, high: float = 1.0):
+        for name in config.swept:
+            if name not in HParams.names():
+                raise ValueError(f"cannot sweep {name!r}; sweepable: "
+                                 f"{', '.join(HParams.names())}")
+        if "mask_rate" in config.swept and not method.inferred:
+            raise ValueError(f"cannot sweep mask_rate: {method.name!r} has no context encoder")
+        self.config, self.method, self.spec = config, method, spec
+        self.low, self.high = float(low), float(high)
+        self.actor = Actor(spec.action_dim, merge=method.policy_merge)
+        self.critic = TwinCritic(merge=method.q_merge)
+        self.losses = sac.make_losses(self.actor, self.critic, self.low, self.high,
+                                      config.exact_tanh_logprob, config.bootstrap_truncation)
 
-    # --- hyperparameters -------------------------------------------------------------------
-    def default_hparams(self) -> dict:
-        """The swept names' values from the config: ``{name: float32[]}``."""
-        return {n: jnp.float32(self.target_entropy if n == "target_entropy"
-                               else getattr(self.cfg, n)) for n in self.swept}
+    # --- shapes and defaults ---------------------------------------------------------------
+    @property
+    def window_size(self) -> int:
+        """K when the method reads a window, else 0."""
+        return self.method.window_size(self.spec)
 
-    def hp(self, params, name: str):
-        """Hyperparameter ``name``: the run's ``float32[]`` if swept, else the config's float."""
-        if name in self.swept:
-            return params["hparams"][name]
-        return self.target_entropy if name == "target_entropy" else getattr(self.cfg, name)
-
-    def _mask_rate(self, params):
-        return params["hparams"]["mask_rate"] if "mask_rate" in self.swept else None
-
-    # --- shapes ----------------------------------------------------------------------------
     @property
     def window_shape(self) -> tuple[int, int]:
         """``(K, 2*obs_dim + act_dim)``, or ``(0, 0)`` without an encoder."""
-        if not self.cfg.inferred:
-            return (0, 0)
-        return (self.cfg.context_size, 2 * self.env.obs_dim + self.env.action_dim)
+        K = self.window_size
+        return (K, 2 * self.spec.obs_dim + self.spec.action_dim) if K else (0, 0)
+
+    def default_hparams(self, **values) -> HParams:
+        """The HParams of this agent: the notes' values, target entropy ``-|A|``, the method's
+        mask rate, overridden by ``values``."""
+        hp = HParams(target_entropy=-float(self.spec.action_dim),
+                     mask_rate=float(self.method.mask_rate))
+        return hp.replace(**values)
+
+    def _mask(self, hp):
+        return hp.mask_rate if "mask_rate" in self.config.swept else None
 
     # --- init ------------------------------------------------------------------------------
-    def init(self, key, n_factors: int, hparams: dict | None = None) -> AgentState:
-        """Initial parameters (PyTorch-default init) and Adam states. log alpha = 0.
+    def init(self, key, hparams: HParams | None = None) -> AgentState:
+        """Initial parameters (PyTorch-default init), Adam states, log alpha = 0.
 
-        ``hparams``: ``{name: float32[]}`` for the swept names (default: the config's values).
-
-        Raises:
-          ValueError: ``hparams`` keys differ from the swept names.
+        ``hparams``: the run's ``HParams`` (default: ``default_hparams()``); stored as
+        ``float32[]`` leaves.
         """
-        hparams = self.default_hparams() if hparams is None else dict(hparams)
-        if set(hparams) != set(self.swept):
-            raise ValueError(f"hparams {sorted(hparams)} do not match the swept names "
-                             f"{sorted(self.swept)}")
-        hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
-        k_a, k_c, k_m, k_e = jax.random.split(key, 4)
-        obs = jnp.zeros((1, self.env.obs_dim))
-        act = jnp.zeros((1, self.env.action_dim))
+        hp = (self.default_hparams() if hparams is None else hparams).as_arrays()
+        k_a, k_c, k_m, _ = jax.random.split(key, 4)
+        spec = self.spec
+        obs = jnp.zeros((1, spec.obs_dim))
+        act = jnp.zeros((1, spec.action_dim))
         window = jnp.zeros((1, *self.window_shape))
-        model = {}
-        if self.model is not None:
-            model = self.model.init(k_m, obs, act, window, k_e)
-        cond = self._dummy_cond(model, window, jnp.zeros((1, n_factors)))
-        actor = self.actor.init(k_a, obs, cond)
-        critic = self.critic.init(k_c, obs, act, cond)
-        params = dict(actor=actor, critic=critic, target_critic=critic,
-                      log_alpha=jnp.zeros((), jnp.float32), model=model, hparams=hparams)
-        opt_state = dict(actor=self.opt["actor"].init(actor),
-                         critic=self.opt["critic"].init(critic),
-                         alpha=self.opt["alpha"].init(params["log_alpha"]),
-                         model=self.opt["model"].init(model))
-        for group, lr_name in _OPT_LR.items():
-            if lr_name in self.swept:
-                o = opt_state[group]
-                opt_state[group] = o._replace(
-                    hyperparams={**o.hyperparams, "learning_rate": hparams[lr_name]})
-        return AgentState(params, opt_state)
+        ctx = jnp.zeros((1, spec.n_factors))
+        method = self.method.init(k_m, spec)
+        params = AgentParams(None, None, None, jnp.zeros((), jnp.float32), method)
+        cond_a, _ = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
+        params = params.replace(actor=self.actor.init(k_a, obs, cond_a))
+        _, cond_q = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
+        critic = self.critic.init(k_c, obs, act, cond_q)
+        params = params.replace(critic=critic, target_critic=critic)
+        opt = OptStates(ADAM.init(params.actor), ADAM.init(critic),
+                        ADAM.init(params.log_alpha),
+                        {g: ADAM.init(v) for g, v in method.items()})
+        return AgentState(params, opt, hp)
 
-    def _dummy_cond(self, model, window, context):
-        return self.condition(model, window, context, jax.random.PRNGKey(0), training=False)
-
-    # --- conditioning ------------------------------------------------------------------------
-    def condition(self, model_params, window, context, key, training: bool,
-                  mask_rate=None) -> Cond:
-        """The RL networks' conditioning, with z and omega as constants (notes §3.5).
+    # --- conditioning ----------------------------------------------------------------------
+    def condition(self, params: AgentParams, window, context, key, training: bool, hp):
+        """``(actor Cond, critic Cond)`` (the method's; its stop-gradients applied).
 
         Args:
-          model_params: world-model parameters (``{}`` without an encoder).
+          params: ``AgentParams``.
           window: ``float32[B, K, 2*obs_dim+act_dim]`` (ignored without an encoder).
-          context: ``float32[B, n_factors]`` true context (used by Concat and DA only).
-          key: PRNG key for the encoder's shuffle/mask/subset (fresh per loss, notes §9.3).
+          context: ``float32[B, n_factors]`` true contexts (used by aware methods only).
+          key: PRNG key for the encoder's shuffle / mask / subset (fresh per loss, §9.3).
           training: encoder mode.
-          mask_rate: a swept ``float32[]`` mask rate (None: the config's).
+          hp: ``HParams``.
         """
-        src = self.cfg.source
-        if src == "none":
-            return Cond()
-        if src == "true":
-            return Cond(vec=context)
-        z = self.encode(model_params, window, key, training, mask_rate)
-        return self.cond_from_z(model_params, z, stop_gradient=True)
+        hp = None if hp is None else hp.replace(mask_rate=self._mask(hp))
+        return self.method.condition(self.spec, params, window, context, key, training, hp)
 
-    def encode(self, model_params, window, key, training: bool, mask_rate=None):
+    def encode(self, params: AgentParams, window, key, training: bool, hp=None):
         """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; notes §3.1)."""
-        return self.model.apply(model_params, window, key, training, mask_rate,
-                                method=WorldModel.encode).z
+        mask = None if hp is None else self._mask(hp)
+        return self.method.encode_out(self.spec, params.method, window, key, training,
+                                      mask).z
 
-    def cond_from_z(self, model_params, z, stop_gradient: bool = True) -> Cond:
-        """The RL networks' conditioning from an inferred ``z`` ``float32[B, d_z]``.
-
-        ``stop_gradient=True`` is the method (z and omega = h_eta(z) are constants to the RL
-        losses, notes §3.5); ``False`` lifts it, only to measure shadow gradients (notes §5).
-        """
-        sg = jax.lax.stop_gradient if stop_gradient else (lambda x: x)
-        z = sg(z)
-        if self.cfg.merge == "shared":
-            return Cond(omega=sg(self.model.apply(model_params, z, method=WorldModel.omega)))
-        return Cond(vec=z)
+    def cond_from_z(self, params: AgentParams, z, stop_gradient: bool = True):
+        """``(actor Cond, critic Cond)`` from a given z; ``stop_gradient=False`` lifts the
+        method's stop-gradients, only to measure shadow gradients (notes §5)."""
+        return self.method.conds_from(self.spec, params, z, stop_gradient)
 
     # --- acting ------------------------------------------------------------------------------
-    def act(self, params, obs, window, context, key, deterministic: bool,
-            encoder_training: bool):
+    def act(self, params: AgentParams, obs, window, context, key, deterministic: bool,
+            encoder_training: bool, hp=None):
         """Actions ``float32[B, act_dim]`` for ``obs: float32[B, obs_dim]``."""
         k_c, k_pi = jax.random.split(key)
-        cond = self.condition(params["model"], window, context, k_c, encoder_training,
-                              self._mask_rate(params))
-        mean, log_std = self.actor.apply(params["actor"], obs, cond)
+        cond, _ = self.condition(params, window, context, k_c, encoder_training, hp)
+        mean, log_std = self.actor.apply(params.actor, obs, cond)
         if deterministic:
             return sac.deterministic_action(mean, self.low, self.high)
         return sac.sample_and_log_prob(mean, log_std, k_pi, self.low, self.high,
-                                       self.cfg.exact_tanh_logprob)[0]
+                                       self.config.exact_tanh_logprob)[0]
 
-    def _pi(self, actor_params, obs, cond, key):
-        mean, log_std = self.actor.apply(actor_params, obs, cond)
-        return sac.sample_and_log_prob(mean, log_std, key, self.low, self.high,
-                                       self.cfg.exact_tanh_logprob)
+    # --- losses of the full parameters (the update differentiates subsets of them) --------
+    def aux_loss(self, method_params, batch: Batch, key, hp):
+        """The method's own loss: ``(loss, mse)`` (the dynamics model; notes §3.2)."""
+        return self.method.aux_loss(self.spec, method_params, batch, key,
+                                    hp.replace(mask_rate=self._mask(hp)),
+                                    self.config.pearl_beta)
 
-    # --- losses ------------------------------------------------------------------------------
-    def model_loss(self, model_params, batch: Batch, key, mask_rate=None):
-        """Dynamics loss (notes §3.2, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``.
+    def critic_loss(self, params: AgentParams, batch: Batch, context, key, hp, conds=None):
+        """Twin-critic TD loss with the method's conditioning: ``(loss, mean Q)``.
 
-        DMA-Pearl multiplies it by ``1 + beta * KL`` (notes §4), where KL is the mean over the
-        batch and the d_z dimensions of KL(N(mu, var) || N(0, 1)), computed by a second forward
-        pass of the encoder with its own shuffle and subset, as the authors' ``get_kl``
-        (``dmash/contexts/util.py`` ``compute_losses``, ``sac.py``). Returns ``(loss, mse)``.
-        """
-        if self.cfg.pearl:
-            key, k_kl = jax.random.split(key)
-        pred, _ = self.model.apply(model_params, batch.obs, batch.action, batch.window, key,
-                                   True, mask_rate)
-        mse = jnp.mean((pred - (batch.next_obs - batch.obs)) ** 2)
-        if self.cfg.pearl:
-            kl = self.model.apply(model_params, batch.window, k_kl, True, mask_rate,
-                                  method=WorldModel.encode).kl
-            return mse * (1.0 + self.cfg.pearl_beta * jnp.mean(kl)), mse
-        return mse, mse
-
-    def critic_loss(self, params, batch: Batch, context, key, cond: Cond | None = None):
-        """Twin-critic TD loss; differentiable in ``params["critic"]`` only (module doc).
-
-        ``cond`` replaces the conditioning computed from ``params["model"]`` (as in
-        ``actor_loss``); the TD target is a constant either way.
-        """
+        ``key`` splits into the encoder's and the next action's; ``conds`` replaces the
+        conditioning (shadow gradients)."""
         k_c, k_pi = jax.random.split(key)
-        if cond is None:
-            cond = self.condition(params["model"], batch.window, context, k_c, training=True,
-                                  mask_rate=self._mask_rate(params))
-        alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
-        next_action, next_logp = self._pi(jax.lax.stop_gradient(params["actor"]),
-                                          batch.next_obs, cond, k_pi)
-        next_q = self.critic.apply(jax.lax.stop_gradient(params["target_critic"]),
-                                   batch.next_obs, next_action, cond)
-        done = batch.terminated if self.cfg.bootstrap_truncation else (
-            batch.terminated | batch.truncated)
-        y = sac.td_target(batch.reward, done.astype(jnp.float32), jnp.min(next_q, axis=0),
-                          next_logp, alpha, self.hp(params, "gamma"))
-        y = jax.lax.stop_gradient(y)
-        q = self.critic.apply(params["critic"], batch.obs, batch.action, cond)
-        loss = jnp.sum(jnp.mean((q - y) ** 2, axis=-1))
-        return loss, jnp.mean(q)
+        if conds is None:
+            conds = self.condition(params, batch.window, context, k_c, True, hp)
+        return self.losses.critic(params.actor, params.critic, params.target_critic,
+                                  params.log_alpha, batch, conds, k_pi, hp.gamma)
 
-    def actor_loss(self, params, batch: Batch, context, key, cond: Cond | None = None):
-        """Actor loss; differentiable in ``params["actor"]`` only. Returns ``(loss, log pi)``."""
+    def actor_loss(self, params: AgentParams, batch: Batch, context, key, hp, conds=None):
+        """Actor loss ``(loss, log pi)``; ``key`` as the authors' draws (module doc of sac)."""
         k_c, k_pi = jax.random.split(key)
-        if cond is None:
-            cond = self.condition(params["model"], batch.window, context, k_c, training=True,
-                                  mask_rate=self._mask_rate(params))
-        alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
-        action, logp = self._pi(params["actor"], batch.obs, cond, k_pi)
-        q = self.critic.apply(jax.lax.stop_gradient(params["critic"]), batch.obs, action, cond)
-        return jnp.mean(alpha * logp - jnp.min(q, axis=0)), logp
+        if conds is None:
+            conds = self.condition(params, batch.window, context, k_c, True, hp)
+        return self.losses.actor(params.actor, params.critic, params.log_alpha, batch.obs,
+                                 conds, k_pi)
 
-    # --- one gradient step ---------------------------------------------------------------
+    # --- one gradient step -------------------------------------------------------------------
     def update(self, state: AgentState, batch: Batch, contexts, key, do_actor) -> tuple:
-        """Dynamics model, then critics, then (every ``policy_frequency``-th step, twice) actor
-        and alpha, then the target critics (notes §3.6 order).
+        """Method loss, then critics, then (every ``policy_frequency``-th step, that many
+        times) actor and alpha, then the target critics (notes §3.6 order). A loss that the
+        method routes into its parameters (``rl_losses``) steps their Adams too, as the
+        authors step ``dce_optimizer`` after every loss.
 
         Args:
           state: ``AgentState``.
@@ -288,61 +257,82 @@ class Agent:
         Returns:
           ``(state, metrics)`` with scalar metrics.
         """
-        cfg = self.cfg
-        params, opt = dict(state.params), dict(state.opt_state)
+        p, o, hp = state.params, state.opt_state, state.hparams
+        rl = self.method.rl_losses
         k_m, k_q, k_pi = jax.random.split(key, 3)
         context = contexts[batch.context_id]
         metrics = {}
 
-        def step(name, grads, sub):
-            upd, opt[sub] = self.opt[sub].update(grads, opt[sub], params[name])
-            params[name] = optax.apply_updates(params[name], upd)
-
-        if self.model is not None:
-            (_, mse), g = jax.value_and_grad(self.model_loss, has_aux=True)(
-                params["model"], batch, k_m, self._mask_rate(params))
-            step("model", g, "model")
+        if self.method.has_aux():
+            (_, mse), g = jax.value_and_grad(self.aux_loss, has_aux=True)(p.method, batch,
+                                                                          k_m, hp)
+            method, o_m = _step_groups(p.method, o.method, g, hp.model_lr)
+            p, o = p.replace(method=method), o.replace(method=o_m)
             metrics["model_loss"] = mse
 
-        def q_loss(critic_params):
-            return self.critic_loss({**params, "critic": critic_params}, batch, context, k_q)
-
-        (ql, q_mean), g = jax.value_and_grad(q_loss, has_aux=True)(params["critic"])
-        step("critic", g, "critic")
+        if "critic" in rl:
+            def q_loss(cm):
+                return self.critic_loss(p.replace(critic=cm[0], method=cm[1]), batch, context,
+                                        k_q, hp)
+            (ql, q_mean), (g, g_m) = jax.value_and_grad(q_loss, has_aux=True)(
+                (p.critic, p.method))
+            method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr)
+            p, o = p.replace(method=method), o.replace(method=o_m)
+        else:
+            (ql, q_mean), g = jax.value_and_grad(
+                lambda c: self.critic_loss(p.replace(critic=c), batch, context, k_q, hp),
+                has_aux=True)(p.critic)
+        critic, o_c = sac.apply_gradients(ADAM, g, o.critic, p.critic, hp.q_lr)
+        p, o = p.replace(critic=critic), o.replace(critic=o_c)
         metrics.update(q_loss=ql, q_mean=q_mean)
 
         def actor_phase(carry):
-            p, o = carry
-
             def one(carry, k):
                 p, o = carry
                 k_c, k_l, k_a = jax.random.split(k, 3)
-                cond = self.condition(p["model"], batch.window, context, k_c, training=True,
-                                      mask_rate=self._mask_rate(p))
-                loss_fn = lambda ap: self.actor_loss({**p, "actor": ap}, batch, context, k_l,
-                                                     cond)
-                (al, _), g = jax.value_and_grad(loss_fn, has_aux=True)(p["actor"])
-                upd, o_actor = self.opt["actor"].update(g, o["actor"], p["actor"])
-                p = {**p, "actor": optax.apply_updates(p["actor"], upd)}
-                # CleanRL: alpha uses a fresh sample from the updated actor.
-                _, logp = self._pi(p["actor"], batch.obs, cond, k_a)
-                logp = jax.lax.stop_gradient(logp)
-                target = self.hp(p, "target_entropy")
-                alpha_loss = lambda la: jnp.mean(-jnp.exp(la) * (logp + target))
-                g_a = jax.grad(alpha_loss)(p["log_alpha"])
-                upd, o_alpha = self.opt["alpha"].update(g_a, o["alpha"], p["log_alpha"])
-                p = {**p, "log_alpha": optax.apply_updates(p["log_alpha"], upd)}
-                return (p, {**o, "actor": o_actor, "alpha": o_alpha}), (al, -jnp.mean(logp))
+                if rl:  # RL gradients reach the method: condition inside the loss
+                    def loss_fn(am):
+                        pp = p.replace(actor=am[0], method=am[1])
+                        conds = self.condition(pp, batch.window, context, k_c, True, hp)
+                        return self.actor_loss(pp, batch, context, k_l, hp, conds)
+                    (al, _), (g, g_m) = jax.value_and_grad(loss_fn, has_aux=True)(
+                        (p.actor, p.method))
+                    method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr)
+                    p, o = p.replace(method=method), o.replace(method=o_m)
+                    conds = self.condition(p, batch.window, context, k_c, True, hp)
+                else:
+                    conds = self.condition(p, batch.window, context, k_c, True, hp)
+                    (al, _), g = jax.value_and_grad(
+                        lambda a: self.actor_loss(p.replace(actor=a), batch, context, k_l,
+                                                  hp, conds), has_aux=True)(p.actor)
+                actor, o_a = sac.apply_gradients(ADAM, g, o.actor, p.actor, hp.actor_lr)
+                p, o = p.replace(actor=actor), o.replace(actor=o_a)
+                # CleanRL: alpha uses a fresh sample from the updated actor, the same z
+                logp = jax.lax.stop_gradient(self.losses.log_prob(p.actor, batch.obs,
+                                                                  conds[0], k_a))
+                g_a = jax.grad(self.losses.alpha)(p.log_alpha, logp, hp.target_entropy)
+                log_alpha, o_al = sac.apply_gradients(ADAM, g_a, o.alpha, p.log_alpha,
+                                                      hp.alpha_lr)
+                p, o = p.replace(log_alpha=log_alpha), o.replace(alpha=o_al)
+                return (p, o), (al, -jnp.mean(logp))
 
-            (p, o), (al, ent) = jax.lax.scan(one, (p, o),
-                                             jax.random.split(k_pi, cfg.policy_frequency))
+            (p, o), (al, ent) = jax.lax.scan(one, carry, jax.random.split(
+                k_pi, self.config.policy_frequency))
             return (p, o), (jnp.mean(al), jnp.mean(ent))
 
         def skip(carry):
             return carry, (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
-        (params, opt), (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, (params, opt))
-        params["target_critic"] = sac.polyak(params["target_critic"], params["critic"],
-                                              self.hp(params, "tau"))
-        metrics.update(actor_loss=al, entropy=ent, alpha=jnp.exp(params["log_alpha"]))
-        return AgentState(params, opt), metrics
+        (p, o), (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, (p, o))
+        p = p.replace(target_critic=sac.polyak(p.target_critic, p.critic, hp.tau))
+        metrics.update(actor_loss=al, entropy=ent, alpha=jnp.exp(p.log_alpha))
+        return AgentState(p, o, hp), metrics
+
+
+def _step_groups(params: dict, opt: dict, grads: dict, lr):
+    """One Adam step of every method group (each its own state)."""
+    new_p, new_o = {}, {}
+    for name in params:
+        new_p[name], new_o[name] = sac.apply_gradients(ADAM, grads[name], opt[name],
+                                                       params[name], lr)
+    return new_p, new_o

@@ -16,6 +16,8 @@ large; ``exact=True`` gives distrax's exact log-determinant instead (``--exact_t
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -69,3 +71,71 @@ def td_target(reward, done, next_q_min, next_log_prob, alpha, gamma):
 def polyak(target, online, tau: float):
     """``target <- tau * online + (1 - tau) * target`` leaf by leaf."""
     return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
+
+
+def apply_gradients(tx, grads, opt_state, params, lr=None):
+    """One optimizer step: ``tx.update`` then, when ``lr`` is given, ``-lr * update`` (``lr``
+    a float or a ``float32[]`` hyperparameter leaf; ``tx = optax.scale_by_adam()`` with it is
+    ``optax.adam(lr)``). Returns ``(params, opt_state)``. The one helper every training loop
+    of hyperjax steps its optimizers with (SAC, the TD3 experts, HyPoGen)."""
+    import optax
+    updates, opt_state = tx.update(grads, opt_state, params)
+    if lr is not None:
+        updates = jax.tree.map(lambda u: -lr * u, updates)
+    return optax.apply_updates(params, updates), opt_state
+
+
+class Losses(NamedTuple):
+    """SAC's pure losses over already-conditioned networks (``make_losses``)."""
+
+    critic: Callable
+    actor: Callable
+    alpha: Callable
+    log_prob: Callable
+
+
+def make_losses(actor, critic, low: float, high: float, exact_tanh_logprob: bool = False,
+                bootstrap_truncation: bool = False) -> Losses:
+    """SAC's losses for flax ``actor`` (``(mean, log_std)``) and ``critic`` (``float32[2, B]``)
+    modules that take a conditioning argument (brax ``sac/losses.py`` ``make_losses`` style).
+
+    * ``critic(actor_p, critic_p, target_p, log_alpha, batch, (cond_a, cond_q), key, gamma)
+      -> (loss, mean Q)``: the module doc's TD loss; the next action and the target are
+      constants;
+    * ``actor(actor_p, critic_p, log_alpha, obs, (cond_a, cond_q), key) -> (loss, log pi)``;
+    * ``alpha(log_alpha, log_pi, target_entropy) -> loss``;
+    * ``log_prob(actor_p, obs, cond_a, key) -> log pi`` of a fresh sample.
+    """
+    sg = jax.lax.stop_gradient
+
+    def pi(actor_params, obs, cond, key):
+        mean, log_std = actor.apply(actor_params, obs, cond)
+        return sample_and_log_prob(mean, log_std, key, low, high, exact_tanh_logprob)
+
+    def critic_loss(actor_params, critic_params, target_params, log_alpha, batch, conds, key,
+                    gamma):
+        cond_a, cond_q = conds
+        alpha = jnp.exp(sg(log_alpha))
+        next_action, next_logp = pi(sg(actor_params), batch.next_obs, cond_a, key)
+        next_q = critic.apply(sg(target_params), batch.next_obs, next_action, cond_q)
+        done = batch.terminated if bootstrap_truncation else (batch.terminated |
+                                                              batch.truncated)
+        y = sg(td_target(batch.reward, done.astype(jnp.float32), jnp.min(next_q, axis=0),
+                         next_logp, alpha, gamma))
+        q = critic.apply(critic_params, batch.obs, batch.action, cond_q)
+        return jnp.sum(jnp.mean((q - y) ** 2, axis=-1)), jnp.mean(q)
+
+    def actor_loss(actor_params, critic_params, log_alpha, obs, conds, key):
+        cond_a, cond_q = conds
+        alpha = jnp.exp(sg(log_alpha))
+        action, logp = pi(actor_params, obs, cond_a, key)
+        q = critic.apply(sg(critic_params), obs, action, cond_q)
+        return jnp.mean(alpha * logp - jnp.min(q, axis=0)), logp
+
+    def alpha_loss(log_alpha, logp, target_entropy):
+        return jnp.mean(-jnp.exp(log_alpha) * (logp + target_entropy))
+
+    def log_prob(actor_params, obs, cond, key):
+        return pi(actor_params, obs, cond, key)[1]
+
+    return Losses(critic_loss, actor_loss, alpha_loss, log_prob)

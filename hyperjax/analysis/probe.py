@@ -28,12 +28,13 @@ from hyperjax.envs.wrappers import transition_features
 from hyperjax.train import Program, TrainState
 
 
-def shadow_gradients(agent, params: dict, batch: rb.Batch, context, key) -> dict:
+def shadow_gradients(agent, params, batch: rb.Batch, context, key, hp) -> dict:
     """Shadow gradients of the RL losses w.r.t. z (notes §5, "policy context sensitivity").
 
     Args:
       agent: an inferred-context ``Agent``.
       params: its parameters (``AgentState.params``).
+      hp: its ``HParams`` (``AgentState.hparams``).
       batch: a replay ``Batch`` of B rows (window ``float32[B, K, 2*obs_dim+act_dim]``).
       context: ``float32[B, F]`` true contexts of the rows (unused by inferred methods).
       key: PRNG key.
@@ -46,15 +47,18 @@ def shadow_gradients(agent, params: dict, batch: rb.Batch, context, key) -> dict
     Raises:
       ValueError: for a method without an encoder.
     """
-    if agent.model is None:
-        raise ValueError(f"shadow gradients need an inferred z; {agent.cfg.algo!r} has none")
+    if not agent.method.inferred:
+        raise ValueError(f"shadow gradients need an inferred z; {agent.method.name!r} has "
+                         f"none")
     k_z, k_pi, k_q = jax.random.split(key, 3)
-    z = agent.encode(params["model"], batch.window, k_z, training=True)
+    z = agent.encode(params, batch.window, k_z, training=True, hp=hp)
     n = z.shape[0]
-    lifted = lambda z: agent.cond_from_z(params["model"], z, stop_gradient=False)
+    lifted = lambda z: agent.cond_from_z(params, z, stop_gradient=False)
     # The losses are batch means: n x their gradient is the per-row gradient of l(i).
-    actor_obj = lambda z: n * agent.actor_loss(params, batch, context, k_pi, lifted(z))[0]
-    critic_obj = lambda z: n * agent.critic_loss(params, batch, context, k_q, lifted(z))[0]
+    actor_obj = lambda z: n * agent.actor_loss(params, batch, context, k_pi, hp,
+                                               lifted(z))[0]
+    critic_obj = lambda z: n * agent.critic_loss(params, batch, context, k_q, hp,
+                                                 lifted(z))[0]
     norm = lambda g: jnp.mean(jnp.linalg.norm(g, axis=-1))
     return {"actor": norm(jax.grad(actor_obj)(z)), "critic": norm(jax.grad(critic_obj)(z))}
 
@@ -96,7 +100,7 @@ def make_probe(prog: Program, episodes: int, n_windows: int = 256,
       ValueError: the method has no encoder, or ``episodes * T < n_windows``.
     """
     agent, cfg = prog.agent, prog.cfg
-    if agent.model is None:
+    if not agent.method.inferred:
         raise ValueError(f"the representation probe needs an inferred z; {cfg.algo!r} has none")
     T, K = prog.env.episode_length, cfg.context_size
     if episodes * T < n_windows:
@@ -117,11 +121,12 @@ def make_probe(prog: Program, episodes: int, n_windows: int = 256,
                                                     replace=False))(
             jax.random.split(k_pick, n_ctx))                                    # [C, n]
         windows = gather_windows(traj, pick, K, T)                              # [C, n, K, D]
-        z = agent.encode(params["model"], windows.reshape(n_ctx * n_windows, K, -1), k_enc,
-                         training=encoder_training)
+        z = agent.encode(params, windows.reshape(n_ctx * n_windows, K, -1), k_enc,
+                         training=encoder_training, hp=state.agent.hparams)
         batch = rb.sample(state.replay, k_batch, cfg.per_context_batch(train_ctx.shape[0]), T,
                           K)
-        shadow = shadow_gradients(agent, params, batch, train_ctx[batch.context_id], k_shadow)
+        shadow = shadow_gradients(agent, params, batch, train_ctx[batch.context_id], k_shadow,
+                                  state.agent.hparams)
         return {"z": z.reshape(n_ctx, n_windows, -1),
                 "returns": returns.reshape(n_ctx, episodes),
                 "shadow_actor": shadow["actor"], "shadow_critic": shadow["critic"]}

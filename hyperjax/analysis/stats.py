@@ -24,19 +24,17 @@ def normalise(aer, env: str):
 
     Args:
       aer: AER (float or array, return units).
-      env: task name (``TASK_DEFAULTS[env]["return_bounds"]``).
+      env: task name (``envs.TASKS[env].return_bounds``).
     Raises:
       ValueError: unknown task.
     """
-    if env not in envs.TASK_DEFAULTS:
-        raise ValueError(f"unknown env {env!r}; valid: {', '.join(envs.TASK_DEFAULTS)}")
-    lo, hi = envs.TASK_DEFAULTS[env]["return_bounds"]
+    lo, hi = envs.task_info(env).return_bounds
     return (np.asarray(aer, np.float64) - lo) / (hi - lo)
 
 
 def task_class(env: str) -> str:
     """``"overlap"`` or ``"non_overlap"`` (notes §2 class column)."""
-    return "overlap" if envs.TASK_DEFAULTS[env]["overlap"] else "non_overlap"
+    return "overlap" if envs.task_info(env).overlap else "non_overlap"
 
 
 def interval(scores, func, reps: int = 5000, seed: int = 0):

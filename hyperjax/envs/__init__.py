@@ -1,6 +1,8 @@
 """Task registry: ``make_env(name)`` and ``context_sets(name)``."""
 from __future__ import annotations
 
+import dataclasses
+
 from hyperjax.envs import contexts
 from hyperjax.envs.contexts import (ContextSets, Factor, make_context_sets, sample_context_sets,
                                     validate_context_set)
@@ -23,36 +25,99 @@ _JNP.update(_ODE_K)
 _REGISTRY = {**{k: v for k, v in _JNP.items() if k not in _ODE_K},
              **{name: None for name in MJX_TASKS}, **_ODE_K}
 
-# Per-task defaults (notes §2): window length K, the paper's budget, the return bounds that
-# normalise scores (notes §5: return / max-return, min 0; DI, DI-F: 100, ODE: 200, DMC: 1000)
-# and the overlap class (v2; "weakly non-overlapping" ODE counts as non-overlapping here).
-# The gym tasks' upper bounds (WalkerGym 5000, HopperGym 4000) are INFERRED (the notes have
-# "?"): round figures above the paper's best AER (3924 and 2646).
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What describes a registered AIB task, in one place (notes §2, §5).
+
+    Attributes:
+      name: the registry name (``--env``).
+      about: a few words for ``--env``'s help (the context factors are added from the task).
+      context_size: the DMA window length K (transitions).
+      paper_total_steps: the paper's budget in gradient steps.
+      return_bounds: ``(lo, hi)`` per-episode return bounds that normalise scores (notes §5:
+        return / max-return, min 0; DI: 100, ODE: 200, DMC: 1000).
+      overlap: the paper's overlap class (v2; "weakly non-overlapping" ODE counts as
+        non-overlapping).
+      cpu_budget: the CLI's budget on CPU when ``--total_steps`` is not given (``None``: the
+        paper's budget, ``PAPER_BUDGET``).
+    """
+
+    name: str
+    about: str
+    context_size: int
+    paper_total_steps: int
+    return_bounds: tuple[float, float]
+    overlap: bool
+    cpu_budget: dict | None = None
+
+    def default_budget(self) -> dict:
+        """``total_steps``, ``eval_every``, ``learning_starts``, ``eval_episodes`` of a run
+        that names no ``--total_steps``."""
+        if self.cpu_budget is not None:
+            return dict(self.cpu_budget)
+        return dict(total_steps=self.paper_total_steps, **PAPER_BUDGET)
+
+
+# The paper's evaluation and random phase (notes §2): 5,000 random vector steps, evaluation
+# every 5,000 on 10 episodes per context.
+PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=10)
+# The jnp tasks' CPU budget when --total_steps is not given: what fits `make run` on the
+# 2-core CPU: 1,000 uniform-random vector steps, then 9,000 + 1 gradient steps, evaluation
+# every 1,000 on 5 episodes per context (an explicit deviation, listed in the README).
+CPU_BUDGET = dict(total_steps=9_000, eval_every=1_000, learning_starts=1_000, eval_episodes=5)
+
 _DMC = dict(context_size=128, paper_total_steps=200_000, return_bounds=(0.0, 1000.0))
-TASK_DEFAULTS = {
-    "di": dict(context_size=24, paper_total_steps=100_000, return_bounds=(0.0, 100.0),
-               overlap=False),
-    "di_friction": dict(context_size=24, paper_total_steps=100_000,
-                        return_bounds=(0.0, 100.0), overlap=True),
-    "di_perm": dict(context_size=24, paper_total_steps=100_000, return_bounds=(0.0, 100.0),
-                    overlap=False),
-    "ode": dict(context_size=24, paper_total_steps=100_000, return_bounds=(0.0, 200.0),
-                overlap=False),
+_JNP_INFO = dict(context_size=24, paper_total_steps=100_000, cpu_budget=CPU_BUDGET)
+_INFO = [
+    TaskInfo("di", "double integrator, sparse goal",
+             return_bounds=(0.0, 100.0), overlap=False, **_JNP_INFO),
+    TaskInfo("di_friction", "double integrator with friction", return_bounds=(0.0, 100.0),
+             overlap=True, **_JNP_INFO),
+    TaskInfo("di_perm", "double integrator, permuted actuators", return_bounds=(0.0, 100.0),
+             overlap=False, **_JNP_INFO),
+    TaskInfo("ode", "complex ODE; c0 in [-5, 5] can flip the action's sign",
+             return_bounds=(0.0, 200.0), overlap=False, **_JNP_INFO),
+    TaskInfo("cartpole", "DMC cartpole swing-up",
+             **{**_DMC, "paper_total_steps": 100_000}, overlap=False),
+    TaskInfo("ball_in_cup", "DMC ball-in-cup", **_DMC, overlap=True),
+    TaskInfo("walker", "DMC walker walk", **_DMC, overlap=True),
+    TaskInfo("cheetah", "DMC cheetah run", **_DMC, overlap=False),
+    TaskInfo("reacher_easy", "DMC reacher easy", **_DMC, overlap=False),
+    TaskInfo("reacher_hard", "DMC reacher hard", **_DMC, overlap=False),
+    TaskInfo("reacher_perm", "DMC reacher hard, permuted actuators", **_DMC, overlap=False),
+    # The gym tasks' upper bounds (5000, 4000) are INFERRED (the notes have "?"): round
+    # figures above the paper's best AER (3924 and 2646).
+    TaskInfo("walker_gym", "Gymnasium Walker2d-v5 on MJX", context_size=128,
+             paper_total_steps=500_000, return_bounds=(0.0, 5000.0), overlap=True),
+    TaskInfo("hopper_gym", "Gymnasium Hopper-v5 on MJX", context_size=128,
+             paper_total_steps=500_000, return_bounds=(0.0, 4000.0), overlap=True),
     # ODE-k: K and budget as ODE (INFERRED: v2's ODE-k budget is not in the notes),
     # "weakly non-overlapping" like ODE.
-    **{f"ode_{k}": dict(context_size=24, paper_total_steps=100_000,
-                        return_bounds=(0.0, 200.0), overlap=False)
-       for k in range(1, ODE_K_MAX + 1)},
-    "cartpole": {**_DMC, "paper_total_steps": 100_000, "overlap": False},
-    "ball_in_cup": {**_DMC, "overlap": True},
-    "walker": {**_DMC, "overlap": True},
-    **{name: {**_DMC, "overlap": False}
-       for name in ("cheetah", "reacher_easy", "reacher_hard", "reacher_perm")},
-    "walker_gym": dict(context_size=128, paper_total_steps=500_000,
-                       return_bounds=(0.0, 5000.0), overlap=True),
-    "hopper_gym": dict(context_size=128, paper_total_steps=500_000,
-                       return_bounds=(0.0, 4000.0), overlap=True),
-}
+    *[TaskInfo(f"ode_{k}", f"the authors' ODE-{k}-v0", return_bounds=(0.0, 200.0),
+               overlap=False, **_JNP_INFO) for k in range(1, ODE_K_MAX + 1)],
+]
+TASKS: dict[str, TaskInfo] = {t.name: t for t in _INFO}
+assert tuple(TASKS) == tuple(_REGISTRY), "TaskInfo and the task registry list the same tasks"
+
+
+def task_info(name: str) -> TaskInfo:
+    """The ``TaskInfo`` of registered task ``name``.
+
+    Raises:
+      ValueError: unknown name (the message lists the valid ones).
+    """
+    _check(name)
+    return TASKS[name]
+
+
+def env_help() -> str:
+    """``--env``'s help text, generated from ``TASKS``."""
+    rows = [f"{t.name} ({t.about}; context "
+            f"{', '.join(f.name for f in varied_factors(t.name))}; K={t.context_size})"
+            for t in _INFO if not t.name.startswith("ode_")]
+    return ("AIB task(s), comma-separated: " + "; ".join(rows)
+            + f"; ode_1 ... ode_{ODE_K_MAX} (the authors' ODE-k).")
 
 
 def env_names() -> tuple[str, ...]:
@@ -116,4 +181,5 @@ def context_sets(name: str, seed: int = 0) -> ContextSets:
 
 __all__ = ["AutoReset", "ContextSets", "Env", "EnvState", "EpisodeStats", "Factor", "Timestep",
            "context_sets", "contexts", "env_names", "episode_length", "is_mjx", "varied_factors", "fill_context_window", "make_env",
-           "make_context_sets", "push_window", "sample_context_sets", "validate_context_set", "TASK_DEFAULTS"]
+           "make_context_sets", "push_window", "sample_context_sets", "validate_context_set", "TASKS", "TaskInfo",
+           "task_info", "env_help", "PAPER_BUDGET", "CPU_BUDGET"]

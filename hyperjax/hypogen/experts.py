@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from hyperjax.envs.core import Env
+from hyperjax.agents.sac import apply_gradients, polyak
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,19 +139,16 @@ def make_td3(env: Env, cfg: TD3Config):
             return jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2)
 
         c_loss, g = jax.value_and_grad(critic_loss)(s.critic)
-        upd, c_opt = tx.update(g, s.critic_opt, s.critic)
-        pc = optax.apply_updates(s.critic, upd)
+        pc, c_opt = apply_gradients(tx, g, s.critic_opt, s.critic)
 
         def actor_loss(pa):
             return -jnp.mean(critic.apply(pc, b[0], actor.apply(pa, b[0]))[0])
 
         def do_actor(_):
             a_loss, ga = jax.value_and_grad(actor_loss)(s.actor)
-            upd_a, a_opt = tx.update(ga, s.actor_opt, s.actor)
-            pa = optax.apply_updates(s.actor, upd_a)
-            soft = lambda t, o: jax.tree_util.tree_map(
-                lambda x, y: (1 - cfg.tau) * x + cfg.tau * y, t, o)
-            return pa, a_opt, soft(s.target_actor, pa), soft(s.target_critic, pc), a_loss
+            pa, a_opt = apply_gradients(tx, ga, s.actor_opt, s.actor)
+            return (pa, a_opt, polyak(s.target_actor, pa, cfg.tau),
+                    polyak(s.target_critic, pc, cfg.tau), a_loss)
 
         def skip(_):
             return s.actor, s.actor_opt, s.target_actor, s.target_critic, jnp.zeros(())

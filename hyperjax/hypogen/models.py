@@ -66,20 +66,9 @@ def _uniform(bound: float):
                                                                     bound)
 
 
-class Dense(nn.Module):
-    """``y = x @ W + b`` with chosen initialisers (``None``: torch's default U(±1/√fan_in))."""
-
-    features: int
-    kernel_init: object = None
-    bias_init: object = None
-
-    @nn.compact
-    def __call__(self, x):
-        fan_in = x.shape[-1]
-        k_init = self.kernel_init or torch_uniform(fan_in)
-        b_init = self.bias_init or torch_uniform(fan_in)
-        w = self.param("kernel", k_init, (fan_in, self.features))
-        return x @ w + self.param("bias", b_init, (self.features,))
+class Dense(TorchDense):
+    """``TorchDense`` under the name the HyPoGen parameter trees (and their Flax init keys)
+    carry: ``Dense_0``, ``Dense_1``, ..."""
 
 
 def _orthogonal():

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from hyperjax.envs.core import Env
+from hyperjax.agents.sac import apply_gradients
 from hyperjax.hypogen import data as D
 from hyperjax.hypogen.models import LEARNING_RATES, make_model
 
@@ -165,8 +166,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
         idx, mask = idx_mask
         batch = {k: v[idx] for k, v in table.items()}
         grads, metrics = grad_fn(params, batch, mask)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        return apply_gradients(tx, grads, opt_state, params), metrics
 
     def epoch(carry, key):
         perm = jax.random.permutation(key, n)

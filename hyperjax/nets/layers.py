@@ -24,18 +24,26 @@ def torch_uniform(fan_in: int):
 
 
 class TorchDense(nn.Module):
-    """``y = x @ W + b`` with torch's default init. ``x``: ``float32[..., fan_in]``."""
+    """``y = x @ W + b``, ``x``: ``float32[..., fan_in]``, ``W``: ``float32[fan_in, features]``.
+
+    Initialisers default to torch's ``nn.Linear`` (every weight and bias U(±1/√fan_in));
+    ``kernel_init`` / ``bias_init`` replace them (HyPoGen's half-uniform and orthogonal
+    layers, ``hyperjax/hypogen/models.py``).
+    """
 
     features: int
     use_bias: bool = True
+    kernel_init: object = None
+    bias_init: object = None
 
     @nn.compact
     def __call__(self, x):
         fan_in = x.shape[-1]
-        w = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features))
+        w = self.param("kernel", self.kernel_init or torch_uniform(fan_in),
+                       (fan_in, self.features))
         y = x @ w
         if self.use_bias:
-            y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
+            y = y + self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,))
         return y
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from hyperjax.envs import TASK_DEFAULTS  # noqa: E402
+from hyperjax.envs import TASKS  # noqa: E402
 
 SPLITS = ("train", "eval_in", "eval_out")
 
@@ -31,7 +31,7 @@ def main(study: str, algo: str = "concat") -> None:
         rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
         tr = [r["train_return"] for r in rows if r["split"] == "train"]
         rnd, aer = s["random_aer"], {k: v[0] for k, v in s["aer"].items()}
-        hi = TASK_DEFAULTS[env]["return_bounds"][1]
+        hi = TASKS[env].return_bounds[1]
         closed = (aer["train"] - rnd["train"]) / (hi - rnd["train"])
         print(f"| {env} | {cfg['total_steps']:,} | {tr[0]:.1f} | {tr[-1]:.1f} | "
               + " / ".join(f"{rnd[k]:.1f}" for k in SPLITS) + " | "

@@ -1,0 +1,117 @@
+"""Trained policies you can load and call: ``hyperjax.load_policy(run_dir)``.
+
+A ``Policy`` is three pure functions over a ``PolicyState`` that carries what the method needs
+between steps: the window of the K most recent transitions (the DMA encoder's input), the last
+observation and action (to complete the next transition), and the true context (aware
+methods). All are jittable and vmappable; every array has a leading batch axis ``[B, ...]``.
+
+    params, policy = hyperjax.load_policy("runs/di-dma_sh-...")
+    ps = policy.init(obs0, context)                      # window = K x (obs0, 0, obs0)
+    action, ps = policy.act(params, ps, obs, key)        # deterministic, encoder in eval mode
+    ps = policy.reset(ps, final_obs, new_obs)            # at an env reset
+
+``act`` pushes the transition that led to ``obs`` (the previous observation and action, and
+``obs``) into the window before acting, so a caller only passes observations. ``reset`` closes
+the ended episode's last transition with its final observation and starts the next: the window
+is kept across the reset, as the authors' deques are. The DMA evaluation protocol (notes §3.6)
+is then: ``init`` from a reset's s0', run ``policy.warmup_steps`` (K) steps in the context from
+another reset, ``reset`` to the episode's start, run the episode (``tests/test_policy.py``
+reproduces the CLI's evaluation returns this way).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hyperjax.envs.wrappers import Window, initial_window, push_window, window_features
+
+
+class PolicyState(NamedTuple):
+    window: Window | None     # [B, K, ...] raw rows, None without an encoder
+    prev_obs: jax.Array       # float32[B, obs_dim]
+    prev_action: jax.Array    # float32[B, act_dim]
+    has_prev: jax.Array       # bool[B]: prev_obs / prev_action belong to this episode
+    context: jax.Array        # float32[B, n_factors] (aware methods; zeros otherwise)
+
+
+class Policy(NamedTuple):
+    init: Callable
+    act: Callable
+    reset: Callable
+    warmup_steps: int
+    agent: object
+
+
+def make_policy(agent) -> Policy:
+    """The ``Policy`` of an ``Agent`` (any preset; module doc)."""
+    K = agent.window_size
+    A = agent.spec.action_dim
+
+    def init(obs, context=None) -> PolicyState:
+        """``obs`` ``float32[B, obs_dim]``: the window becomes K x (obs, 0, obs) (the authors'
+        evaluation deques); ``context`` ``float32[B, F]`` for aware methods."""
+        b = obs.shape[0]
+        ctx = (jnp.zeros((b, agent.spec.n_factors)) if context is None
+               else jnp.asarray(context, jnp.float32))
+        return PolicyState(initial_window(obs, K, A) if K else None, obs,
+                           jnp.zeros((b, A), obs.dtype), jnp.zeros((b,), bool), ctx)
+
+    def _close(ps: PolicyState, obs) -> Window | None:
+        if ps.window is None:
+            return None
+        pushed = jax.vmap(push_window)(ps.window, ps.prev_obs, ps.prev_action, obs)
+        keep = lambda new, old: jnp.where(ps.has_prev[:, None, None], new, old)
+        return jax.tree.map(keep, pushed, ps.window)
+
+    def act(params, ps: PolicyState, obs, key, deterministic: bool = True):
+        """``(action float32[B, act_dim], PolicyState)``: the policy's action for ``obs`` (the
+        mean action when ``deterministic``), the encoder in eval mode."""
+        window = _close(ps, obs)
+        feats = window_features(window) if window is not None else None
+        action = agent.act(params, obs, feats, ps.context, key, deterministic,
+                           encoder_training=False)
+        return action, PolicyState(window, obs, action, jnp.ones_like(ps.has_prev), ps.context)
+
+    def reset(ps: PolicyState, final_obs, obs) -> PolicyState:
+        """At an env reset: the ended episode's last transition ends in ``final_obs``; the next
+        starts at ``obs``."""
+        return PolicyState(_close(ps, final_obs), obs, jnp.zeros_like(ps.prev_action),
+                           jnp.zeros_like(ps.has_prev), ps.context)
+
+    return Policy(init, act, reset, K, agent)
+
+
+def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
+    """Parameters and the ``Policy`` of a CLI run (``python -m experiments.aib``).
+
+    Args:
+      run_dir: the run directory (``config.json`` and ``checkpoints/``).
+      step: the checkpoint (number of segments done); default the latest.
+      seed_index: which of the run's vmapped runs (seed ``seed + seed_index``).
+    Returns:
+      ``(params, policy)``: ``AgentParams`` of that run and its ``Policy``.
+    Raises:
+      ValueError: no such run directory, config or checkpoint, or a run index out of range.
+    """
+    from hyperjax import checkpoint, run
+    from hyperjax.config import Config
+    from hyperjax.train import make_program
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir} is not a run directory (no config.json)")
+    with open(path) as f:
+        saved = json.load(f)
+    points = run.sweep_points(run.parse_sweep(saved.get("sweep", [])))
+    n_runs = int(saved.get("seeds", 1)) * len(points)
+    if not 0 <= seed_index < n_runs:
+        raise ValueError(f"seed_index={seed_index} is outside the run's {n_runs} run(s)")
+    fields = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
+    prog = make_program(Config(**fields), sweep=tuple(points[0]))
+    abstract = run.abstract_state(prog, n_runs)
+    state, _ = checkpoint.restore(os.path.join(run_dir, "checkpoints"), abstract, step)
+    params = jax.tree.map(lambda x: x[seed_index], state.agent.params)
+    return params, make_policy(prog.agent)

@@ -1,0 +1,232 @@
+"""Context methods as plug-ins: every preset's gradient routing as exact zeros, a method defined
+in this file (not in the package) trained through ``make_train``, an env defined here trained
+without registering it, and swept hyperparameters as pytree leaves."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperjax as hj
+from hyperjax import methods
+from hyperjax.agents import replay as rb
+from hyperjax.agents.agent import GROUPS
+from hyperjax.envs import contexts
+from hyperjax.envs.core import Env
+from hyperjax.methods import ContextMethod
+from hyperjax.nets.networks import Cond
+
+TINY = dict(total_steps=20, eval_every=10, learning_starts=100, eval_episodes=1)
+
+
+def _program(algo, **kw):
+    return hj.make_program(hj.Config(algo=algo, **{**TINY, **kw}))
+
+
+def _batch(prog, key):
+    K, T = prog.agent.window_size, prog.env.episode_length
+    buf = prog.init(key).replay._replace(episodes=jnp.int32(2), t=jnp.int32(T))
+    rng = np.random.default_rng(0)
+    buf = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype)
+                       if x.dtype == jnp.float32 else x, buf)
+    return rb.sample(buf, key, 12, T, K)
+
+
+def _moved(grads) -> set[str]:
+    """The parameter groups with a non-zero gradient."""
+    out = set()
+    for name in GROUPS:
+        leaves = jax.tree.leaves(getattr(grads, name))
+        if any(float(jnp.max(jnp.abs(x))) > 0 for x in leaves):
+            out.add(name)
+    return out
+
+
+def _expected(m):
+    """What each loss may move (notes §3.5; the grid's ``rl_losses``)."""
+    aux = {"method"} if m.has_aux() else None
+    critic = {"critic"} | ({"method"} if "critic" in m.rl_losses else set())
+    # the actor loss reaches the method through the actor's z, or through Q's z (the authors'
+    # critic-trained encoder also learns from the actor loss's path through Q)
+    actor = {"actor"} | ({"method"} if m.rl_losses else set())
+    return aux, critic, actor
+
+
+@pytest.mark.parametrize("algo", methods.names())
+def test_gradient_routing_of_every_preset_is_exact(algo):
+    """Gradients of each loss w.r.t. every parameter group: exactly zero outside the groups the
+    method routes it to, non-zero inside."""
+    prog = _program(algo)
+    agent, m = prog.agent, prog.agent.method
+    state = prog.init(jax.random.PRNGKey(0))
+    params, hp = state.agent.params, state.agent.hparams
+    batch = _batch(prog, jax.random.PRNGKey(1))
+    ctx = jnp.asarray(prog.sets.train)[batch.context_id]
+    k = jax.random.PRNGKey(3)
+    aux, critic, actor = _expected(m)
+    g_q = jax.grad(lambda p: agent.critic_loss(p, batch, ctx, k, hp)[0])(params)
+    g_pi = jax.grad(lambda p: agent.actor_loss(p, batch, ctx, k, hp)[0])(params)
+    assert _moved(g_q) == critic, (algo, _moved(g_q))
+    assert _moved(g_pi) == actor, (algo, _moved(g_pi))
+    if aux is None:
+        assert not m.has_aux()
+    else:
+        g = jax.grad(lambda p: agent.aux_loss(p.method, batch, k, hp)[0])(params)
+        assert _moved(g) == aux
+        # the dynamics loss trains every method group: encoder, model (and its hypernet)
+        for group, sub in g.method.items():
+            assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(sub)) > 0, group
+
+
+def test_shared_omega_is_the_dynamics_models_and_lifting_reaches_eta():
+    """DMA*-SH: the actor's adapter uses h_eta(z); with the stop-gradient lifted (shadow
+    gradients only) the actor's objective reaches eta, so the zeros above are its doing."""
+    prog = _program("dma_sh")
+    agent = prog.agent
+    state = prog.init(jax.random.PRNGKey(0))
+    params = state.agent.params
+    batch = _batch(prog, jax.random.PRNGKey(1))
+    k = jax.random.PRNGKey(3)
+
+    def lifted(method_params):
+        p = params.replace(method=method_params)
+        z = agent.encode(p, batch.window, k, True)
+        cond_a, _ = agent.cond_from_z(p, z, stop_gradient=False)
+        return jnp.sum(agent.actor.apply(p.actor, batch.obs, cond_a)[0])
+
+    g = jax.grad(lifted)(params.method)
+    assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g["dynamics"])) > 0
+
+
+def test_aware_hypernet_shared_critic_uses_the_actors_omega():
+    prog = _program("aware_hypernet_shared")
+    params = prog.init(jax.random.PRNGKey(0)).agent.params
+    assert "hypernet" in str(jax.tree_util.tree_structure(params.actor))
+    assert "hypernet" not in str(jax.tree_util.tree_structure(params.critic))
+    ctx = jnp.asarray(prog.sets.train[:3])
+    cond_a, cond_q = prog.agent.condition(params, None, ctx, jax.random.PRNGKey(0), False, None)
+    from hyperjax.nets.hypernet import HyperNet
+    om = HyperNet().apply({"params": params.actor["params"]["Torso_0"]["hypernet"]}, ctx)
+    np.testing.assert_array_equal(cond_q.omega.w_down, om.w_down)
+    np.testing.assert_array_equal(cond_a.vec, ctx)
+
+
+def test_unaware_default_trains_in_the_default_context_only():
+    prog = _program("unaware_default")
+    state = prog.init(jax.random.PRNGKey(0))
+    assert state.replay.obs.shape[0] == 1  # one training env: the default context
+    state, m = jax.jit(hj.make_train(prog.cfg))(jax.random.PRNGKey(0))
+    assert m["eval_return"].shape == (3, 3, 20)  # evaluated on the three 20-context sets
+
+
+class OwnContextGate(ContextMethod):
+    """A method defined outside the package: the true context through a fixed gate, no
+    parameters of its own (one class, one ``register``)."""
+
+    name = "test_gate"
+    policy_merge = "concat"
+    q_merge = "concat"
+
+    def condition(self, spec, params, window, context, key, training, hp):
+        gated = jnp.tanh(context)
+        return Cond(vec=gated), Cond(vec=gated)
+
+
+def test_a_method_defined_here_trains_through_make_train():
+    methods.register(OwnContextGate(), replace=True)
+    cfg = hj.Config(algo="test_gate", **TINY)
+    state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
+    assert np.isfinite(m["q_loss"]).all() and m["aer"].shape == (3, 3)
+    # its conditioning is in the networks: the actor's first layer takes obs + 2 factors
+    k = state.agent.params.actor["params"]["Torso_0"]["TorchDense_0"]["kernel"]
+    assert k.shape == (4 + 2, 256)
+    with pytest.raises(ValueError, match="registered already"):
+        methods.register(OwnContextGate())
+
+
+class Pendulumish(Env):
+    """An env defined here: x' = x + 0.1 * gain * a, reward -x^2; never registered."""
+
+    name = "test_line"
+    obs_dim = 1
+    action_dim = 1
+    episode_length = 100
+    factors = ("gain",)
+    _default_context = (1.0,)
+    varied = (contexts.Factor("gain", 1.0, (0.5, 1.5), (0.1, 2.0)),)
+
+    def _reset(self, key, context):
+        return jax.random.uniform(key, (1,), jnp.float32, -1.0, 1.0)
+
+    def _step(self, key, x, action, context):
+        x = jnp.clip(x + 0.1 * context[0] * action, -2.0, 2.0)
+        return x, -x[0] ** 2, jnp.zeros((), bool)
+
+    def _obs(self, x):
+        return x
+
+
+def test_an_unregistered_env_and_context_sets_train():
+    env = Pendulumish()
+    assert "test_line" not in hj.env_names()
+    sets = contexts.make_context_sets(env.varied)
+    for algo in ("concat", "dma_sh"):
+        cfg = hj.Config(env="test_line", algo=algo, **TINY)
+        prog = hj.make_program(cfg, sets, env=env)
+        assert prog.cfg.context_size == 24
+        state, m = jax.jit(lambda k: jax.lax.scan(prog.segment, prog.init(k),
+                                                  jnp.arange(prog.n_segments)))(
+            jax.random.PRNGKey(0))
+        assert np.isfinite(m["q_loss"]).all() and m["eval_return"].shape == (3, 3, 20)
+    with pytest.raises(ValueError, match="unknown env 'test_line'"):
+        hj.make_program(hj.Config(env="test_line", algo="dr", **TINY))
+
+
+def test_hparams_are_pytree_leaves_a_sweep_is_a_vmap():
+    """Two runs with other learning rates / tau / gamma in one vmapped update equal the two
+    separate updates (to rounding), and differ from each other."""
+    prog = _program("dma_star")
+    agent = prog.agent
+    batch = _batch(prog, jax.random.PRNGKey(1))
+    ctx = jnp.asarray(prog.sets.train)
+    hp0 = agent.default_hparams()
+    hp1 = hp0.replace(q_lr=3e-3, actor_lr=1e-3, alpha_lr=2e-3, model_lr=1e-3, tau=0.3,
+                      gamma=0.9, target_entropy=-0.25)
+    key = jax.random.PRNGKey(0)
+    states = [agent.init(key, hp) for hp in (hp0, hp1)]
+    upd = jax.jit(agent.update, static_argnums=4)
+    singles = [upd(s, batch, ctx, key, True)[0] for s in states]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
+    both = jax.jit(jax.vmap(agent.update, (0, None, None, None, None)),
+                   static_argnums=4)(stacked, batch, ctx, key, True)[0]
+    for i, single in enumerate(singles):
+        for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(
+                jax.tree.map(lambda a: a[i], both.params))):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(singles[0].params.critic),
+                                                   jax.tree.leaves(singles[1].params.critic))]
+    assert all(moved)
+
+
+def test_swept_mask_rate_equals_the_preset_constant():
+    """mask_rate read from HParams (swept) gives the update of a method built with that rate
+    as a constant (to rounding)."""
+    base = hj.Config(algo="dma_star", **TINY)
+    prog_const = hj.make_program(dataclasses.replace(base, mask_rate=0.5))
+    prog_swept = hj.make_program(base, sweep=("mask_rate",))
+    key = jax.random.PRNGKey(0)
+    batch = _batch(prog_const, jax.random.PRNGKey(1))
+    ctx = jnp.asarray(prog_const.sets.train)
+    s_const = prog_const.init(key)
+    s_swept = prog_swept.init(key, {"mask_rate": 0.5})
+    a = jax.jit(prog_const.agent.update, static_argnums=4)(s_const.agent, batch, ctx, key,
+                                                            True)[0]
+    b = jax.jit(prog_swept.agent.update, static_argnums=4)(s_swept.agent, batch, ctx, key,
+                                                            True)[0]
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot sweep mask_rate: 'dr' has no context"):
+        hj.make_program(hj.Config(algo="dr", **TINY), sweep=("mask_rate",))
+    with pytest.raises(ValueError, match="cannot sweep 'batch_size'"):
+        hj.make_program(base, sweep=("batch_size",))
