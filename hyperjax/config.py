@@ -6,9 +6,7 @@ import json
 
 from hyperjax import envs
 
-# Method presets live in the registry of ``hyperjax.methods`` (``--algo``).
-METHOD_LABELS = {"concat": "Concat", "da": "DA", "dr": "DR", "dma": "DMA",
-                 "dma_pearl": "DMA-Pearl", "dma_star": "DMA*", "dma_sh": "DMA*-SH"}
+# Method presets and their labels live in the registry of ``hyperjax.methods`` (``--algo``).
 
 
 def _f(default, help_text: str):

@@ -16,14 +16,14 @@ import numpy as np  # noqa: E402
 
 from hyperjax.analysis import stats  # noqa: E402
 from hyperjax.analysis.report import SPLIT_LABELS, Study, label  # noqa: E402
-from hyperjax.config import METHOD_LABELS  # noqa: E402
+from hyperjax import methods  # noqa: E402
 
 COLORS = {"dr": "#7f7f7f", "concat": "#1f77b4", "da": "#9467bd", "dma": "#ff7f0e",
           "dma_pearl": "#8c564b", "dma_star": "#2ca02c", "dma_sh": "#d62728"}
 
 
 def _order(algos):
-    return [a for a in METHOD_LABELS if a in algos]
+    return methods.order(algos)
 
 
 def learning_curves(study: Study, env: str, path: str, reps: int = 2000) -> str | None:

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from hyperjax.analysis import stats
-from hyperjax.config import METHOD_LABELS
+from hyperjax import methods
 
 SPLIT_LABELS = {"train": "train", "eval_in": "eval-in", "eval_out": "eval-out",
                 "aggregated": "aggregated"}
@@ -39,7 +39,7 @@ class Study:
 
 
 def label(algo: str) -> str:
-    return METHOD_LABELS.get(algo, algo)
+    return methods.label(algo)
 
 
 def _table(header, rows) -> list[str]:
@@ -76,7 +76,7 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
       plots: ``{title: PNG path relative to the report}`` to embed.
       table: a precomputed ``stats.iqm_table`` (computed here when None).
     """
-    algos = [a for a in METHOD_LABELS if a in study.algos]
+    algos = methods.order(study.algos)
     m = study.meta
     budgets = m.get("budgets") or {e: [m.get("total_steps"), m.get("eval_every"),
                                        m.get("eval_episodes")] for e in study.envs}

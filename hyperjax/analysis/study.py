@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperjax import methods
 from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
@@ -96,7 +97,7 @@ def write_study(study: report.Study, out_dir: str, reps: int = 5000) -> str:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "study.json"), "w") as f:
         json.dump(vars(study), f)
-    algos = [a for a in report.METHOD_LABELS if a in study.algos]
+    algos = methods.order(study.algos)
     table = stats.iqm_table(study.scores, algos, reps)
     made = plots.write_all(study, table, out_dir, reps=min(reps, 2000))
     path = os.path.join(out_dir, "report.md")

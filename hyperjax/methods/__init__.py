@@ -107,6 +107,12 @@ def table_markdown() -> str:
     return "\n".join(rows)
 
 
+def order(algos) -> list[str]:
+    """``algos`` in registry order (the paper's seven first), unregistered names last."""
+    algos = list(algos)
+    return [a for a in _REGISTRY if a in algos] + [a for a in algos if a not in _REGISTRY]
+
+
 def label(name: str) -> str:
     """The paper's label of a preset (its name where the paper has none)."""
     m = _REGISTRY.get(name)
@@ -114,4 +120,4 @@ def label(name: str) -> str:
 
 
 __all__ = ["AUTHORS_NAMES", "ContextMethod", "GridMethod", "MethodSpec", "PAPER_METHODS", "get",
-           "help_text", "label", "names", "register", "table_markdown"]
+           "help_text", "label", "order", "names", "register", "table_markdown"]
