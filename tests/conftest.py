@@ -11,3 +11,24 @@ enable_compilation_cache()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running (deselected by default)")
+
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_dma_sh_run(tmp_path_factory):
+    """A tiny CLI run of DMA*-SH on DI (20 gradient steps, evaluations at 0, 10, 20): its run
+    directory, for the tests that load a trained policy from one."""
+    d = tmp_path_factory.mktemp("cli") / "run"
+    res = subprocess.run([sys.executable, "-m", "experiments.aib", "--algo=dma_sh", "--env=di",
+                          "--total_steps=20", "--eval_every=10", "--learning_starts=100",
+                          "--eval_episodes=1", "--report=false", "--diagnostics=false",
+                          "--random_baseline=false", f"--out_dir={d}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return str(d)

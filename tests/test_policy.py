@@ -2,8 +2,6 @@
 ``lax.scan`` loop written here, and ``make_policy`` serves every preset."""
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,23 +14,12 @@ from hyperjax import checkpoint, methods, run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("policy") / "run"
-    res = subprocess.run([sys.executable, "-m", "experiments.aib", "--algo=dma_sh", "--env=di",
-                          "--total_steps=20", "--eval_every=10", "--learning_starts=100",
-                          "--eval_episodes=1", "--report=false", "--diagnostics=false",
-                          "--random_baseline=false", f"--out_dir={d}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return str(d)
-
-
-def test_loaded_policy_reproduces_the_clis_last_evaluation(cli_run):
+def test_loaded_policy_reproduces_the_clis_last_evaluation(tiny_dma_sh_run):
     """The CLI's last evaluation, step by step with the loaded policy: the same resets (the
     evaluation's key, kept in the train state), K warm-up steps from K x (s0', 0, s0'), a reset
     to the episode's start, T steps. DI is deterministic and the batch is the same, so the
     returns are equal (tolerance 1e-4: metrics.jsonl rounds to 4 decimals)."""
+    cli_run = tiny_dma_sh_run
     params, policy = hj.load_policy(cli_run)
     prog = hj.make_program(hj.Config(env="di", algo="dma_sh", total_steps=20, eval_every=10,
                                      learning_starts=100, eval_episodes=1))

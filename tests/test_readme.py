@@ -3,8 +3,6 @@ block may use an earlier block's names, as a reader would). ``run_dir`` is provi
 CLI run, as the README says."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -20,19 +18,8 @@ def test_the_readme_has_python_blocks():
         assert len(python_blocks(f.read())) >= 4
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("readme") / "run"
-    res = subprocess.run([sys.executable, "-m", "experiments.aib", "--algo=dma_sh", "--env=di",
-                          "--total_steps=20", "--eval_every=10", "--learning_starts=100",
-                          "--eval_episodes=1", "--report=false", "--diagnostics=false",
-                          "--random_baseline=false", f"--out_dir={d}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return str(d)
-
-
-def test_every_readme_python_block_runs(run_dir):
+def test_every_readme_python_block_runs(tiny_dma_sh_run):
+    run_dir = tiny_dma_sh_run
     from hyperjax import methods
     with open(os.path.join(ROOT, "README.md")) as f:
         blocks = python_blocks(f.read())

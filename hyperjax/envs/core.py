@@ -46,7 +46,6 @@ class Env:
       episode_length: number of steps after which ``truncated`` is set.
       factors: tuple of context factor names, the column order of a context array.
       default_context: ``float32[n_factors]`` default values (the unmodified task).
-      max_return: per-episode return bound used to normalise scores.
     """
 
     name: str = ""
@@ -56,7 +55,6 @@ class Env:
     action_high: float = 1.0
     episode_length: int = 0
     factors: tuple[str, ...] = ()
-    max_return: float = 1.0
 
     @property
     def default_context(self) -> jax.Array:

@@ -38,7 +38,6 @@ class DoubleIntegrator(Env):
     obs_dim = 4
     action_dim = 2
     episode_length = 100
-    max_return = 100.0
 
     def __init__(self, name: str, varied: tuple[ctx.Factor, ...], friction: float):
         self.name = name

@@ -114,7 +114,7 @@ class TaskSpec:
       varied: the context factors in column order.
       edits: per factor name, either ``("spec", fn)`` (an MjSpec edit) or ``("model", fn)``
         (an edit of the compiled ``MjModel``) or ``("action", None)`` (applied to actions).
-      episode_length, max_return, obs_dim, action_dim: as ``Env``.
+      episode_length, obs_dim, action_dim: as ``Env`` (return bounds: ``envs.TASKS``).
     """
 
     name: str
@@ -125,7 +125,6 @@ class TaskSpec:
     obs_dim: int
     action_dim: int
     episode_length: int = 1000
-    max_return: float = 1000.0
 
 
 class MjxPhysics(NamedTuple):
@@ -185,20 +184,24 @@ class MjxTask(Env):
     action_low = -1.0
     action_high = 1.0
 
-    def __init__(self, task: TaskSpec, extra_contexts=None):
+    def __init__(self, task: TaskSpec, extra_contexts=None, table_rows=None):
+        """``table_rows`` ``float[N, F]``: the contexts to compile models for, instead of the
+        default, the recipe's three sets and ``extra_contexts`` (HyPoGen's spec grids)."""
         self.task = task
         self.name = task.name
         self.varied = task.varied
         self.factors = tuple(f.name for f in task.varied)
         self._default_context = tuple(f.default for f in task.varied)
         self.obs_dim, self.action_dim = task.obs_dim, task.action_dim
-        self.episode_length, self.max_return = task.episode_length, task.max_return
+        self.episode_length = task.episode_length
         self.backend = task.backend()
-        rows = [np.asarray(self._default_context, np.float32)[None]]
-        rows += list(ctx.make_context_sets(task.varied).stacked())
-        if extra_contexts is not None:
-            rows.append(ctx.validate_context_set(extra_contexts, task.varied, "contexts"))
-        self._table_rows = np.unique(np.concatenate(rows).astype(np.float32), axis=0)
+        if table_rows is None:
+            rows = [np.asarray(self._default_context, np.float32)[None]]
+            rows += list(ctx.make_context_sets(task.varied).stacked())
+            if extra_contexts is not None:
+                rows.append(ctx.validate_context_set(extra_contexts, task.varied, "contexts"))
+            table_rows = np.concatenate(rows)
+        self._table_rows = np.unique(np.asarray(table_rows, np.float32), axis=0)
 
     @functools.cached_property
     def table(self) -> ModelTable:
@@ -433,12 +436,10 @@ TASKS: dict[str, TaskSpec] = {
     "reacher_perm": _reacher("reacher_perm", "ReacherHard", PERMUTATION),
     "walker_gym": TaskSpec(
         "walker_gym", _gym("walker2d"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
-        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6,
-        max_return=5000.0),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6),
     "hopper_gym": TaskSpec(
         "hopper_gym", _gym("hopper"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
-        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3,
-        max_return=4000.0),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3),
 }
 
 

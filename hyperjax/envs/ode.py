@@ -42,7 +42,6 @@ class ComplexODE(Env):
     obs_dim = 1
     action_dim = 2
     episode_length = 200
-    max_return = 200.0
     factors = ("parameter_0", "parameter_1")
     _default_context = (1.0, 0.0)
     varied = (ctx.ODE_P0, ctx.ODE_P1)

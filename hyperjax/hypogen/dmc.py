@@ -100,16 +100,8 @@ class SpecTask(mt.MjxTask):
         task = mt.TaskSpec(name, lambda: mt._playground(playground), mt._playground_spec,
                            factors, {f.name: edits[f.name] for f in factors},
                            obs_dim=obs_dim, action_dim=act_dim)
-        self.task = task
-        self.name = name
-        self.varied = factors
-        self.factors = tuple(f.name for f in factors)
-        self._default_context = tuple(f.default for f in factors)
-        self.obs_dim, self.action_dim = obs_dim, act_dim
-        self.episode_length, self.max_return = task.episode_length, task.max_return
-        self.backend = task.backend()
+        super().__init__(task, table_rows=grid.specs)
         self.grid = grid
-        self._table_rows = np.unique(np.asarray(grid.specs, np.float32), axis=0)
 
     def mj_model(self, context) -> mujoco.MjModel:
         model = super().mj_model(context)
