@@ -65,6 +65,8 @@ flags.DEFINE_string("context_file", None, "JSON file with user context sets: "
                     '{"train": [[...], ...], "eval_in": ..., "eval_out": ...} (rows in the '
                     "task's factor order; a missing split keeps the recipe's).")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/ENV-ALGO-TIMESTAMP).")
+flags.DEFINE_bool("skip_memory_check", False, "Compile even when the train state's estimated "
+                  "size exceeds the available memory.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept (newest first).")
@@ -212,11 +214,17 @@ def load_context_sets(cfg):
     return dataclasses.replace(sets, **new)
 
 
+_HELD_LOCKS: list = []   # run-directory locks, held until the process exits
+
+
 def prepare_run_dir(default_name: str) -> tuple[str, bool]:
     """Returns ``(run_dir, resuming)``; refuses to overwrite silently."""
     run_dir = FLAGS.out_dir or os.path.join(
         "runs", f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = os.path.abspath(run_dir)
+    if is_main():  # one writer per run directory (multi-process runs: process 0 holds it)
+        from hyperjax.run import lock_run_dir
+        _HELD_LOCKS.append(lock_run_dir(run_dir))
     exists = os.path.isdir(run_dir) and bool(os.listdir(run_dir))
     barrier("run_dir_checked")  # every process has looked before process 0 changes it
     if FLAGS.resume and FLAGS.overwrite:
@@ -367,10 +375,11 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
     barrier("run_dir_made")
     if resuming and os.path.exists(os.path.join(run_dir, "summary.json")) and (
             not want_diag or os.path.exists(diag_path)):
-        say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}")
-        rows = [json.loads(x) for x in open(metrics_path)]
-        diag = json.load(open(diag_path)) if want_diag else None
-        return cfg, rows, run.final_scores(run.rows_by_point(rows)[0][1]), diag
+        rows = _finished_rows(cfg, config_dict, ckpt_dir, metrics_path, say)
+        if rows is not None:
+            say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}")
+            diag = json.load(open(diag_path)) if want_diag else None
+            return cfg, rows, run.final_scores(run.rows_by_point(rows)[0][1]), diag
     prog = make_program(cfg, sets, tuple(points[0]))
     mesh = run.run_mesh(n_runs, n_envs=cfg.num_envs or len(sets.train),
                         shard_envs=FLAGS.shard_envs)
@@ -381,6 +390,11 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
         say(f"note: {n_runs} run(s) split evenly over {mesh.size} of the "
             f"{jax.device_count()} devices (use a multiple of {jax.device_count()} runs, or "
             f"--shard_envs with --num_envs, to use all)")
+    if not FLAGS.skip_memory_check:
+        try:
+            run.check_fits(prog, n_runs, hparams)
+        except ValueError as e:
+            _fail(str(e))
     init, seg, compile_s = run.compile_program(prog, n_runs, FLAGS.seed, hparams, mesh)
     say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
         f"{f', envs over {mesh.shape[run.ENV_AXIS]}' if mesh.shape[run.ENV_AXIS] > 1 else ''}"
@@ -388,13 +402,15 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
 
     keys = run.seed_keys(FLAGS.seed, FLAGS.seeds, len(points))
     start, rows = 0, []
-    if resuming and checkpoint.latest_step(ckpt_dir) is not None:
+    if resuming and checkpoint.all_steps(ckpt_dir):
         abstract = run.abstract_state(prog, n_runs, hparams, mesh)
-        state, record = checkpoint.restore(ckpt_dir, abstract)
         try:
-            checkpoint.check_compatible(record, config_dict)
+            state, record, step, skipped = checkpoint.restore_good(
+                ckpt_dir, abstract, lambda r: checkpoint.check_compatible(r, config_dict))
         except checkpoint.CheckpointError as e:
             _fail(str(e))
+        for s, why in skipped:
+            say(f"checkpoint {s} skipped: it does not restore ({why}); using {step}")
         start, rows = int(record["segments"]), record["rows"]
         say(f"resumed from checkpoint after {start} segment(s) "
             f"(step {(start - 1) * cfg.eval_every})")
@@ -417,9 +433,11 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
         bad = run.non_finite(state, seg_rows, updates, FLAGS.seed, FLAGS.seeds)
         if bad:
             n = checkpoint.latest_step(ckpt_dir)
-            kept = (f"the last finite checkpoint ({n} segment(s), up to the evaluation at "
-                    f"step {(n - 1) * cfg.eval_every}) is kept in {ckpt_dir}" if n else
-                    "no checkpoint had been written before it")
+            kept = (f"the last finite checkpoint, {os.path.join(ckpt_dir, str(n))} ({n} "
+                    f"segment(s), up to the evaluation at step {(n - 1) * cfg.eval_every}), "
+                    f"is kept; --resume continues from it"
+                    if n and os.path.isdir(os.path.join(ckpt_dir, str(n))) else
+                    "no checkpoint had been written before it (nothing to resume)")
             _fail(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; stopping: {kept}",
                   code=1)
         rows.extend(seg_rows)
@@ -480,6 +498,33 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
             f"{np.mean([x['variability'] for x in d]):.3g}, RO "
             f"{np.mean([x['overlap'] for x in d]):.3f}")
     return cfg, rows, scores, diag
+
+
+def _finished_rows(cfg, config_dict, ckpt_dir, metrics_path, say):
+    """A finished run's rows, from its final checkpoint's record (which holds every row);
+    ``metrics.jsonl`` is rewritten from it when missing, damaged or incomplete. None when no
+    final checkpoint is readable (the run then resumes from its newest good checkpoint)."""
+    from hyperjax import checkpoint
+    n = cfg.total_steps // cfg.eval_every + 1
+    record = checkpoint.read_record(ckpt_dir, n) if n in checkpoint.all_steps(ckpt_dir) \
+        else None
+    if record is None or int(record.get("segments", -1)) != n:
+        return None
+    try:
+        checkpoint.check_compatible(record, config_dict)
+    except checkpoint.CheckpointError as e:
+        _fail(str(e))
+    rows = record["rows"]
+    try:
+        with open(metrics_path) as f:
+            same = [json.loads(x) for x in f] == rows
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        say(f"{metrics_path} was missing, damaged or incomplete: rewritten from checkpoint {n}")
+        if is_main():
+            _write_rows(metrics_path, rows)
+    return rows
 
 
 def _write_rows(path, rows):

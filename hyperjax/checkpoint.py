@@ -85,6 +85,52 @@ def restore(directory: str, abstract_state, step: int | None = None):
     return state, out["record"]
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def restore_good(directory: str, abstract_state, check=None):
+    """The newest checkpoint that restores and passes ``check(record)``, falling back to older
+    ones when a newer one is damaged (a truncated or missing file, a deleted item).
+
+    Returns:
+      ``(state, record, step, skipped)``; ``skipped`` lists ``(step, one-line reason)`` for
+      every newer checkpoint that did not restore.
+    Raises:
+      CheckpointError: none restores (the message gives each one's reason), or ``check``
+        raised ``CheckpointError`` (an incompatible run: no fallback, every checkpoint of a
+        run shares its config).
+    """
+    skipped = []
+    for step in reversed(all_steps(directory)):
+        try:
+            state, record = restore(directory, abstract_state, step)
+            if not isinstance(record, dict) or int(record.get("segments", -1)) != step:
+                raise ValueError("its record does not describe this checkpoint")
+        except Exception as e:  # noqa: BLE001 - any damage: try the previous checkpoint
+            skipped.append((step, _one_line(e)))
+            continue
+        if check is not None:
+            check(record)
+        return state, record, step, skipped
+    why = "; ".join(f"{s}: {r}" for s, r in skipped) or "none found"
+    raise CheckpointError(f"no checkpoint in {directory} restores ({why})")
+
+
+def read_record(directory: str, step: int | None = None) -> dict | None:
+    """The JSON record of checkpoint ``step`` (default: the newest readable), or None."""
+    steps = all_steps(directory) if step is None else [step]
+    for s in reversed(steps):
+        try:
+            with _manager(directory) as mgr:
+                return mgr.restore(s, args=ocp.args.Composite(
+                    record=ocp.args.JsonRestore()))["record"]
+        except Exception:  # noqa: BLE001 - damaged: try an older one
+            continue
+    return None
+
+
 def config_diff(saved: dict, current: dict) -> str | None:
     """First field (sorted) whose value differs between two config dicts, or None."""
     for k in sorted(set(saved) | set(current)):

@@ -25,6 +25,26 @@ def __getattr__(name):  # ``METHODS``: the registered preset names, read when as
 # Budgets per task: ``hyperjax.envs.TaskInfo.default_budget`` (CPU_BUDGET, PAPER_BUDGET).
 
 
+def check_hparam(name: str, value) -> None:
+    """The one check of a hyperparameter's value, wherever it comes from (a flag, a Config,
+    a ``--sweep`` point): learning rates positive, ``gamma`` and ``tau`` in (0, 1],
+    ``mask_rate`` in [0, 1), every value finite.
+
+    Raises:
+      ValueError: naming the hyperparameter, its range and the value.
+    """
+    import math
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if name.endswith("lr") and not v > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    if name in ("gamma", "tau") and not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    if name == "mask_rate" and not 0.0 <= v < 1.0:
+        raise ValueError(f"mask_rate must be in [0, 1), got {value}")
+
+
 def check_batch(batch_size: int, n_contexts: int) -> None:
     """Raises ``ValueError`` unless the stratified sampler can split the batch evenly."""
     if batch_size % n_contexts:
@@ -137,15 +157,8 @@ class Config:
             raise ValueError(f"total_steps={self.total_steps} must be a multiple of "
                              f"eval_every={self.eval_every}")
         check_batch(self.batch_size, n_ctx)
-        if not 0.0 <= self.mask_rate < 1.0:
-            raise ValueError(f"mask_rate must be in [0, 1), got {self.mask_rate}")
-        for name in ("gamma", "tau"):
-            v = getattr(self, name)
-            if not 0.0 < v <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {v}")
-        for name in ("q_lr", "actor_lr", "alpha_lr", "model_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("mask_rate", "gamma", "tau", "q_lr", "actor_lr", "alpha_lr", "model_lr"):
+            check_hparam(name, getattr(self, name))
 
     def per_context_batch(self, n_contexts: int = envs.contexts.NUM_CONTEXTS) -> int:
         """Samples per training context of the stratified batch."""

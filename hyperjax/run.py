@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hyperjax.config import check_hparam
 from hyperjax.train import SPLITS, Program
 
 RUN_AXIS = "seed"
@@ -37,6 +38,9 @@ TRAIN_KEYS = ("train_return", "q_loss", "actor_loss", "alpha", "entropy", "model
 def seed_keys(seed: int, n: int, n_points: int = 1) -> jax.Array:
     """``uint32[n_points * n, 2]`` keys: seeds ``seed .. seed+n-1`` (seed i's run =
     ``PRNGKey(seed+i)``), repeated for each of ``n_points`` sweep points."""
+    if int(n) < 1 or int(n_points) < 1:
+        raise ValueError(f"seed_keys: need at least one seed and one sweep point, got "
+                         f"n={n}, n_points={n_points}")
     keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n)])
     return jnp.tile(keys, (n_points, 1))
 
@@ -66,8 +70,11 @@ def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
             raise ValueError(f"--sweep {spec!r}: values must be numbers") from None
         if not vals:
             raise ValueError(f"--sweep {spec!r}: no values")
-        if not all(np.isfinite(vals)):
-            raise ValueError(f"--sweep {spec!r}: values must be finite")
+        for v in vals:  # the same rule as the flags and Config (config.check_hparam)
+            try:
+                check_hparam("q_lr" if name == "lr" else name, v)
+            except ValueError as e:
+                raise ValueError(f"--sweep {spec!r}: {e}") from None
         if name in out:
             raise ValueError(f"--sweep: {name!r} given twice")
         out[name] = vals
@@ -278,6 +285,75 @@ def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
         if on_segment is not None:
             on_segment(i, state, rows, time.time() - t0)
     return state
+
+
+def state_bytes(prog: Program, n_runs: int, hparams=None) -> int:
+    """Bytes of a run-batched ``TrainState`` (replay, parameters, optimiser states, env
+    states), from shapes alone (``jax.eval_shape``: nothing is allocated or compiled)."""
+    keys = jax.ShapeDtypeStruct((n_runs, 2), jnp.uint32)
+    args, axes = ((keys,), 0) if hparams is None else ((keys, hparams), (0, 0))
+    abstract = jax.eval_shape(jax.vmap(prog.init, in_axes=axes), *args)
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(abstract)))
+
+
+def available_bytes() -> int:
+    """Memory the train state may take: the accelerators' limits summed (``memory_stats``),
+    else the host's available physical memory."""
+    import os
+    devs = jax.devices()
+    if devs[0].platform != "cpu":
+        try:
+            return int(sum(d.memory_stats()["bytes_limit"] for d in devs))
+        except Exception:  # noqa: BLE001 - no stats on this backend: use the host's
+            pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def check_fits(prog: Program, n_runs: int, hparams=None) -> int:
+    """Raises ``ValueError`` (one line, with both figures) when the train state alone would
+    not fit in ``available_bytes()``; returns the estimate. The compiled step needs more
+    (activations, gradients), so this refuses only what cannot possibly run."""
+    need, have = state_bytes(prog, n_runs, hparams), available_bytes()
+    if need > have:
+        raise ValueError(f"the train state of {n_runs} run(s) needs {need / 2**30:.1f} GiB "
+                         f"(replay, parameters, optimiser states) but {have / 2**30:.1f} GiB "
+                         f"is available: use fewer --seeds / --num_envs or a smaller "
+                         f"--buffer_size (--skip_memory_check to try anyway)")
+    return need
+
+
+def lock_run_dir(run_dir: str):
+    """An exclusive lock on ``run_dir`` for this process's life: ``flock`` on a hidden file
+    beside it (``.NAME.lock``, holding the pid), released by the OS when the process exits,
+    crash or not (a stale file is harmless). Keep the returned file object open.
+
+    Raises:
+      ValueError: another process holds it (the message names its pid), or the parent
+        directory is not writable.
+    """
+    import fcntl
+    import os
+    run_dir = os.path.abspath(run_dir)
+    parent, name = os.path.split(run_dir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        f = open(os.path.join(parent, f".{name}.lock"), "a+")
+    except OSError as e:
+        raise ValueError(f"cannot lock run directory {run_dir} ({e.strerror})") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise ValueError(f"run directory {run_dir} is in use by another run (pid {holder}); "
+                         f"wait for it to end or choose another --out_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 @jax.jit

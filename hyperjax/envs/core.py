@@ -72,6 +72,7 @@ class Env:
         Returns:
           ``(state, timestep)`` with ``timestep.reward == 0`` and both flags false.
         """
+        self._check("reset", context=context)
         physics = self._reset(key, context)
         state = EnvState(physics=physics, t=jnp.zeros((), jnp.int32))
         return state, Timestep(self._obs(physics), jnp.zeros((), jnp.float32),
@@ -89,12 +90,29 @@ class Env:
         Returns:
           ``(next_state, timestep)``; ``truncated`` is true on the ``episode_length``-th step.
         """
+        self._check("step", context=context, action=action)
         physics, reward, terminated = self._step(key, state.physics, action, context)
         t = state.t + 1
         truncated = t >= self.episode_length
         return (EnvState(physics=physics, t=t),
                 Timestep(self._obs(physics), reward.astype(jnp.float32), terminated,
                          truncated, {}))
+
+    def _check(self, where: str, context, action=None) -> None:
+        """Shapes are static under jit: a wrong context or action shape is a ``ValueError``
+        at trace time, naming the argument (a broadcast would otherwise run silently).
+        Values are not checked here (they are traced): they are validated where they enter
+        from the host (``make_env(contexts=)``, ``make_program(sets=)``, context files); a
+        meaningless value passed straight to ``reset`` / ``step`` (mass 0, NaN) gives
+        meaningless physics (NaN observations), not an error."""
+        want = (len(self.factors),)
+        if jnp.shape(context) != want:
+            raise ValueError(f"{self.name or type(self).__name__}.{where}: context must have "
+                             f"shape {want} (factors {list(self.factors)}), got "
+                             f"{jnp.shape(context)}")
+        if action is not None and jnp.shape(action) != (self.action_dim,):
+            raise ValueError(f"{self.name or type(self).__name__}.{where}: action must have "
+                             f"shape ({self.action_dim},), got {jnp.shape(action)}")
 
     # --- to implement -----------------------------------------------------------------
     def _reset(self, key, context):  # pragma: no cover - abstract

@@ -1,0 +1,235 @@
+"""Runs that survive damaged files, concurrent writers and bad values (issue 17): checkpoint
+fallback, a finished run's rows rebuilt from its checkpoint record, one lock per run
+directory, hyperparameters validated once wherever they come from, a memory estimate before
+compiling, and env inputs checked at trace time."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperjax as hj
+from hyperjax import checkpoint, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
+        "--learning_starts=100", "--eval_episodes=1", "--report=false",
+        "--random_baseline=false"]
+
+
+def aib(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "experiments.aib", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _rows(d):
+    with open(os.path.join(d, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f]
+
+
+# --- damaged checkpoints ---------------------------------------------------------------------
+
+def _two_checkpoints(d):
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "n": jnp.int32(7)}
+    for step in (1, 2):
+        checkpoint.save(d, step, jax.tree.map(lambda x: x + step, state),
+                        {"segments": step, "rows": [step]})
+    return jax.eval_shape(lambda: state)
+
+
+def _damage(d, how):
+    item = os.path.join(d, "2", "state")
+    if how == "truncated data file":
+        files = [os.path.join(r, f) for r, _, fs in os.walk(item) for f in fs
+                 if os.path.getsize(os.path.join(r, f)) > 8 and "METADATA" not in f
+                 and not f.endswith(".json")]
+        assert files, os.listdir(item)
+        for path in files:
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 3)
+    elif how == "missing _METADATA":
+        os.remove(os.path.join(item, "_METADATA"))
+    elif how == "deleted state item":
+        shutil.rmtree(item)
+
+
+@pytest.mark.parametrize("how", ["truncated data file", "missing _METADATA",
+                                 "deleted state item"])
+def test_restore_falls_back_to_the_newest_checkpoint_that_restores(tmp_path, how):
+    d = str(tmp_path / "ckpt")
+    abstract = _two_checkpoints(d)
+    _damage(d, how)
+    state, record, step, skipped = checkpoint.restore_good(d, abstract)
+    assert step == 1 and record["rows"] == [1] and [s for s, _ in skipped] == [2]
+    np.testing.assert_array_equal(state["w"], np.arange(6.0).reshape(2, 3) + 1)
+    assert "\n" not in skipped[0][1]
+
+
+def test_no_checkpoint_restores_is_one_error_naming_each(tmp_path):
+    d = str(tmp_path / "ckpt")
+    abstract = _two_checkpoints(d)
+    for step in ("1", "2"):
+        shutil.rmtree(os.path.join(d, step, "state"))
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint in .* restores \(2: .*; 1: "):
+        checkpoint.restore_good(d, abstract)
+
+
+def test_an_incompatible_checkpoint_is_refused_not_skipped(tmp_path):
+    d = str(tmp_path / "ckpt")
+    abstract = _two_checkpoints(d)
+
+    def check(record):
+        raise checkpoint.CheckpointError("checkpoint config differs in 'tau'")
+
+    with pytest.raises(checkpoint.CheckpointError, match="differs in 'tau'"):
+        checkpoint.restore_good(d, abstract, check)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny DR run (4 segments; checkpoints 3 and 4 kept) and a pristine copy."""
+    d = str(tmp_path_factory.mktemp("fin") / "run")
+    res = aib(*TINY, f"--out_dir={d}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert checkpoint.all_steps(os.path.join(d, "checkpoints")) == [3, 4]
+    return d
+
+
+@pytest.mark.parametrize("damage", ["deleted", "cut mid-line", "cut to whole lines"])
+def test_a_finished_runs_metrics_are_rebuilt_from_the_checkpoint_record(finished, tmp_path,
+                                                                       damage):
+    d = str(tmp_path / "run")
+    shutil.copytree(finished, d)
+    path = os.path.join(d, "metrics.jsonl")
+    text = open(path).read()
+    if damage == "deleted":
+        os.remove(path)
+    elif damage == "cut mid-line":
+        open(path, "w").write(text[: len(text) // 2 + 7])
+    else:
+        open(path, "w").write("".join(text.splitlines(True)[:5]))
+    res = aib(*TINY, f"--out_dir={d}", "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "rewritten from checkpoint 4" in res.stdout
+    assert open(path).read() == text
+
+
+def test_resume_skips_a_damaged_latest_checkpoint_and_reproduces_the_run(finished, tmp_path):
+    """A run killed after its 4th checkpoint whose newest checkpoint is damaged resumes from
+    checkpoint 3 and ends with the same rows, bit for bit (resume is exact)."""
+    d = str(tmp_path / "run")
+    shutil.copytree(finished, d)
+    os.remove(os.path.join(d, "summary.json"))   # as if killed before the end
+    os.remove(os.path.join(d, "checkpoints", "4", "state", "_METADATA"))
+    res = aib(*TINY, f"--out_dir={d}", "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "checkpoint 4 skipped: it does not restore" in res.stdout
+    assert "resumed from checkpoint after 3 segment(s)" in res.stdout
+    assert _rows(d) == _rows(finished)
+
+
+# --- one writer per run directory -----------------------------------------------------------
+
+def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path):
+    d = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from hyperjax.run import lock_run_dir
+        lock = lock_run_dir({d!r})
+        print("locked", flush=True)
+        time.sleep(600)
+    """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        res = aib(*TINY, f"--out_dir={d}", "--resume")
+        assert res.returncode == 2
+        assert f"is in use by another run (pid {holder.pid})" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the holder died without cleaning up: the lock is free again
+    lock = run.lock_run_dir(d)
+    lock.close()
+
+
+def test_the_lock_is_exclusive_within_and_across_processes(tmp_path):
+    d = str(tmp_path / "run")
+    lock = run.lock_run_dir(d)
+    try:
+        res = subprocess.run([sys.executable, "-c",
+                              f"from hyperjax.run import lock_run_dir; lock_run_dir({d!r})"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and f"pid {os.getpid()}" in res.stderr
+    finally:
+        lock.close()
+
+
+# --- values validated once -------------------------------------------------------------------
+
+@pytest.mark.parametrize("item,msg", [("q_lr=-1,1e-3", "q_lr must be positive"),
+                                      ("gamma=2,0.9", r"gamma must be in \(0, 1\]"),
+                                      ("lr=0", "q_lr must be positive"),
+                                      ("mask_rate=1.0", r"mask_rate must be in \[0, 1\)"),
+                                      ("tau=nan", "tau must be finite")])
+def test_sweep_values_are_validated_like_the_flags(item, msg):
+    with pytest.raises(ValueError, match=msg):
+        run.parse_sweep([item])
+
+
+def test_cli_refuses_a_bad_sweep_point_in_one_line():
+    res = aib("--algo=dr", "--total_steps=100", "--sweep=q_lr=-1,1e-3")
+    assert res.returncode == 2 and "q_lr must be positive" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_seed_keys_needs_a_seed():
+    with pytest.raises(ValueError, match="at least one seed"):
+        run.seed_keys(0, 0)
+
+
+def test_a_train_state_that_cannot_fit_is_refused_before_compiling():
+    t0 = time.time()
+    res = aib("--algo=dr", "--env=di", "--seeds=100000", "--total_steps=100000",
+              "--report=false")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "needs" in res.stderr and "GiB" in res.stderr and "is available" in res.stderr
+    assert "compiled" not in res.stdout
+    assert time.time() - t0 < 120
+
+
+def test_state_bytes_counts_the_replay():
+    prog = hj.make_program(hj.Config(algo="dr", total_steps=100, eval_every=100,
+                                     learning_starts=100, eval_episodes=1))
+    one, four = run.state_bytes(prog, 1), run.state_bytes(prog, 4)
+    assert four == 4 * one
+    # at least obs and next_obs of one stored episode per context, float32
+    assert one > 20 * 100 * 2 * prog.env.obs_dim * 4
+
+
+# --- env inputs checked at trace time --------------------------------------------------------
+
+def test_env_refuses_a_wrong_context_or_action_shape_naming_it():
+    env = hj.make_env("di_perm")
+    key = jax.random.PRNGKey(0)
+    ctx = jnp.array([1.0, 0.0])
+    with pytest.raises(ValueError, match=r"di_perm.reset: context must have shape \(2,\)"):
+        env.reset(key, jnp.ones(3))
+    with pytest.raises(ValueError, match=r"context must have shape \(2,\).*got \(\)"):
+        jax.jit(env.reset)(key, jnp.float32(1.0))
+    state, _ = env.reset(key, ctx)
+    with pytest.raises(ValueError, match=r"di_perm.step: action must have shape \(2,\), "
+                                         r"got \(1,\)"):
+        env.step(key, state, jnp.ones(1), ctx)
+    # under vmap the per-example shapes are checked
+    with pytest.raises(ValueError, match="action must have shape"):
+        jax.vmap(env.step, (None, None, 0, None))(key, state, jnp.ones((4, 3)), ctx)
+    env.step(key, state, jnp.ones(2), ctx)   # the right shapes pass
