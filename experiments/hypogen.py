@@ -52,6 +52,8 @@ flags.DEFINE_enum("split", "faithful", ["faithful", "clean"], "Split: the releas
                   "rounding (one spec unused) or clean (all non-test specs train).")
 flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec.")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec.")
+flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every stage is "
+                  "redone).")
 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
@@ -69,7 +71,7 @@ def validate():
     if FLAGS.expert == "lqr" and not FLAGS.task.startswith("lqr_di"):
         _fail(f"--expert=lqr needs --task=lqr_di or lqr_di_goal (closed-form experts), got "
               f"{FLAGS.task!r}")
-    epochs = FLAGS.epochs or CPU_EPOCHS.get(FLAGS.task, 2000)
+    epochs = CPU_EPOCHS.get(FLAGS.task, 2000) if FLAGS.epochs is None else FLAGS.epochs
     for name, v, lo in (("seeds", FLAGS.seeds, 1), ("epochs", epochs, 1),
                         ("eval_every", FLAGS.eval_every, 1), ("batch_size", FLAGS.batch_size, 1),
                         ("episodes_per_spec", FLAGS.episodes_per_spec, 1),
@@ -86,6 +88,48 @@ def validate():
     if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
         _fail(f"--learning_rate must be > 0, got {FLAGS.learning_rate}")
     return algos, epochs
+
+
+def _stale(what: str, path: str, made: dict, want: dict) -> None:
+    """Refuses to reuse ``path`` (made with ``made``) for a run that wants ``want``: one line
+    naming the first field that differs (``_fail``, exit 2)."""
+    for k in sorted(want):
+        if made.get(k) != want[k]:
+            _fail(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
+                  f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to redo it")
+
+
+def _expert_kind() -> str:
+    return FLAGS.expert or ("lqr" if FLAGS.task.startswith("lqr_di") else "td3")
+
+
+def expert_config() -> dict:
+    """What the experts stage depends on."""
+    out = {"task": FLAGS.task, "expert": _expert_kind()}
+    if out["expert"] == "td3":
+        out.update(expert_steps=FLAGS.expert_steps, expert_buffer=FLAGS.expert_buffer)
+    return out
+
+
+def data_config() -> dict:
+    """What the dataset depends on (its ``meta``)."""
+    return {**expert_config(), "episodes_per_spec": FLAGS.episodes_per_spec}
+
+
+def fit_config(epochs: int) -> dict:
+    """What one model's result depends on (beyond the dataset)."""
+    return {"task": FLAGS.task, "epochs": epochs, "batch_size": FLAGS.batch_size,
+            "learning_rate": FLAGS.learning_rate, "bc_only": FLAGS.bc_only,
+            "deep_supervision": FLAGS.deep_supervision, "num_blocks": FLAGS.num_blocks,
+            "split": FLAGS.split, "eval_every": FLAGS.eval_every,
+            "eval_episodes": FLAGS.eval_episodes, **data_config()}
+
+
+def _save_npz_atomic(path: str, **arrays) -> None:
+    import numpy as np
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def make_task_env():
@@ -107,23 +151,40 @@ def stage_experts_and_data(run_dir: str):
     from hyperjax.hypogen import data as D, experts as X, lqr, specs
     grid = specs.make_grid(FLAGS.task)
     env = make_task_env()
-    kind = FLAGS.expert or ("lqr" if FLAGS.task.startswith("lqr_di") else "td3")
+    kind = _expert_kind()
     spec_arr = jnp.asarray(grid.specs, jnp.float32)
     f_ds = os.path.join(run_dir, D.DATASET_FILE)
     if os.path.exists(f_ds):
-        print(f"dataset: {f_ds} exists, skipped (experts not needed)")
+        try:
+            meta = D.load_dataset(f_ds).meta
+        except ValueError as e:
+            _fail(str(e))
+        _stale("dataset", f_ds, meta, data_config())
+        print(f"dataset: {f_ds} exists, made with these settings: reused (experts not needed)")
         return grid, env
     t = time.time()
     if kind == "lqr":
         f_exp = os.path.join(run_dir, "experts.npz")
         if not os.path.exists(f_exp):
             ex = lqr.make_experts(grid.specs)
-            np.savez(f_exp, spec=grid.specs, gain=np.asarray(ex.gain), p=np.asarray(ex.p))
+            _save_npz_atomic(f_exp, spec=grid.specs, gain=np.asarray(ex.gain),
+                             p=np.asarray(ex.p), task=np.array(FLAGS.task))
             print(f"experts: closed-form LQR for {len(grid)} specs ({time.time() - t:.1f} s)")
         else:
-            print(f"experts: {f_exp} exists, skipped")
-        with np.load(f_exp) as z:
-            params = (jnp.asarray(z["gain"]), jnp.asarray(z["p"]))
+            print(f"experts: {f_exp} exists, reused")
+        try:
+            with np.load(f_exp, allow_pickle=False) as z:
+                made_task = str(z["task"]) if "task" in z.files else None
+                ok_specs = z["spec"].shape == np.shape(grid.specs) and np.allclose(
+                    z["spec"], grid.specs)
+                params = (jnp.asarray(z["gain"]), jnp.asarray(z["p"]))
+        except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, a missing key, ...
+            _fail(f"experts {f_exp} is damaged ({type(e).__name__}): delete it (or pass "
+                  f"--overwrite) to make the experts again")
+        _stale("experts", f_exp, {"task": made_task}, {"task": FLAGS.task})
+        if not ok_specs:
+            _fail(f"experts {f_exp} were made for other specs than {FLAGS.task!r}'s grid: pass "
+                  f"--overwrite (or another --run_dir) to redo them")
         policy = lambda e, o, s: lqr.expert_action(e[0], o, s)
         value = lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s)
     else:
@@ -133,21 +194,25 @@ def stage_experts_and_data(run_dir: str):
         abstract = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.key(0), len(grid)),
                                   spec_arr)
         if checkpoint.latest_step(ckpt) is not None:
-            params = checkpoint.restore(ckpt, abstract)[0]
-            print(f"experts: {ckpt} exists, skipped")
+            try:
+                params, record = checkpoint.restore(ckpt, abstract)
+            except Exception as e:  # noqa: BLE001 - damaged or made for another task
+                _fail(f"experts {ckpt} do not restore ({type(e).__name__}): pass --overwrite "
+                      f"(or another --run_dir) to train them again")
+            _stale("experts", ckpt, record, expert_config())
+            print(f"experts: {ckpt} exists, made with these settings: reused")
         else:
             print(f"experts: TD3 for {len(grid)} specs x {FLAGS.expert_steps} steps")
             params = X.train_experts(env, spec_arr, cfg, jax.random.key(0),
                                      segments=10 if FLAGS.expert_steps % 10 == 0 else 1)
-            checkpoint.save(ckpt, FLAGS.expert_steps, params, {"task": FLAGS.task}, keep=1)
+            checkpoint.save(ckpt, FLAGS.expert_steps, params, expert_config(), keep=1)
             print(f"experts: trained ({time.time() - t:.0f} s)")
         policy, value = X.expert_policy(env.action_dim), X.expert_value()
     t = time.time()
     out = jax.jit(lambda k: D.rollout(env, policy, value, params, spec_arr, k,
                                       FLAGS.episodes_per_spec))(jax.random.key(0))
     D.save_dataset(run_dir, grid.specs, out, {
-        "task": FLAGS.task, "factors": list(grid.factors), "expert": kind,
-        "episodes_per_spec": FLAGS.episodes_per_spec, "episode_length": env.episode_length})
+        **data_config(), "factors": list(grid.factors), "episode_length": env.episode_length})
     print(f"dataset: {len(grid)} specs x {FLAGS.episodes_per_spec} episodes x "
           f"{env.episode_length} steps ({time.time() - t:.1f} s)")
     return grid, env
@@ -162,10 +227,17 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
     from hyperjax.hypogen import data as D, models, specs, train as T
     out_dir = os.path.join(run_dir, algo, f"seed_{seed}")
     f_res = os.path.join(out_dir, "result.json")
+    want = {"algo": algo, "seed": seed, **fit_config(epochs)}
     if os.path.exists(f_res):
-        with open(f_res) as f:
-            print(f"{algo} seed {seed}: finished earlier, read back")
-            return json.load(f)
+        try:
+            with open(f_res) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            _fail(f"{f_res} is damaged: delete it (or pass --overwrite) to train "
+                  f"{algo} seed {seed} again")
+        _stale("result", f_res, result.get("config", {}), want)
+        print(f"{algo} seed {seed}: finished earlier with these settings, read back")
+        return result
     split = specs.split_specs(grid, seed, FLAGS.split)
     cfg = T.FitConfig(algo=algo, epochs=epochs, batch_size=FLAGS.batch_size,
                       learning_rate=FLAGS.learning_rate, bc_only=FLAGS.bc_only,
@@ -204,7 +276,7 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
               "test_return_last": float(last.mean()), "test_return_best": float(best.mean()),
               "per_spec_last": last.tolist(), "per_spec_best": best.tolist(),
               "wall_s": wall, "first_segment_s": t_compile,
-              "steps": epochs * fit.steps_per_epoch}
+              "steps": epochs * fit.steps_per_epoch, "config": want}
     checkpoint.save(os.path.join(out_dir, "checkpoint"), epochs,
                     {"last": state.params, "best": state.best_params}, {"result": result})
     with open(f_res, "w") as f:
@@ -230,7 +302,15 @@ def main(argv):
 
     from hyperjax.hypogen import data as D, specs
     run_dir = FLAGS.run_dir or os.path.join("runs", f"hypogen-{FLAGS.task}")
-    os.makedirs(run_dir, exist_ok=True)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        _fail(f"--run_dir {run_dir} is a file, not a directory")
+    if FLAGS.overwrite and os.path.isdir(run_dir):
+        import shutil
+        shutil.rmtree(run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        _fail(f"--run_dir {run_dir}: cannot create it ({e.strerror})")
     print(f"hyperjax.hypogen: {','.join(algos)} on {FLAGS.task}, {FLAGS.seeds} seed(s), "
           f"{epochs} epochs; run dir {run_dir}")
     grid, env = stage_experts_and_data(run_dir)

@@ -281,10 +281,45 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
         r = json.load(f)
     assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 32
     assert "| expert |" in open(os.path.join(run, "results.md")).read()
-    again = _cli("--algo=cond", "--epochs=10", "--eval_every=10", f"--run_dir={run}")
+    same = ["--epochs=10", "--eval_every=10", "--episodes_per_spec=2", "--eval_episodes=2",
+            f"--run_dir={run}"]
+    again = _cli("--algo=cond", *same)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "dataset: " in again.stdout and "exists, skipped" in again.stdout
-    assert "cond seed 123: finished earlier" in again.stdout
+    assert "dataset: " in again.stdout and "made with these settings: reused" in again.stdout
+    assert "cond seed 123: finished earlier with these settings" in again.stdout
+
+    def refused(*args, pattern):
+        import re
+        res = _cli(*args)
+        lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+        assert res.returncode == 2 and len(lines) == 1 and re.search(pattern, lines[0]), \
+            res.stderr[-2000:]
+
+    # a stage made with other settings is never reused: one line naming the field
+    refused("--algo=cond", *same[1:], "--epochs=20",
+            pattern=r"result .*result.json was made with epochs=10, this run has epochs=20")
+    refused("--algo=cond", *same[:3], "--episodes_per_spec=3", f"--run_dir={run}",
+            pattern=r"dataset .* was made with episodes_per_spec=2, this run has "
+                    r"episodes_per_spec=3: pass --overwrite")
+    refused("--algo=cond", "--task=lqr_di_goal", *same,
+            pattern=r"dataset .* was made with task='lqr_di', this run has task='lqr_di_goal'")
+    refused("--algo=cond", "--epochs=0", f"--run_dir={run}", pattern=r"--epochs must be >= 1")
+    refused("--algo=cond", f"--run_dir={os.path.join(run, 'results.md')}",
+            pattern=r"is a file, not a directory")
+    # damaged files: one line naming the file, and the stage can be redone
+    ds = os.path.join(run, "dataset.npz")
+    raw = open(ds, "rb").read()
+    for damage in (os.urandom(4000), raw[: len(raw) // 2]):
+        open(ds, "wb").write(damage)
+        refused("--algo=cond", *same, pattern=r"dataset .*dataset.npz is (damaged|not an npz)"
+                                              r".*record it again")
+    os.remove(ds)
+    exp = os.path.join(run, "experts.npz")
+    open(exp, "wb").write(open(exp, "rb").read()[:100])
+    refused("--algo=cond", *same, pattern=r"experts .*experts.npz is damaged")
+    redo = _cli("--algo=cond", *same, "--overwrite")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert "experts: closed-form LQR" in redo.stdout and "finished earlier" not in redo.stdout
 
 
 # --- MJX spec tasks (host-side model edits and the reward are cheap; stepping MJX is slow) ------

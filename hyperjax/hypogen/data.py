@@ -131,16 +131,37 @@ def save_dataset(path: str, spec, transitions: dict, meta: dict) -> str:
 def load_dataset(path: str) -> Dataset:
     """Reads ``path/dataset.npz`` (or ``path`` itself if it is the file).
 
-    Raises ``FileNotFoundError`` if absent and ``ValueError`` if a key is missing.
+    Raises ``FileNotFoundError`` if absent and ``ValueError`` (one line naming the file and
+    what is wrong) if it is not a readable dataset: not an npz archive, truncated, a key
+    missing, or arrays whose leading ``[S, E, T]`` shapes disagree.
     """
     f = path if path.endswith(".npz") else os.path.join(path, DATASET_FILE)
     if not os.path.exists(f):
         raise FileNotFoundError(f"no dataset at {f}")
-    with np.load(f, allow_pickle=False) as z:
-        missing = [k for k in KEYS + ("meta",) if k not in z.files]
-        if missing:
-            raise ValueError(f"dataset {f} lacks {', '.join(missing)}")
-        return Dataset(**{k: z[k] for k in KEYS}, meta=json.loads(str(z["meta"])))
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            missing = [k for k in KEYS + ("meta",) if k not in z.files]
+            if missing:
+                raise ValueError(f"lacks {', '.join(missing)}")
+            ds = Dataset(**{k: z[k] for k in KEYS}, meta=json.loads(str(z["meta"])))
+    except ValueError as e:
+        why = ("is not an npz archive" if "pickle" in str(e) or "allow_pickle" in str(e)
+               else str(e).splitlines()[0])
+        raise ValueError(f"dataset {f} {why}: delete it (or pass --overwrite) to record it "
+                         f"again") from None
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, EOFError, OSError, ...
+        raise ValueError(f"dataset {f} is damaged ({type(e).__name__}): delete it (or pass "
+                         f"--overwrite) to record it again") from None
+    s = ds.reward.shape[:3]
+    for k in KEYS[1:]:
+        if getattr(ds, k).shape[:3] != s:
+            raise ValueError(f"dataset {f}: array {k!r} has shape {list(getattr(ds, k).shape)}, "
+                             f"expected [{s[0]}, {s[1]}, {s[2]}, ...]: delete it (or pass "
+                             f"--overwrite) to record it again")
+    if ds.spec.shape[0] != s[0]:
+        raise ValueError(f"dataset {f}: {ds.spec.shape[0]} specs for {s[0]} rows of "
+                         f"transitions: delete it (or pass --overwrite) to record it again")
+    return ds
 
 
 class Flat(NamedTuple):
