@@ -40,7 +40,7 @@ def learning_curves(study: Study, env: str, path: str, reps: int = 2000) -> str 
             ax.plot(c["step"], mu, color=COLORS.get(a), label=label(a))
             ax.fill_between(c["step"], lo, hi, color=COLORS.get(a), alpha=0.2, lw=0)
         ax.set_title(f"{env}: {SPLIT_LABELS[split]}")
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("gradient steps (after the random phase)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("normalised AER")
     axes[-1].legend(fontsize=8, loc="best")
