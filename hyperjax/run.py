@@ -340,7 +340,7 @@ def lock_run_dir(run_dir: str):
         os.makedirs(parent, exist_ok=True)
         f = open(os.path.join(parent, f".{name}.lock"), "a+")
     except OSError as e:
-        raise ValueError(f"cannot lock run directory {run_dir} ({e.strerror})") from None
+        raise ValueError(f"output directory {run_dir} is not writable ({e.strerror})") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -233,3 +233,13 @@ def test_env_refuses_a_wrong_context_or_action_shape_naming_it():
     with pytest.raises(ValueError, match="action must have shape"):
         jax.vmap(env.step, (None, None, 0, None))(key, state, jnp.ones((4, 3)), ctx)
     env.step(key, state, jnp.ones(2), ctx)   # the right shapes pass
+
+
+def test_a_long_random_phase_still_trains():
+    """learning_starts far beyond total_steps: the authors' accounting still makes N + 1
+    gradient steps after the random phase (no run exits 0 without training)."""
+    cfg = hj.Config(algo="dr", total_steps=100, eval_every=100, learning_starts=1000,
+                    eval_episodes=1)
+    state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
+    assert int(state.agent.opt_state.critic.count) == 101
+    assert np.isfinite(m["q_loss"]).all()

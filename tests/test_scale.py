@@ -74,7 +74,7 @@ def test_parse_sweep_grid_and_errors():
     assert sweep_hparams(sweep_points({}), 3) is None
     for bad, msg in [(["batch_size=1,2"], "cannot sweep 'batch_size'"),
                      (["tau"], "expected NAME=V1"), (["tau=a"], "must be numbers"),
-                     (["tau=1", "tau=2"], "given twice"), (["tau="], "no values"),
+                     (["tau=0.1", "tau=0.2"], "given twice"), (["tau="], "no values"),
                      (["lr=1", "q_lr=2"], "do not combine")]:
         with pytest.raises(ValueError, match=msg):
             parse_sweep(bad)
