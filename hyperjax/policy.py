@@ -90,7 +90,7 @@ def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
 
     Args:
       run_dir: the run directory (``config.json`` and ``checkpoints/``).
-      step: the checkpoint (number of segments done); default the latest.
+      step: the checkpoint (number of segments done); default the newest that restores.
       seed_index: which of the run's vmapped runs (seed ``seed + seed_index``).
     Returns:
       ``(params, policy)``: ``AgentParams`` of that run and its ``Policy``.
@@ -112,6 +112,10 @@ def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
     fields = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
     prog = make_program(Config(**fields), sweep=tuple(points[0]))
     abstract = run.abstract_state(prog, n_runs)
-    state, _ = checkpoint.restore(os.path.join(run_dir, "checkpoints"), abstract, step)
+    ckpt = os.path.join(run_dir, "checkpoints")
+    if step is None:  # the newest checkpoint that restores (the CLI's --resume rule)
+        state = checkpoint.restore_good(ckpt, abstract)[0]
+    else:
+        state, _ = checkpoint.restore(ckpt, abstract, step)
     params = jax.tree.map(lambda x: x[seed_index], state.agent.params)
     return params, make_policy(prog.agent)

@@ -162,7 +162,7 @@ def state_shardings(abstract, mesh: Mesh | None):
 def abstract_state(prog: Program, n_runs: int, hparams=None, mesh: Mesh | None = None):
     """``jax.ShapeDtypeStruct`` pytree of a run-batched ``TrainState`` (with shardings when
     ``mesh`` has several devices): what checkpoints are restored into."""
-    keys = seed_keys(0, n_runs)
+    keys = jax.ShapeDtypeStruct((n_runs, 2), jnp.uint32)  # seed_keys' shape; no values needed
     args, axes = ((keys,), 0) if hparams is None else ((keys, hparams), (0, 0))
     abstract = jax.eval_shape(jax.vmap(prog.init, in_axes=axes), *args)
     shardings = state_shardings(abstract, mesh)
@@ -290,9 +290,7 @@ def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
 def state_bytes(prog: Program, n_runs: int, hparams=None) -> int:
     """Bytes of a run-batched ``TrainState`` (replay, parameters, optimiser states, env
     states), from shapes alone (``jax.eval_shape``: nothing is allocated or compiled)."""
-    keys = jax.ShapeDtypeStruct((n_runs, 2), jnp.uint32)
-    args, axes = ((keys,), 0) if hparams is None else ((keys, hparams), (0, 0))
-    abstract = jax.eval_shape(jax.vmap(prog.init, in_axes=axes), *args)
+    abstract = abstract_state(prog, n_runs, hparams)
     return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
                    for x in jax.tree.leaves(abstract)))
 
