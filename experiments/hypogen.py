@@ -27,7 +27,7 @@ from hyperjax.utils import absl_flags_parser, fail as _fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
-                    "hyperzero, cond, uvfa.")
+                    "hyperzero, cond, uvfa, meta (MAML), pearl.")
 flags.DEFINE_string("task", "lqr_di", "Spec task: lqr_di (spec = mass; the CPU default), "
                     "lqr_di_goal (spec = mass, goal) or "
                     "{cheetah,walker,finger}_{speed,length,speed_length} (MJX).")
@@ -37,6 +37,12 @@ flags.DEFINE_enum("expert", None, ["lqr", "td3"], "Experts: lqr (closed form; lq
 flags.DEFINE_integer("expert_steps", 1_000_000, "TD3 env steps per expert (the paper's 1M; one "
                      "update per step).")
 flags.DEFINE_integer("expert_buffer", 1_000_000, "TD3 replay capacity per expert.")
+flags.DEFINE_integer("expert_std_steps", 100_000, "TD3 exploration std decays 1.0 -> 0.1 over "
+                     "this many steps (the released 100k of a 1M budget).")
+flags.DEFINE_integer("num_specs", 0, "Reduced grid: this many evenly spaced specs of the "
+                     "paper's grid (0 = the whole grid).")
+flags.DEFINE_float("test_fraction", 0.8, "Held-out fraction of the specs (paper: 0.8; Table "
+                   "19 holds out 0.5).")
 flags.DEFINE_string("run_dir", None, "Output directory (default runs/hypogen-TASK).")
 flags.DEFINE_integer("seeds", 1, "Number of seeds (the first N of 123, 233, 666, 999, 789).")
 flags.DEFINE_integer("epochs", None, "Training epochs (paper: 2000; lqr_di CPU default: 200).")
@@ -48,15 +54,42 @@ flags.DEFINE_bool("bc_only", False, "BC loss only (no value / TD auxiliaries).")
 flags.DEFINE_bool("deep_supervision", True, "HyPoGen: supervise all K blocks (newer code); "
                   "false: the final block only.")
 flags.DEFINE_integer("num_blocks", 8, "HyPoGen blocks K.")
-flags.DEFINE_enum("split", "faithful", ["faithful", "clean"], "Split: the released code's "
-                  "rounding (one spec unused) or clean (all non-test specs train).")
+flags.DEFINE_integer("target_layers", 2, "Layers of the generated policy and Q networks "
+                     "(HyPoGen, HyperZero; paper Table 18: 2 for DMC, 3 for manipulation).")
+flags.DEFINE_enum("target_act", "relu", ["relu", "tanh"], "Activation between the generated "
+                  "networks' layers (relu for DMC, tanh for manipulation).")
+flags.DEFINE_integer("block_layers", 2, "Layers of HyPoGen's block MLPs (Table 21).")
+flags.DEFINE_integer("block_width", 128, "Width of HyPoGen's block MLPs (Table 22).")
+flags.DEFINE_enum("dl_din_way", "slice", ["direct", "slice", "full"], "HyPoGen chain rule: "
+                  "how dL/dout is carried to the layer's input (released default slice).")
+flags.DEFINE_enum("dl_dw_way", "direct", ["direct", "slice", "full"], "HyPoGen chain rule: "
+                  "how dL/dout gives the latent weight gradient (released default direct).")
+flags.DEFINE_enum("split", "faithful", ["faithful", "clean", "fig4"], "Split: the released "
+                  "code's rounding (one spec unused), clean (all non-test specs train) or fig4 "
+                  "(train on speeds 1 and the largest, test on the whole numbers between).")
 flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec.")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec.")
+flags.DEFINE_bool("meta_finetune", False, "meta / pearl: also report the return after "
+                  "test-time fine-tuning on each test spec's recorded expert episodes (the "
+                  "older eval_regressor.py; not zero-shot).")
 flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every stage is "
                   "redone).")
 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
+TARGET_FLAGS = ("target_layers", "target_act", "block_layers", "block_width", "dl_din_way",
+                "dl_dw_way")
+
+
+def all_algos() -> tuple[str, ...]:
+    from hyperjax.hypogen import meta, models
+    return models.ALGOS + meta.META_ALGOS
+
+
+def target_config():
+    from hyperjax.hypogen.models import TargetNetConfig
+    return TargetNetConfig(FLAGS.target_layers, FLAGS.target_act, FLAGS.block_layers,
+                           FLAGS.block_width, FLAGS.dl_din_way, FLAGS.dl_dw_way)
 
 
 def validate():
@@ -64,8 +97,9 @@ def validate():
     from hyperjax.utils import parse_names
     from hyperjax.hypogen import models, specs
     try:
-        algos = parse_names(FLAGS.algo, models.ALGOS, "algo", allow_all=True)
-        specs.make_grid(FLAGS.task)
+        algos = parse_names(FLAGS.algo, all_algos(), "algo", allow_all=True)
+        grid = make_grid()
+        specs.split_specs(grid, specs.PAPER_SEEDS[0], FLAGS.split, FLAGS.test_fraction)
     except ValueError as e:
         _fail(str(e))
     if FLAGS.expert == "lqr" and not FLAGS.task.startswith("lqr_di"):
@@ -77,7 +111,11 @@ def validate():
                         ("episodes_per_spec", FLAGS.episodes_per_spec, 1),
                         ("eval_episodes", FLAGS.eval_episodes, 1),
                         ("num_blocks", FLAGS.num_blocks, 1),
+                        ("target_layers", FLAGS.target_layers, 1),
+                        ("block_layers", FLAGS.block_layers, 1),
+                        ("block_width", FLAGS.block_width, 1),
                         ("expert_steps", FLAGS.expert_steps, 10),
+                        ("expert_std_steps", FLAGS.expert_std_steps, 1),
                         ("expert_buffer", FLAGS.expert_buffer, 1)):
         if v < lo:
             _fail(f"--{name} must be >= {lo}, got {v}")
@@ -92,9 +130,11 @@ def validate():
 
 def _stale(what: str, path: str, made: dict, want: dict) -> None:
     """Refuses to reuse ``path`` (made with ``made``) for a run that wants ``want``: one line
-    naming the first field that differs (``_fail``, exit 2)."""
+    naming the first field that differs (``_fail``, exit 2). A field ``made`` lacks (written
+    before the flag existed) counts as the flag's default."""
     for k in sorted(want):
-        if made.get(k) != want[k]:
+        have = made.get(k, FLAGS[k].default if k in FLAGS and k not in made else None)
+        if have != want[k]:
             _fail(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
                   f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to redo it")
 
@@ -105,9 +145,10 @@ def _expert_kind() -> str:
 
 def expert_config() -> dict:
     """What the experts stage depends on."""
-    out = {"task": FLAGS.task, "expert": _expert_kind()}
+    out = {"task": FLAGS.task, "expert": _expert_kind(), "num_specs": FLAGS.num_specs}
     if out["expert"] == "td3":
-        out.update(expert_steps=FLAGS.expert_steps, expert_buffer=FLAGS.expert_buffer)
+        out.update(expert_steps=FLAGS.expert_steps, expert_buffer=FLAGS.expert_buffer,
+                   expert_std_steps=FLAGS.expert_std_steps)
     return out
 
 
@@ -121,7 +162,9 @@ def fit_config(epochs: int) -> dict:
     return {"task": FLAGS.task, "epochs": epochs, "batch_size": FLAGS.batch_size,
             "learning_rate": FLAGS.learning_rate, "bc_only": FLAGS.bc_only,
             "deep_supervision": FLAGS.deep_supervision, "num_blocks": FLAGS.num_blocks,
-            "split": FLAGS.split, "eval_every": FLAGS.eval_every,
+            **{k: FLAGS[k].value for k in TARGET_FLAGS},
+            "split": FLAGS.split, "test_fraction": FLAGS.test_fraction,
+            "eval_every": FLAGS.eval_every, "meta_finetune": FLAGS.meta_finetune,
             "eval_episodes": FLAGS.eval_episodes, **data_config()}
 
 
@@ -132,12 +175,18 @@ def _save_npz_atomic(path: str, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def make_task_env():
+def make_grid():
+    """The task's grid, reduced to ``--num_specs`` evenly spaced specs when given."""
+    from hyperjax.hypogen import specs
+    return specs.subset_grid(specs.make_grid(FLAGS.task), FLAGS.num_specs)
+
+
+def make_task_env(grid):
     if FLAGS.task.startswith("lqr_di"):
         from hyperjax.hypogen import lqr
         return lqr.make_task(FLAGS.task)
     from hyperjax.hypogen import dmc
-    return dmc.make_spec_task(FLAGS.task)
+    return dmc.make_spec_task(FLAGS.task, grid)
 
 
 def stage_experts_and_data(run_dir: str):
@@ -148,9 +197,9 @@ def stage_experts_and_data(run_dir: str):
     import numpy as np
 
     from hyperjax import checkpoint
-    from hyperjax.hypogen import data as D, experts as X, lqr, specs
-    grid = specs.make_grid(FLAGS.task)
-    env = make_task_env()
+    from hyperjax.hypogen import data as D, experts as X, lqr
+    grid = make_grid()
+    env = make_task_env(grid)
     kind = _expert_kind()
     spec_arr = jnp.asarray(grid.specs, jnp.float32)
     f_ds = os.path.join(run_dir, D.DATASET_FILE)
@@ -188,7 +237,8 @@ def stage_experts_and_data(run_dir: str):
         policy = lambda e, o, s: lqr.expert_action(e[0], o, s)
         value = lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s)
     else:
-        cfg = X.TD3Config(total_steps=FLAGS.expert_steps, buffer_size=FLAGS.expert_buffer)
+        cfg = X.TD3Config(total_steps=FLAGS.expert_steps, buffer_size=FLAGS.expert_buffer,
+                          std_steps=FLAGS.expert_std_steps)
         ckpt = os.path.join(run_dir, "experts")
         init, _ = X.make_td3(env, cfg)
         abstract = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.key(0), len(grid)),
@@ -211,10 +261,20 @@ def stage_experts_and_data(run_dir: str):
     t = time.time()
     out = jax.jit(lambda k: D.rollout(env, policy, value, params, spec_arr, k,
                                       FLAGS.episodes_per_spec))(jax.random.key(0))
-    D.save_dataset(run_dir, grid.specs, out, {
-        **data_config(), "factors": list(grid.factors), "episode_length": env.episode_length})
+    t_data = time.time() - t
+    t = time.time()
+    rand = np.asarray(jax.jit(lambda k: D.random_returns(env, spec_arr, k, FLAGS.eval_episodes))(
+        jax.random.key(1)))
+    meta = {**data_config(), "factors": list(grid.factors), "episode_length": env.episode_length,
+            "random_return": rand.mean(-1).tolist()}
+    body = FLAGS.task.partition("_")[0]
+    if "speed" in grid.factors:
+        from hyperjax.hypogen import dmc
+        meta["expert_speed"] = dmc.achieved_speed(body, out["obs"]).mean(-1).tolist()
+    D.save_dataset(run_dir, grid.specs, out, meta)
     print(f"dataset: {len(grid)} specs x {FLAGS.episodes_per_spec} episodes x "
-          f"{env.episode_length} steps ({time.time() - t:.1f} s)")
+          f"{env.episode_length} steps ({t_data:.1f} s); uniform-random policy "
+          f"{FLAGS.eval_episodes} episodes per spec ({time.time() - t:.1f} s)")
     return grid, env
 
 
@@ -224,10 +284,12 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
     import numpy as np
 
     from hyperjax import checkpoint
-    from hyperjax.hypogen import data as D, models, specs, train as T
+    from hyperjax.hypogen import data as D, meta, models, specs, train as T
     out_dir = os.path.join(run_dir, algo, f"seed_{seed}")
     f_res = os.path.join(out_dir, "result.json")
     want = {"algo": algo, "seed": seed, **fit_config(epochs)}
+    if algo not in meta.META_ALGOS:
+        want.pop("meta_finetune")
     if os.path.exists(f_res):
         try:
             with open(f_res) as f:
@@ -238,12 +300,14 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
         _stale("result", f_res, result.get("config", {}), want)
         print(f"{algo} seed {seed}: finished earlier with these settings, read back")
         return result
-    split = specs.split_specs(grid, seed, FLAGS.split)
+    split = specs.split_specs(grid, seed, FLAGS.split, FLAGS.test_fraction)
     cfg = T.FitConfig(algo=algo, epochs=epochs, batch_size=FLAGS.batch_size,
                       learning_rate=FLAGS.learning_rate, bc_only=FLAGS.bc_only,
                       deep_supervision=FLAGS.deep_supervision, num_blocks=FLAGS.num_blocks,
-                      eval_every=FLAGS.eval_every, eval_episodes=FLAGS.eval_episodes)
-    fit = T.make_fit(cfg, env, D.flatten(ds, split.train), grid.specs[split.test])
+                      eval_every=FLAGS.eval_every, eval_episodes=FLAGS.eval_episodes,
+                      target=target_config())
+    make = meta.make_meta_fit if algo in meta.META_ALGOS else T.make_fit
+    fit = make(cfg, env, D.flatten(ds, split.train), grid.specs[split.test])
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     state = fit.init(jax.random.key(seed))
@@ -265,31 +329,115 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
         if not np.isfinite(m["loss"]):
             _fail(f"{algo} seed {seed}: non-finite loss at epoch {row['epoch']}", code=1)
         print(f"  epoch {row['epoch']:5d}  loss {m['loss']:.5f}  bc {m['bc']:.5f}  "
-              f"test return {m['test_return']:9.3f}  [{time.time() - t0:6.0f} s]", flush=True)
+              f"selection-episode return {m['select_return']:9.3f}  [{time.time() - t0:6.0f} s]",
+              flush=True)
     log.close()
     wall = time.time() - t0
     last = np.asarray(fit.evaluate(state.params)).mean(-1)
     best = np.asarray(fit.evaluate(state.best_params)).mean(-1)
+    train_last = np.asarray(fit.evaluate(state.params, specs=grid.specs[split.train])).mean(-1)
     result = {"algo": algo, "seed": seed, "n_params": n_params, "epochs": epochs,
+              "train_ids": split.train.tolist(), "test_ids": split.test.tolist(),
               "train_specs": grid.specs[split.train].tolist(),
               "test_specs": grid.specs[split.test].tolist(),
-              "test_return_last": float(last.mean()), "test_return_best": float(best.mean()),
-              "per_spec_last": last.tolist(), "per_spec_best": best.tolist(),
+              "test_return_last": float(last.mean()),
+              "test_return_selected": float(best.mean()),
+              "train_return_last": float(train_last.mean()),
+              "per_spec_last": last.tolist(), "per_spec_selected": best.tolist(),
+              "per_train_spec_last": train_last.tolist(),
               "wall_s": wall, "first_segment_s": t_compile,
               "steps": epochs * fit.steps_per_epoch, "config": want}
+    if algo in meta.META_ALGOS and FLAGS.meta_finetune:
+        tuned = meta.finetune(fit, state.params, D.flatten(ds, split.test))
+        ft = np.asarray(meta.evaluate_finetuned(fit, env, tuned, grid.specs[split.test],
+                                                FLAGS.eval_episodes, jax.random.key(3)))
+        result["test_return_finetuned"] = float(ft.mean(-1).mean())
+        result["per_spec_finetuned"] = ft.mean(-1).tolist()
+        print(f"{algo} seed {seed}: after test-time fine-tuning on each test spec's expert "
+              f"episodes (not zero-shot): {result['test_return_finetuned']:.3f}")
     checkpoint.save(os.path.join(out_dir, "checkpoint"), epochs,
                     {"last": state.params, "best": state.best_params}, {"result": result})
     with open(f_res, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{algo} seed {seed}: test return best {result['test_return_best']:.3f}, last "
-          f"{result['test_return_last']:.3f} ({wall:.0f} s)")
+    print(f"{algo} seed {seed}: held-out return last {result['test_return_last']:.3f}, "
+          f"selected {result['test_return_selected']:.3f}; train specs "
+          f"{result['train_return_last']:.3f} ({wall:.0f} s)")
     return result
 
 
-def expert_on(ds, ids) -> float:
-    """The expert's mean return on specs ``ids`` over its *recorded* episodes (dataset start
-    states, not the models' evaluation starts: the gap column compares the two)."""
-    return float(ds.returns()[ids].mean())
+def report(grid, ds, results: dict, seeds, epochs: int):
+    """The results table (markdown lines) and its numbers: per method the held-out return at
+    the last epoch (the headline: nothing was chosen on it), at the epoch chosen on separate
+    selection episodes, and on the training specs (BC check); the expert's and the
+    uniform-random policy's returns on the same specs; then one row per spec (first seed)."""
+    import numpy as np
+
+    from hyperjax.hypogen import specs
+    splits = [specs.split_specs(grid, s, FLAGS.split, FLAGS.test_fraction) for s in seeds]
+    rand = np.asarray(ds.meta.get("random_return", [np.nan] * len(grid)))
+    ex = ds.returns().mean(-1)
+    on = lambda v, key: float(np.mean([v[getattr(sp, key)].mean() for sp in splits]))
+    keys = ("test_return_last", "test_return_selected", "train_return_last")
+    table = {a: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
+                 for k in keys} for a, rs in results.items()}
+    fmt = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}"
+    lines = [f"# {FLAGS.task}: zero-shot return on held-out specs", "",
+             f"{len(grid)} specs ({len(splits[0].train)} train / {len(splits[0].test)} test, "
+             f"split {FLAGS.split}, test fraction {FLAGS.test_fraction}), {len(seeds)} seed(s), "
+             f"{epochs} epochs; mean ± std over seeds. Reported episodes are never used to "
+             f"choose anything: 'selected' is the epoch chosen on other episodes (other start "
+             f"states) of the same test specs.", "",
+             "| method | held-out, last epoch | held-out, selected epoch | train specs, last "
+             "epoch | train specs, normalised |", "|---|---|---|---|---|"]
+    ex_train, ex_test = on(ex, "train"), on(ex, "test")
+    rand_train = on(rand, "train")
+    for a, v in table.items():
+        norm = (v["train_return_last"][0] - rand_train) / (ex_train - rand_train)
+        lines.append(f"| {a} | {fmt(v['test_return_last'])} | {fmt(v['test_return_selected'])}"
+                     f" | {fmt(v['train_return_last'])} | {norm:.0%} |")
+    lines.append(f"| expert (recorded episodes) | {ex_test:.2f} | | {ex_train:.2f} | |")
+    lines.append(f"| uniform random | {on(rand, 'test'):.2f} | | {on(rand, 'train'):.2f} | |")
+    summary = {"table": table, "expert_test": ex_test, "expert_train": ex_train,
+               "random_test": on(rand, "test"), "random_train": on(rand, "train"),
+               "expert_per_spec": ex.tolist(), "random_per_spec": rand.tolist(),
+               "specs": grid.specs.tolist()}
+    sp = splits[0]
+    role = {int(i): "train" for i in sp.train} | {int(i): "test" for i in sp.test}
+    speed = ds.meta.get("expert_speed")
+    head = "| spec | role | random | expert |" + (" expert speed |" if speed else "")
+    head += "".join(f" {a} |" for a in results)
+    lines += ["", f"Per spec (seed {seeds[0]}; models at the last epoch):", "", head,
+              "|" + "---|" * (head.count("|") - 1)]
+    per = {a: {} for a in results}
+    for a, rs in results.items():
+        r0 = rs[0]
+        per[a].update(zip(r0["test_ids"], r0["per_spec_last"]))
+        per[a].update(zip(r0["train_ids"], r0["per_train_spec_last"]))
+    for i in range(len(grid)):
+        row = (f"| {specs.spec_string(grid.specs[i])} | {role.get(i, 'unused')} | "
+               f"{rand[i]:.1f} | {ex[i]:.1f} |")
+        if speed:
+            row += f" {speed[i]:.2f} |"
+        row += "".join(f" {per[a][i]:.1f} |" if i in per[a] else " |" for a in results)
+        lines.append(row)
+    if speed:
+        target = grid.specs[:, list(grid.factors).index("speed")]
+        r = float(np.corrcoef(target, speed)[0, 1])
+        summary["speed_correlation"] = r
+        lines += ["", f"Pearson correlation of target speed and the experts' achieved mean "
+                  f"speed over the {len(grid)} specs: {r:.3f}."]
+    ft = {a: [r["test_return_finetuned"] for r in rs if "test_return_finetuned" in r]
+          for a, rs in results.items()}
+    for a, v in ft.items():
+        if v:
+            summary.setdefault("finetuned", {})[a] = float(np.mean(v))
+            lines += ["", f"{a} after test-time fine-tuning on each test spec's recorded expert "
+                      f"episodes (not zero-shot): {np.mean(v):.2f}."]
+    lines += ["", "Normalised = (model − random) / (expert − random) on the training specs: the "
+              "share of the expert's margin over chance that behaviour cloning recovered. The "
+              "expert column averages its recorded demonstration episodes; the models and the "
+              "random policy run their own episodes (same start-state distribution)."]
+    return lines, summary
 
 
 def main(argv):
@@ -318,27 +466,12 @@ def main(argv):
     seeds = specs.PAPER_SEEDS[:FLAGS.seeds]
     results = {a: [train_one(a, s, epochs, grid, env, ds, run_dir) for s in seeds]
                for a in algos}
-    expert = [expert_on(ds, specs.split_specs(grid, s, FLAGS.split).test) for s in seeds]
-    table = {a: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
-                 for k in ("test_return_best", "test_return_last")} for a, rs in results.items()}
-    lines = [f"# {FLAGS.task}: zero-shot return on held-out specs ({len(seeds)} seed(s), "
-             f"{epochs} epochs; mean ± std over seeds)", "",
-             "| method | best-on-test (paper) | last epoch (clean) | gap to expert (last) |",
-             "|---|---|---|---|"]
-    for a, v in table.items():
-        gap = np.mean(expert) - v["test_return_last"][0]
-        lines.append(f"| {a} | {v['test_return_best'][0]:.3f} ± {v['test_return_best'][1]:.3f} "
-                     f"| {v['test_return_last'][0]:.3f} ± {v['test_return_last'][1]:.3f} "
-                     f"| {gap:.3f} |")
-    lines.append(f"| expert | {np.mean(expert):.3f} | {np.mean(expert):.3f} | 0 |")
-    lines.append("")
-    lines.append("The expert row averages its recorded episodes (other start states than the "
-                 "models' evaluation episodes).")
-    text = "\n".join(lines) + "\n"
+    text_lines, summary = report(grid, ds, results, seeds, epochs)
+    text = "\n".join(text_lines) + "\n"
     with open(os.path.join(run_dir, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump({"table": table, "expert": expert, "runs": results}, f, indent=1)
+        json.dump({**summary, "runs": results}, f, indent=1)
     print(text)
 
 

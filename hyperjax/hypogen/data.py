@@ -57,7 +57,7 @@ class Dataset(NamedTuple):
 
 
 def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, specs, key,
-            episodes: int, steps: int | None = None, record: bool = True):
+            episodes: int, steps: int | None = None, record: bool = True, carry0=None):
     """Deterministic episodes of one policy per spec, all specs and episodes at once.
 
     Args:
@@ -70,6 +70,9 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
       episodes: ``E``. steps: ``T`` (default ``env.episode_length``).
       record: True: return the transition arrays of the module docstring (without ``spec``);
         False: only ``returns float32[S, E]``.
+      carry0: None (a memoryless policy, as above) or the initial policy state of each
+        episode: then ``policy(params_s, obs, spec, carry, key) -> (action, carry)`` with a
+        per-step key (PEARL's previous (s, a) context).
     Pure and jit-able (``env``, ``policy``, ``value``, ``episodes``, ``steps`` static).
     """
     steps = steps or env.episode_length
@@ -77,9 +80,12 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
     def episode(params_s, spec, k):
         state, ts = env.reset(k, spec)
 
-        def step(carry, _):
-            state, obs, done = carry
-            action = policy(params_s, obs, spec)
+        def step(carry, t):
+            state, obs, done, pc = carry
+            if carry0 is None:
+                action = policy(params_s, obs, spec)
+            else:
+                action, pc = policy(params_s, obs, spec, pc, jax.random.fold_in(k, t))
             state, nts = env.step(k, state, action, spec)
             out = {"reward": nts.reward * (1.0 - done)}
             if record:
@@ -88,9 +94,10 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
                 if value is not None:
                     out["value"] = value(params_s, obs, action, spec)
             done = jnp.maximum(done, nts.terminated.astype(jnp.float32))
-            return (state, nts.obs, done), out
+            return (state, nts.obs, done, pc), out
 
-        _, out = jax.lax.scan(step, (state, ts.obs, jnp.zeros((), jnp.float32)), None, steps)
+        _, out = jax.lax.scan(step, (state, ts.obs, jnp.zeros((), jnp.float32), carry0),
+                              jnp.arange(steps))
         return out
 
     def per_spec(params_s, spec, s):
@@ -102,6 +109,36 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
     if not record:
         return out["reward"].sum(-1)
     return out
+
+
+def random_returns(env: Env, specs, key, episodes: int, steps: int | None = None):
+    """Returns ``float32[S, E]`` of the uniform-random policy (actions ~ U[−1, 1]^act, one
+    draw per step) on each spec: the floor every expert must clear. Episode ``e`` of spec ``s``
+    uses ``fold_in(fold_in(key, s), e)``; pure and jit-able (``env``, ``episodes`` static)."""
+    steps = steps or env.episode_length
+
+    def episode(spec, k):
+        k_reset, k_act = jax.random.split(k)
+        state, ts = env.reset(k_reset, spec)
+
+        def step(carry, k_t):
+            state, done = carry
+            action = jax.random.uniform(k_t, (env.action_dim,), jnp.float32, -1.0, 1.0)
+            state, nts = env.step(k_t, state, action, spec)
+            r = nts.reward * (1.0 - done)
+            return (state, jnp.maximum(done, nts.terminated.astype(jnp.float32))), r
+
+        _, r = jax.lax.scan(step, (state, jnp.zeros((), jnp.float32)),
+                            jax.random.split(k_act, steps))
+        return r.sum()
+
+    def per_spec(spec, s):
+        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
+            jnp.arange(episodes))
+        return jax.vmap(episode, (None, 0))(spec, keys)
+
+    specs = jnp.asarray(specs, jnp.float32)
+    return jax.vmap(per_spec)(specs, jnp.arange(specs.shape[0]))
 
 
 def save_dataset(path: str, spec, transitions: dict, meta: dict) -> str:

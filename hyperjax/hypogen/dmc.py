@@ -42,6 +42,20 @@ BODIES = {  # Playground env, obs_dim, action_dim
 }
 
 
+# Where the speed the reward scores sits in the observation (Playground's ``_get_obs``):
+# finger: qvel[2] = the hinge velocity (rad/s; exactly the reward's sensor); cheetah: qvel[0] =
+# the root's x velocity (m/s; the reward uses the torso subtree's, nearly the same); walker:
+# qvel[0] after 14 orientations and the height.
+SPEED_OBS_INDEX = {"finger": 6, "cheetah": 8, "walker": 15}
+
+
+def achieved_speed(body: str, obs) -> np.ndarray:
+    """Mean speed over an episode from recorded observations ``float32[..., T, obs_dim]`` →
+    ``float64[...]`` (units of the spec: rad/s for finger, m/s otherwise). Raises ``KeyError``
+    for an unknown body."""
+    return np.asarray(obs, np.float64)[..., SPEED_OBS_INDEX[body]].mean(-1)
+
+
 def _cheetah_length(spec: mujoco.MjSpec, length: float) -> None:
     spec.geom("torso").fromto = [-length, 0.0, 0.0, length, 0.0, 0.0]
     spec.geom("head").pos = [length + 0.1, 0.0, 0.1]

@@ -76,14 +76,19 @@ def _orthogonal():
 
 
 class MLP(nn.Module):
-    """``Lin → ReLU → Lin`` (the block MLPs: 2 layers, notes §1.5), torch default init."""
+    """``layers`` Linears with ReLU between (``Lin → ReLU → Lin`` at the default 2; the released
+    ``hypogen_core.MLP``: 1 layer = one Linear), torch default init. Block MLPs: notes §1.5,
+    paper Tables 21–22 (depth, width)."""
 
     hidden: int
     out: int
+    layers: int = 2
 
     @nn.compact
     def __call__(self, x):
-        return TorchDense(self.out)(nn.relu(TorchDense(self.hidden)(x)))
+        for _ in range(self.layers - 1):
+            x = nn.relu(TorchDense(self.hidden)(x))
+        return TorchDense(self.out)(x)
 
 
 # --- the task encoder ------------------------------------------------------------------------
@@ -128,26 +133,31 @@ class MetaEmbedding(nn.Module):
 Layer = tuple  # (W float32[out, in], b float32[out])
 
 
-def target_forward(layers: Sequence[Layer], x: jax.Array, final_tanh: bool) -> jax.Array:
-    """The target MLP: ReLU between layers, tanh (policy) or identity (Q) after the last.
+TARGET_ACTS = {"relu": nn.relu, "tanh": jnp.tanh}   # the released ``mid_act`` choices
+
+
+def target_forward(layers: Sequence[Layer], x: jax.Array, final_tanh: bool,
+                   act: str = "relu") -> jax.Array:
+    """The target MLP: ``act`` (ReLU for DMC, tanh for manipulation: paper Table 18) between
+    layers, tanh (policy) or identity (Q) after the last (b286e2f: no ``mid_act`` there).
 
     ``layers``: per layer ``(W [out, in], b [out])`` of one task; ``x float32[..., in]``.
     """
     for i, (w, b) in enumerate(layers):
         x = x @ jnp.swapaxes(w, -1, -2) + b
         if i < len(layers) - 1:
-            x = nn.relu(x)
+            x = TARGET_ACTS[act](x)
     return jnp.tanh(x) if final_tanh else x
 
 
-def task_forward(layers, x, task_id, final_tanh: bool):
+def task_forward(layers, x, task_id, final_tanh: bool, act: str = "relu"):
     """Sample ``i`` through task ``task_id[i]``'s network: ``W [T, out, in]``, ``b [T, out]``,
     ``x [B, in]``, ``task_id int32[B]`` → ``[B, out]``.
 
     Runs every sample through all T networks and keeps its own task's row: ``T`` (≤ 8 train
     specs) small matmuls are cheaper than gathering a weight matrix per sample, whose backward
     is a ``[B, out, in]`` scatter-add."""
-    y = target_forward([(w, b[:, None]) for w, b in layers], x[None], final_tanh)
+    y = target_forward([(w, b[:, None]) for w, b in layers], x[None], final_tanh, act)
     return jnp.take_along_axis(y, task_id[None, :, None], axis=0)[0]
 
 
@@ -197,39 +207,66 @@ class WeightLayerNorm(nn.Module):
                 + self.param("bias", nn.initializers.zeros, self.shape))
 
 
+CHAIN_WAYS = ("direct", "slice", "full")   # the released dl_din_way / dl_dw_way choices
+
+
 class OptBlock(nn.Module):
-    """One hypernet block ``k`` (notes §1.5): pseudo forward pass, exact mat-vec latent weight
-    gradient (``dl_dw_way='direct'``), learned propagation (``dl_din_way='slice'``).
+    """One hypernet block ``k`` (notes §1.5; the released ``OptBlock`` / ``OptSubBlock``): a
+    pseudo forward pass, then the chain rule backwards through the layers (paper Eq. 6–8).
 
     Given the latent codes ``e_n float32[T, 128]`` of the current θ and ``z float32[T, 256]``,
-    returns the latent weight gradients ``gw_n float32[T, 128]`` per layer (paper Eq. 6–8).
+    returns the latent weight gradients ``gw_n float32[T, 128]`` per layer. With ``g`` the
+    pseudo ∂L/∂out of layer n and ``J float32[T, d, out]`` a predicted Jacobian (``d`` = 128 for
+    the weights, ``in`` for the input), each product ``J·g`` is computed the released way
+    ``dw_way`` / ``din_way``: ``direct`` = the exact mat-vec ``einsum('to,tdo->td')``;
+    ``slice`` = an MLP ``[g, J[d, :]] (2·out) → 1`` per row d (a learned dot product);
+    ``full`` = one MLP ``[g, J.flatten()] → d``. Released defaults (``hypogen.yaml``):
+    ``dw_way='direct'``, ``din_way='slice'``. Every block MLP has ``block_layers`` Linears of
+    width ``block_width`` (Tables 21–22: 2, 128).
     """
 
     pseudo_in: tuple
     pseudo_out: tuple
     d_out: int
+    block_width: int = OPT_BLOCK_DIM
+    block_layers: int = 2
+    din_way: str = "slice"
+    dw_way: str = "direct"
+
+    def _mlp(self, out, name):
+        return MLP(self.block_width, out, self.block_layers, name=name)
+
+    def _product(self, way, g, jac, name):
+        """``J·g`` for ``g [T, o]``, ``jac [T, d, o]`` → ``[T, d]`` (see the class doc)."""
+        if way == "direct":
+            return jnp.einsum("to,tdo->td", g, jac)
+        if way == "slice":
+            g_b = jnp.broadcast_to(g[:, None, :], jac.shape)
+            return self._mlp(1, name)(jnp.concatenate([g_b, jac], -1))[..., 0]
+        return self._mlp(jac.shape[-2], name)(
+            jnp.concatenate([g, jac.reshape(jac.shape[0], -1)], -1))
 
     @nn.compact
     def __call__(self, z, codes):
         n_layers = len(codes)
-        h = [MLP(OPT_BLOCK_DIM, self.pseudo_in[0], name="forward_in")(z)]      # ψ^z: pseudo input
+        h = [self._mlp(self.pseudo_in[0], "forward_in")(z)]                  # ψ^z: pseudo input
         for n in range(n_layers - 1):   # the pseudo output h_N is unused (notes §1.5)
-            h.append(MLP(OPT_BLOCK_DIM, self.pseudo_out[n], name=f"forward_{n}")(
+            h.append(self._mlp(self.pseudo_out[n], f"forward_{n}")(
                 jnp.concatenate([h[n], codes[n]], -1)))
-        g = MLP(OPT_BLOCK_DIM, self.d_out, name="dloss_dout")(z)             # from z only
+        g = self._mlp(self.d_out, "dloss_dout")(z)                            # from z only
         grads = [None] * n_layers
         for n in reversed(range(n_layers)):
             d_i, d_o = self.pseudo_in[n], self.pseudo_out[n]
             x = jnp.concatenate([h[n], codes[n]], -1)
-            j_w = MLP(OPT_BLOCK_DIM, WEIGHT_DIM * d_o, name=f"dout_dw_{n}")(x)
+            j_w = self._mlp(WEIGHT_DIM * d_o, f"dout_dw_{n}")(x)
             j_w = j_w.reshape(*x.shape[:-1], WEIGHT_DIM, d_o)                   # φ^θ
-            grads[n] = jnp.einsum("to,tio->ti", g, j_w)                          # exact mat-vec
+            grads[n] = self._product(self.dw_way, g, j_w,
+                                     f"{'slice' if self.dw_way == 'slice' else 'full'}_w_{n}")
             if n > 0:  # the first layer's propagated gradient is discarded
-                j_in = MLP(OPT_BLOCK_DIM, d_i * d_o, name=f"dout_din_{n}")(x)
+                j_in = self._mlp(d_i * d_o, f"dout_din_{n}")(x)
                 j_in = j_in.reshape(*x.shape[:-1], d_i, d_o)                     # φ^z
-                g_b = jnp.broadcast_to(g[:, None, :], j_in.shape)
-                g = MLP(OPT_BLOCK_DIM, 1, name=f"slice_{n}")(
-                    jnp.concatenate([g_b, j_in], -1))[..., 0]                   # [T, d_i]
+                g = self._product(self.din_way, g, j_in,
+                                  f"slice_{n}" if self.din_way == "slice" else f"full_in_{n}")
         return grads
 
 
@@ -240,16 +277,22 @@ class HyPoGenGenerator(nn.Module):
         θ^k = θ^{k-1} + lr_k · LN(D(Φ^θ(…) g))     for k = 1 … K
 
     ``__call__(z float32[T, 256])`` returns the list of all K iterates ``θ^1 … θ^K``, each a
-    list of ``(W [T, out, in], b [T, out])``.
+    list of ``(W [T, out, in], b [T, out])``: ``target_layers`` layers (``d_in → 256 → … →
+    d_out``), pseudo dims ``[d_in] + [64]·(L−1)`` in, ``[64]·(L−1) + [d_out]`` out (b286e2f).
     """
 
     d_in: int
     d_out: int
     num_blocks: int = NUM_BLOCKS
+    target_layers: int = 2
+    block_width: int = OPT_BLOCK_DIM
+    block_layers: int = 2
+    din_way: str = "slice"
+    dw_way: str = "direct"
 
     @nn.compact
     def __call__(self, z):
-        dims = _dims(self.d_in, self.d_out)
+        dims = _dims(self.d_in, self.d_out, self.target_layers)
         pseudo_in = tuple([self.d_in] + [PSEUDO_DIM] * (len(dims) - 1))
         pseudo_out = tuple([PSEUDO_DIM] * (len(dims) - 1) + [self.d_out])
         t = z.shape[0]
@@ -265,7 +308,9 @@ class HyPoGenGenerator(nn.Module):
         for k in range(self.num_blocks):
             lr = self.param(f"lr_{k}", nn.initializers.constant(LR_INIT), ())
             codes = [c.encode(w, b) for c, (w, b) in zip(codecs, theta)]
-            grads = OptBlock(pseudo_in, pseudo_out, self.d_out, name=f"block_{k}")(z, codes)
+            grads = OptBlock(pseudo_in, pseudo_out, self.d_out, self.block_width,
+                             self.block_layers, self.din_way, self.dw_way,
+                             name=f"block_{k}")(z, codes)
             new = []
             for n, ((w, b), gw) in enumerate(zip(theta, grads)):
                 dw, db = codecs[n].decode(gw)
@@ -275,45 +320,80 @@ class HyPoGenGenerator(nn.Module):
         return iterates
 
 
+class TargetNetConfig(NamedTuple):
+    """The generated target networks and HyPoGen's blocks (the paper's ablation knobs).
+
+    ``layers``: Linears per target net (Table 18; DMC 2, manipulation 3); ``act``: between
+    them (``relu`` DMC, ``tanh`` manipulation); ``block_layers`` / ``block_width``: the block
+    MLPs (Tables 21–22); ``din_way`` / ``dw_way``: the chain-rule products (``OptBlock``)."""
+
+    layers: int = 2
+    act: str = "relu"
+    block_layers: int = 2
+    block_width: int = OPT_BLOCK_DIM
+    din_way: str = "slice"
+    dw_way: str = "direct"
+
+    def check(self) -> "TargetNetConfig":
+        """Raises ``ValueError`` naming the first bad field."""
+        if self.layers < 1 or self.block_layers < 1 or self.block_width < 1:
+            raise ValueError(f"target layers, block layers and block width must be >= 1, got "
+                             f"{self.layers}, {self.block_layers}, {self.block_width}")
+        if self.act not in TARGET_ACTS:
+            raise ValueError(f"unknown target activation {self.act!r}; valid: "
+                             f"{', '.join(TARGET_ACTS)}")
+        for name in ("din_way", "dw_way"):
+            if getattr(self, name) not in CHAIN_WAYS:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: "
+                                 f"{', '.join(CHAIN_WAYS)}")
+        return self
+
+
 class HyPoGen(nn.Module):
     """``DoubleHeadedHyPoGen`` (notes §1.1): one shared task encoder, a policy generator
     (obs → 256 → act, tanh) and, with ``use_q``, an independent Q generator ([obs, act] → 256 → 1).
 
     ``deep_supervision``: the training pass returns the policy (and Q) of all K iterates
-    (``[K, B, ·]``, the newer code's ``train=True``); off: the final block only."""
+    (``[K, B, ·]``, the newer code's ``train=True``); off: the final block only. ``target``:
+    the knobs of :class:`TargetNetConfig`."""
 
     obs_dim: int
     act_dim: int
     use_q: bool = True
     num_blocks: int = NUM_BLOCKS
     deep_supervision: bool = True
+    target: TargetNetConfig = TargetNetConfig()
 
     def setup(self):
+        t = self.target
+        gen = lambda d_in, d_out: HyPoGenGenerator(d_in, d_out, self.num_blocks, t.layers,
+                                                   t.block_width, t.block_layers, t.din_way,
+                                                   t.dw_way)
         self.embed = MetaEmbedding()
-        self.pi_gen = HyPoGenGenerator(self.obs_dim, self.act_dim, self.num_blocks)
+        self.pi_gen = gen(self.obs_dim, self.act_dim)
         if self.use_q:
-            self.q_gen = HyPoGenGenerator(self.obs_dim + self.act_dim, 1, self.num_blocks)
+            self.q_gen = gen(self.obs_dim + self.act_dim, 1)
 
     def generate(self, specs):
         return self.pi_gen(self.embed(specs))[-1]
 
     def act(self, weights, obs):
-        return target_forward(weights, obs, final_tanh=True)
+        return target_forward(weights, obs, True, self.target.act)
 
     def __call__(self, specs, task_id, obs, action, next_obs):
+        fwd = lambda th, x, tanh: task_forward(th, x, task_id, tanh, self.target.act)
         z = self.embed(specs)
         pi_iters = self.pi_gen(z)
         used = pi_iters if self.deep_supervision else pi_iters[-1:]
-        acts = jnp.stack([task_forward(th, obs, task_id, True) for th in used])
+        acts = jnp.stack([fwd(th, obs, True) for th in used])
         if not self.use_q:
             return Outputs(acts, None, None)
         q_iters = self.q_gen(z)
         q_used = q_iters if self.deep_supervision else q_iters[-1:]
         sa = jnp.concatenate([obs, action], -1)
-        q = jnp.stack([task_forward(ph, sa, task_id, False)[..., 0] for ph in q_used])
-        a_next = jax.lax.stop_gradient(task_forward(pi_iters[-1], next_obs, task_id, True))
-        q_next = task_forward(q_iters[-1], jnp.concatenate([next_obs, a_next], -1), task_id,
-                              False)[..., 0]
+        q = jnp.stack([fwd(ph, sa, False)[..., 0] for ph in q_used])
+        a_next = jax.lax.stop_gradient(fwd(pi_iters[-1], next_obs, True))
+        q_next = fwd(q_iters[-1], jnp.concatenate([next_obs, a_next], -1), False)[..., 0]
         return Outputs(acts, q, q_next)
 
 
@@ -339,40 +419,47 @@ class Head(nn.Module):
 class HyperZero(nn.Module):
     """``DoubleHeadedHyperNetwork`` (notes §2.1): the task encoder plus per-layer heads for the
     policy (obs → 256 → act, tanh) and the Q function ([obs, act] → 256 → 1).
-    ``original_init``: heads U(±0.05) (first layer) / U(±0.008) (last), zero biases."""
+    ``original_init``: heads U(±0.05) (first layer) / U(±0.008) (last), zero biases (middle
+    layers of a deeper ``target``: U(±0.05), INFERRED). ``target``: only ``layers`` and ``act``
+    apply (Table 18 varies HyperZero's depth too)."""
 
     obs_dim: int
     act_dim: int
     use_q: bool = True
     original_init: bool = False
+    target: TargetNetConfig = TargetNetConfig()
 
     def setup(self):
         self.embed = MetaEmbedding()
-        bounds = (0.05, 0.008) if self.original_init else (None, None)
-        self.pi_heads = [Head(i, o, bd) for (i, o), bd in
-                         zip(_dims(self.obs_dim, self.act_dim), bounds)]
+        n = self.target.layers
+
+        def heads(d_in, d_out):
+            dims = _dims(d_in, d_out, n)
+            bounds = ([0.05] * (n - 1) + [0.008]) if self.original_init else [None] * n
+            return [Head(i, o, bd) for (i, o), bd in zip(dims, bounds)]
+
+        self.pi_heads = heads(self.obs_dim, self.act_dim)
         if self.use_q:
-            self.q_heads = [Head(i, o, bd) for (i, o), bd in
-                            zip(_dims(self.obs_dim + self.act_dim, 1), bounds)]
+            self.q_heads = heads(self.obs_dim + self.act_dim, 1)
 
     def generate(self, specs):
         z = self.embed(specs)
         return [h(z) for h in self.pi_heads]
 
     def act(self, weights, obs):
-        return target_forward(weights, obs, final_tanh=True)
+        return target_forward(weights, obs, True, self.target.act)
 
     def __call__(self, specs, task_id, obs, action, next_obs):
+        fwd = lambda w, x, tanh: task_forward(w, x, task_id, tanh, self.target.act)
         z = self.embed(specs)
         pi = [h(z) for h in self.pi_heads]
-        acts = task_forward(pi, obs, task_id, True)[None]
+        acts = fwd(pi, obs, True)[None]
         if not self.use_q:
             return Outputs(acts, None, None)
         qw = [h(z) for h in self.q_heads]
-        q = task_forward(qw, jnp.concatenate([obs, action], -1), task_id, False)[..., 0]
-        a_next = jax.lax.stop_gradient(task_forward(pi, next_obs, task_id, True))
-        q_next = task_forward(qw, jnp.concatenate([next_obs, a_next], -1), task_id,
-                              False)[..., 0]
+        q = fwd(qw, jnp.concatenate([obs, action], -1), False)[..., 0]
+        a_next = jax.lax.stop_gradient(fwd(pi, next_obs, True))
+        q_next = fwd(qw, jnp.concatenate([next_obs, a_next], -1), False)[..., 0]
         return Outputs(acts, q[None], q_next)
 
 
@@ -419,20 +506,24 @@ LEARNING_RATES = {"hypogen": 5e-4, "hyperzero": 1e-4, "cond": 1e-4, "uvfa": 1e-4
 
 def make_model(algo: str, obs_dim: int, act_dim: int, *, use_q: bool | None = None,
                deep_supervision: bool = True, num_blocks: int = NUM_BLOCKS,
-               hyperzero_original_init: bool = False) -> nn.Module:
+               hyperzero_original_init: bool = False,
+               target: TargetNetConfig = TargetNetConfig()) -> nn.Module:
     """The model of ``algo`` (one of ``ALGOS``) for a task with these dimensions.
 
     ``use_q`` defaults to the released configs: True for HyPoGen, HyperZero and UVFA, False for
-    Cond Policy. Raises ``ValueError`` for an unknown algo.
+    Cond Policy. ``target`` (:class:`TargetNetConfig`) shapes the generated networks of HyPoGen
+    and HyperZero; Cond Policy and UVFA keep the released 2-layer MLP. Raises ``ValueError``
+    for an unknown algo or a bad ``target`` field.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid: {', '.join(ALGOS)}")
+    target.check()
     if use_q is None:
         use_q = algo != "cond"
     if algo == "hypogen":
-        return HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision)
+        return HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision, target)
     if algo == "hyperzero":
-        return HyperZero(obs_dim, act_dim, use_q, hyperzero_original_init)
+        return HyperZero(obs_dim, act_dim, use_q, hyperzero_original_init, target)
     return CondPolicy(obs_dim, act_dim, use_q)
 
 

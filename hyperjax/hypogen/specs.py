@@ -107,6 +107,20 @@ def make_grid(task: str) -> SpecGrid:
     return product_grid(task, ("speed", "length"), *SPEED_LENGTH_VALUES[body])
 
 
+def subset_grid(grid: SpecGrid, n: int) -> SpecGrid:
+    """``n`` evenly spaced rows of ``grid`` (indices ``round(linspace(0, N−1, n))``, grid order
+    kept): a reduced grid for CPU-sized runs. ``n`` = 0 or ``n ≥ N`` returns ``grid``.
+
+    Raises ``ValueError`` for a negative ``n`` or ``n`` = 1 (one spec cannot be split).
+    """
+    if n < 0 or n == 1:
+        raise ValueError(f"num_specs must be 0 (the whole grid) or >= 2, got {n}")
+    if n == 0 or n >= len(grid):
+        return grid
+    idx = np.unique(np.round(np.linspace(0, len(grid) - 1, n)).astype(np.int64))
+    return SpecGrid(grid.name, grid.factors, grid.specs[idx])
+
+
 def grid_names() -> tuple[str, ...]:
     return ("lqr_di", "lqr_di_goal") + tuple(f"{b}_{f}" for b in SPEED_VALUES
                                for f in ("speed", "length", "speed_length"))
@@ -121,9 +135,12 @@ class Split:
     unused: np.ndarray
 
 
+SPLIT_MODES = ("faithful", "clean", "fig4")
+
+
 def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
                 test_fraction: float = TEST_FRACTION) -> Split:
-    """The paper's split of a grid (notes §3.5, ``utils/dataset.py``).
+    """The paper's split of a grid (notes §3.5, ``utils/dataset.py``), or Fig. 4's.
 
     1. sort the spec strings (``SpecGrid.strings``) lexicographically;
     2. ``numpy.random.default_rng(seed).shuffle`` them;
@@ -132,11 +149,19 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
        with 1 − 0.8 = 0.19999… gives 7 of 40, 5 of 30, 8 of 41, 6 of 31 and leaves one spec
        unused; ``clean``: train = all the rest.
 
-    Returns indices into ``grid.specs`` (int64, in shuffled order). Raises ``ValueError`` for an
-    unknown mode or a fraction outside (0, 1).
+    ``fig4`` (paper §5.2, Fig. 4: cheetah trained on speeds 1 and 10, tested on 2 … 9): on a
+    one-factor grid, train = the specs 1 and the grid's largest value, test = the whole numbers
+    strictly between, unused = the rest; seed-independent. Table 19's protocol (hold out 50 %,
+    train on a fraction) is ``test_fraction`` with ``faithful``/``clean``.
+
+    Returns indices into ``grid.specs`` (int64; shuffled order, or ascending for ``fig4``).
+    Raises ``ValueError`` for an unknown mode, a fraction outside (0, 1), or ``fig4`` on a grid
+    without the value 1 or with more than one factor.
     """
-    if mode not in ("faithful", "clean"):
-        raise ValueError(f"unknown split mode {mode!r}; valid: faithful, clean")
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"unknown split mode {mode!r}; valid: {', '.join(SPLIT_MODES)}")
+    if mode == "fig4":
+        return _fig4_split(grid)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     strings = grid.strings()
@@ -151,3 +176,22 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
     ids = np.array([index[s] for s in order], np.int64)
     return Split(train=ids[n_test:n_test + n_train], test=ids[:n_test],
                  unused=ids[n_test + n_train:])
+
+
+def _fig4_split(grid: SpecGrid) -> Split:
+    if len(grid.factors) != 1:
+        raise ValueError(f"split fig4 needs a one-factor grid, {grid.name!r} has "
+                         f"{len(grid.factors)} factors")
+    v = grid.specs[:, 0]
+    top = v.max()
+    if not np.any(np.isclose(v, 1.0)) or top <= 2.0:
+        raise ValueError(f"split fig4 needs the spec 1 and specs above 2 in the grid "
+                         f"({grid.name!r} has {len(v)} specs from {v.min()} to {top})")
+    train = np.flatnonzero(np.isclose(v, 1.0) | np.isclose(v, top))
+    test = np.flatnonzero((v > 1.0) & (v < top) & np.isclose(v, np.round(v)))
+    if len(test) == 0:
+        raise ValueError(f"split fig4: {grid.name!r} has no whole-number spec between 1 and "
+                         f"{top}")
+    unused = np.setdiff1d(np.arange(len(v)), np.concatenate([train, test]))
+    return Split(train=train.astype(np.int64), test=test.astype(np.int64),
+                 unused=unused.astype(np.int64))

@@ -17,8 +17,11 @@ epoch). Each epoch is a random permutation of the pooled train transitions in ba
 *without* replacement, the last partial batch kept (masked here, so shapes stay static).
 
 One compiled ``segment`` runs ``eval_every`` epochs (a ``lax.scan`` over epochs of a ``lax.scan``
-over batches) and then the zero-shot evaluation on the test specs, keeping the best-on-test
-parameters (the paper's selection, notes §1.8) next to the last ones.
+over batches) and then the zero-shot evaluation on the test specs, keeping the best parameters
+next to the last ones. The paper selects on the same test episodes it reports (notes §1.8), an
+upward bias; here selection uses *selection episodes* (reset keys from ``select_key_seed``:
+other start states on the same test specs) and the reported returns come from ``evaluate``'s
+own episodes (``eval_key_seed``), never used to choose anything.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import optax
 from hyperjax.envs.core import Env
 from hyperjax.agents.sac import apply_gradients
 from hyperjax.hypogen import data as D
-from hyperjax.hypogen.models import LEARNING_RATES, make_model
+from hyperjax.hypogen.models import LEARNING_RATES, TargetNetConfig, make_model
 
 PAPER_EPOCHS = 2000
 MILESTONES = (0.75, 0.9, 0.95)          # 1500, 1800, 1900 of 2000
@@ -58,6 +61,7 @@ class FitConfig:
     eval_every: int = 20                    # epochs between test evaluations
     eval_episodes: int = 10                 # 0: no evaluation in ``segment`` (benchmarks)
     hyperzero_original_init: bool = False
+    target: TargetNetConfig = TargetNetConfig()   # generated-net depth/act, block MLPs, chain rule
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else LEARNING_RATES[self.algo]
@@ -70,7 +74,7 @@ class FitState(NamedTuple):
     params: Any
     opt_state: Any
     best_params: Any
-    best_return: jax.Array   # float32[]: best test mean return so far (−inf before any)
+    best_return: jax.Array   # float32[]: best selection-episode mean return so far (−inf first)
     key: jax.Array
     epoch: jax.Array         # int32[]
 
@@ -109,7 +113,9 @@ class Fit(NamedTuple):
     """The compiled pieces of one training run.
 
     ``init(key) -> FitState``; ``segment(state) -> (state, metrics)`` runs ``eval_every``
-    epochs then evaluates; ``evaluate(params, key) -> float32[S_test, E]`` test returns;
+    epochs then evaluates on the selection episodes (``metrics["select_return"]``);
+    ``evaluate(params, key=report key, specs=test specs) -> float32[S, E]`` returns of
+    ``specs`` (pass the train specs for the BC check);
     ``generate(params, specs)`` policy weights; ``train_step((params, opt_state), (idx
     int32[B], mask float32[B])) -> ((params, opt_state), metrics)`` one gradient step (for
     FLOP counts); ``model``, ``steps_per_epoch``."""
@@ -124,11 +130,12 @@ class Fit(NamedTuple):
 
 
 def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
-             eval_key_seed: int = 3) -> Fit:
+             eval_key_seed: int = 3, select_key_seed: int = 1003) -> Fit:
     """Builds the training program for ``cfg.algo`` on the pooled transitions ``train`` and the
     zero-shot evaluation on ``test_specs float32[S_test, spec_dim]`` (``eval_episodes``
-    deterministic episodes each, full length, on the spec's own env; reset keys from
-    ``eval_key_seed``, the released code's ``RandomState(3)`` in spirit).
+    deterministic episodes each, full length, on the spec's own env). Reported episodes reset
+    from ``eval_key_seed`` (the released code's ``RandomState(3)`` in spirit); the best-params
+    selection in ``segment`` uses episodes from ``select_key_seed`` (must differ).
 
     Raises ``ValueError`` for an empty train set or ``eval_every`` not dividing ``epochs``.
     """
@@ -137,9 +144,13 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
         raise ValueError("no training transitions")
     if cfg.epochs % cfg.eval_every:
         raise ValueError(f"eval_every={cfg.eval_every} must divide epochs={cfg.epochs}")
+    if eval_key_seed == select_key_seed:
+        raise ValueError("select_key_seed must differ from eval_key_seed (selection episodes "
+                         "are kept apart from the reported ones)")
     model = make_model(cfg.algo, env.obs_dim, env.action_dim,
                        deep_supervision=cfg.deep_supervision, num_blocks=cfg.num_blocks,
-                       hyperzero_original_init=cfg.hyperzero_original_init)
+                       hyperzero_original_init=cfg.hyperzero_original_init,
+                       target=cfg.target)
     w_value, w_td = cfg.weights()
     bsz = cfg.batch_size
     spe = math.ceil(n / bsz)
@@ -150,6 +161,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     specs = jnp.asarray(train.specs, jnp.float32)
     test_specs = jnp.asarray(test_specs, jnp.float32)
     eval_key = jax.random.key(eval_key_seed)
+    select_key = jax.random.key(select_key_seed)
 
     def init(key) -> FitState:
         k_init, k_run = jax.random.split(key)
@@ -181,27 +193,32 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     def generate(params, s):
         return model.apply(params, s, method="generate")
 
-    def evaluate(params, key=eval_key):
-        weights = generate(params, test_specs)
+    def rollout_returns(params, key, specs_):
+        weights = generate(params, specs_)
         act = lambda w, obs, spec: model.apply(params, w, obs, method="act")
-        return D.rollout(env, act, None, weights, test_specs, key, cfg.eval_episodes,
-                         record=False)
+        return D.rollout(env, act, None, weights, specs_, key, cfg.eval_episodes, record=False)
+
+    rollout_jit = jax.jit(rollout_returns)
+
+    def evaluate(params, key=None, specs=None):
+        return rollout_jit(params, eval_key if key is None else key,
+                           test_specs if specs is None else jnp.asarray(specs, jnp.float32))
 
     @jax.jit
     def segment(state: FitState):
         key, k_ep = jax.random.split(state.key)
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(k_ep, cfg.eval_every))
-        test_return = (evaluate(params).mean() if cfg.eval_episodes
-                       else jnp.float32(jnp.nan))
-        better = test_return > state.best_return
+        select = (rollout_returns(params, select_key, test_specs).mean() if cfg.eval_episodes
+                  else jnp.float32(jnp.nan))
+        better = select > state.best_return
         best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), params,
                                       state.best_params)
-        new = FitState(params, opt_state, best, jnp.maximum(test_return, state.best_return),
+        new = FitState(params, opt_state, best, jnp.maximum(select, state.best_return),
                        key, state.epoch + cfg.eval_every)
-        return new, {**metrics, "test_return": test_return}
+        return new, {**metrics, "select_return": select}
 
-    return Fit(jax.jit(init), segment, jax.jit(evaluate), jax.jit(generate), jax.jit(train_step),
+    return Fit(jax.jit(init), segment, evaluate, jax.jit(generate), jax.jit(train_step),
                model, spe)
 
 

@@ -1,0 +1,148 @@
+"""HyPoGen's ablation knobs (issue 18 §4) and the unbiased model selection (§3): each knob
+changes exactly what it names, the splits of Table 19 and Fig. 4, and selection episodes
+kept apart from the reported ones."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperjax.hypogen import data as D, lqr, models as M, specs as S, train as T
+
+
+def _shapes(model, obs=5, act=2):
+    return jax.eval_shape(lambda k: model.init(
+        k, jnp.zeros((2, 1)), jnp.zeros(4, jnp.int32), jnp.zeros((4, obs)),
+        jnp.zeros((4, act)), jnp.zeros((4, obs))), jax.random.key(0))
+
+
+def _generate(model, obs=5, act=2):
+    p = model.init(jax.random.key(0), jnp.zeros((2, 1)), jnp.zeros(4, jnp.int32),
+                   jnp.zeros((4, obs)), jnp.zeros((4, act)), jnp.zeros((4, obs)))
+    return p, model.apply(p, jnp.array([[0.5], [1.5]]), method="generate")
+
+
+@pytest.mark.parametrize("algo", ["hypogen", "hyperzero"])
+def test_target_layers_shape_the_generated_policy(algo):
+    """Table 18's knob: 3 target layers → W shapes [T, 256, obs], [T, 256, 256], [T, act, 256]."""
+    t = M.TargetNetConfig(layers=3)
+    _, w = _generate(M.make_model(algo, 5, 2, target=t, num_blocks=2))
+    assert [tuple(x.shape) for x, _ in w] == [(2, 256, 5), (2, 256, 256), (2, 2, 256)]
+    _, w2 = _generate(M.make_model(algo, 5, 2, num_blocks=2))
+    assert [tuple(x.shape) for x, _ in w2] == [(2, 256, 5), (2, 2, 256)]
+
+
+def test_target_activation_is_used_between_layers_only():
+    """relu vs tanh between layers; the last layer is tanh (policy) or identity (Q) either way."""
+    k1, k2 = jax.random.split(jax.random.key(1))
+    layers = [(jax.random.normal(k1, (3, 4)), jnp.zeros(3)), (jax.random.normal(k2, (1, 3)),
+                                                               jnp.zeros(1))]
+    x = jnp.array([1.0, -2.0, 0.5, -0.3])
+    h = layers[0][0] @ x
+    for act, f in (("relu", jax.nn.relu), ("tanh", jnp.tanh)):
+        want = layers[1][0] @ f(h)
+        np.testing.assert_allclose(M.target_forward(layers, x, False, act), want, rtol=1e-5)
+        np.testing.assert_allclose(M.target_forward(layers, x, True, act), jnp.tanh(want),
+                                   rtol=1e-5)
+    assert not np.allclose(M.target_forward(layers, x, False, "relu"),
+                           M.target_forward(layers, x, False, "tanh"))
+    with pytest.raises(ValueError, match="unknown target activation 'gelu'"):
+        M.make_model("hypogen", 5, 2, target=M.TargetNetConfig(act="gelu"))
+
+
+def test_block_mlp_depth_and_width():
+    """Tables 21–22: every block MLP gets ``block_layers`` Linears of width ``block_width``."""
+    p = _shapes(M.make_model("hypogen", 5, 2, num_blocks=1, use_q=False,
+                             target=M.TargetNetConfig(block_layers=3, block_width=16)))
+    fwd = p["params"]["pi_gen"]["block_0"]["forward_in"]
+    assert [fwd[f"TorchDense_{i}"]["kernel"].shape for i in range(3)] == [
+        (256, 16), (16, 16), (16, 5)]
+    p1 = _shapes(M.make_model("hypogen", 5, 2, num_blocks=1, use_q=False,
+                              target=M.TargetNetConfig(block_layers=1)))
+    assert list(p1["params"]["pi_gen"]["block_0"]["forward_in"]) == ["TorchDense_0"]
+
+
+def _block(din, dw, t=3, d_out=2):
+    blk = M.OptBlock((5, 64), (64, d_out), d_out, 16, 2, din, dw)
+    z, codes = jnp.ones((t, 256)), [jnp.ones((t, 128)) * 0.1, jnp.ones((t, 128)) * -0.2]
+    p = blk.init(jax.random.key(0), z, codes)
+    return blk, p, z, codes
+
+
+@pytest.mark.parametrize("din,dw", [("slice", "direct"), ("direct", "direct"),
+                                    ("full", "slice"), ("direct", "full")])
+def test_chain_rule_variants(din, dw):
+    """The released dl_din_way / dl_dw_way: direct = exact mat-vec (no parameters), slice = one
+    MLP (2·out → 1) per row, full = one MLP ([g, J.flatten()] → d)."""
+    blk, p, z, codes = _block(din, dw)
+    names = set(p["params"])
+    assert ("slice_1" in names) == (din == "slice") and ("full_in_1" in names) == (din == "full")
+    assert ({"slice_w_0", "slice_w_1"} <= names) == (dw == "slice")
+    assert ({"full_w_0", "full_w_1"} <= names) == (dw == "full")
+    if din == "full":   # layer 1: [g (d_out = 2), J_in (64 x 2) flattened] -> 64
+        assert p["params"]["full_in_1"]["TorchDense_0"]["kernel"].shape == (2 + 64 * 2, 16)
+    grads = blk.apply(p, z, codes)
+    assert [g.shape for g in grads] == [(3, 128), (3, 128)]
+
+
+def test_direct_chain_rule_is_the_exact_product():
+    """``direct`` computes J·g exactly: the top layer's latent gradient equals
+    einsum(g, J_w) with g and J_w read off the block's own MLPs."""
+    blk, p, z, codes = _block("direct", "direct")
+    grads = blk.apply(p, z, codes)
+    pp = p["params"]
+    mlp = lambda name, x: M.MLP(16, pp[name]["TorchDense_1"]["kernel"].shape[1]).apply(
+        {"params": pp[name]}, x)
+    g = mlp("dloss_dout", z)
+    h1 = mlp("forward_0", jnp.concatenate([mlp("forward_in", z), codes[0]], -1))
+    j_w = mlp("dout_dw_1", jnp.concatenate([h1, codes[1]], -1)).reshape(3, 128, 2)
+    np.testing.assert_allclose(grads[1], jnp.einsum("to,tdo->td", g, j_w), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_bad_chain_rule_name():
+    with pytest.raises(ValueError, match="unknown din_way 'exact'"):
+        M.make_model("hypogen", 5, 2, target=M.TargetNetConfig(din_way="exact"))
+
+
+def test_fig4_split_and_table19_fraction():
+    """Fig. 4: cheetah trained on speeds 1 and 10, tested on 2 … 9. Table 19: half held out."""
+    g = S.make_grid("cheetah_speed")
+    sp = S.split_specs(g, 123, "fig4")
+    assert sorted(g.specs[sp.train, 0]) == [1.0, 10.0]
+    assert list(g.specs[sp.test, 0]) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    assert len(sp.unused) == 40 - 10
+    with pytest.raises(ValueError, match="fig4 needs a one-factor grid"):
+        S.split_specs(S.make_grid("cheetah_speed_length"), 123, "fig4")
+    half = S.split_specs(S.subset_grid(S.make_grid("finger_speed"), 10), 123, "faithful", 0.5)
+    assert (len(half.train), len(half.test), len(half.unused)) == (5, 5, 0)
+
+
+def test_subset_grid_is_evenly_spaced():
+    g = S.subset_grid(S.make_grid("finger_speed"), 10)
+    assert list(g.specs[:, 0]) == [-15, -12, -9, -5, -2, 2, 5, 9, 12, 15]
+    assert S.subset_grid(g, 0) is g
+    with pytest.raises(ValueError, match="num_specs must be 0"):
+        S.subset_grid(g, 1)
+
+
+def test_selection_episodes_are_not_the_reported_ones():
+    """§3: ``segment`` selects on episodes of its own; ``evaluate`` reports on others."""
+    grid = S.make_grid("lqr_di")
+    env = lqr.make_task("lqr_di")
+    ex = lqr.make_experts(grid.specs[:4])
+    sp = jnp.asarray(grid.specs[:4], jnp.float32)
+    out = jax.jit(lambda k: D.rollout(env, lambda e, o, s: lqr.expert_action(e[0], o, s),
+                                      lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s),
+                                      (ex.gain, ex.p), sp, k, 2))(jax.random.key(0))
+    ds = D.Dataset(spec=np.asarray(sp), **{k: np.asarray(out[k]) for k in D.KEYS[1:]}, meta={})
+    cfg = T.FitConfig(algo="cond", epochs=1, eval_every=1, eval_episodes=2)
+    with pytest.raises(ValueError, match="select_key_seed must differ"):
+        T.make_fit(cfg, env, D.flatten(ds, [0, 1]), grid.specs[2:4], 5, 5)
+    fit = T.make_fit(cfg, env, D.flatten(ds, [0, 1]), grid.specs[2:4])
+    st, m = fit.segment(fit.init(jax.random.key(0)))
+    reported = float(fit.evaluate(st.params).mean())
+    select = float(fit.evaluate(st.params, key=jax.random.key(1003)).mean())
+    assert float(m["select_return"]) == pytest.approx(select, rel=1e-5)
+    assert reported != pytest.approx(select, rel=1e-6)
+    train = fit.evaluate(st.params, specs=grid.specs[:2])
+    assert train.shape == (2, 2)
