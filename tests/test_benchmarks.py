@@ -23,3 +23,22 @@ def test_gpu_suite_tiny_writes_its_results(tmp_path):
     with tarfile.open(out / "gpu_suite.tar.gz") as tar:
         names = tar.getnames()
     assert "summary.json" in names and "cartpole/report.md" in names
+
+
+def test_gpu_hypogen_tiny_writes_its_results(tmp_path):
+    """benchmarks/gpu_hypogen.py at a tiny size (lqr_di, TD3 experts, two models, 2 epochs)."""
+    out = tmp_path / "hyp"
+    res = subprocess.run([sys.executable, "benchmarks/gpu_hypogen.py", "--tiny", "--minutes=8",
+                          f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tiny"] and summary["expert_steps"] == 200
+    assert summary["stages"]["probe"]["grad_steps_per_s"] > 0
+    assert summary["stages"]["hyperzero"] == "done" and summary["stages"]["hypogen"] == "done", \
+        (out / "run.log").read_text()[-3000:]
+    table = (out / "run" / "results.md").read_text()
+    assert "| hyperzero |" in table and "| hypogen |" in table
+    with tarfile.open(out / "gpu_hypogen.tar.gz") as tar:
+        names = tar.getnames()
+    assert "summary.json" in names and "run/results.md" in names

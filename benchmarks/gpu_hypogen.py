@@ -1,0 +1,184 @@
+"""The prepared HyPoGen GPU run: the largest slice of Table 1 that fits one device lease.
+
+    python benchmarks/gpu_hypogen.py                      # one H100 / H200, <= --minutes (11)
+    python benchmarks/gpu_hypogen.py --tiny --out=/tmp/x  # the same stages at a tiny size (CPU)
+
+Stages, each sized to what is left before the deadline:
+
+1. probe: TD3 for every spec of ``--task``'s grid in one vmapped program (``hyperjax.hypogen.
+   experts``), ``--probe_steps`` steps timed after the compile: vector steps/s, env steps/s and
+   gradient steps/s summed over specs (one update per env step), ``probe.json``.
+2. experts: the largest TD3 budget that fits ``--expert_share`` of the time left (rounded down to
+   10,000 steps, at most the paper's 1M), exploration schedule scaled to 10 % of it like the
+   released 100k of 1M; then the demonstrations and the uniform-random floor.
+3. models: ``--algos`` (HyperZero first, the cheaper) at ``--epochs`` through the pipeline
+   CLI ``experiments.hypogen`` (which reuses the experts and the dataset), cut by the
+   deadline if need be (each model's log is kept; a rerun with the same ``--out`` resumes
+   what is missing).
+
+Everything goes under ``--out`` (default ``results/gpu/<device>-<date>/hypogen/``): ``run.log``,
+``probe.json``, ``summary.json``, the run directory's ``results.md`` / ``results.json`` and logs,
+and ``gpu_hypogen.tar.gz`` of the small files for the device tool's returned files.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _device_name() -> str:
+    import jax
+    d = jax.devices()[0]
+    return (d.device_kind if d.platform != "cpu" else "cpu").lower().replace(" ", "-")
+
+
+def probe(task: str, steps: int, num_specs: int) -> dict:
+    """TD3 throughput for every spec of the (reduced) grid, compile excluded."""
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, ROOT)
+    from hyperjax.hypogen import experts as X, specs as S
+    grid = S.subset_grid(S.make_grid(task), num_specs)
+    if task.startswith("lqr_di"):
+        from hyperjax.hypogen import lqr
+        env = lqr.make_task(task)
+    else:
+        from hyperjax.hypogen import dmc
+        env = dmc.make_spec_task(task, grid)
+    cfg = X.TD3Config(total_steps=steps, random_steps=0, seed_steps=0, buffer_size=steps)
+    init, step = X.make_td3(env, cfg)
+    specs = jnp.asarray(grid.specs, jnp.float32)
+    state = jax.jit(jax.vmap(init))(jax.random.split(jax.random.key(0), len(grid)), specs)
+
+    @jax.jit
+    def run(s):
+        return jax.lax.scan(lambda c, _: (jax.vmap(step)(c, specs)[0], None), s, None, steps)[0]
+
+    t = time.time()
+    state = jax.block_until_ready(run(state))
+    compile_s = time.time() - t
+    t = time.time()
+    jax.block_until_ready(run(state))
+    wall = time.time() - t
+    return dict(task=task, specs=len(grid), steps=steps, compile_s=round(compile_s, 2),
+                vector_steps_per_s=steps / wall, env_steps_per_s=len(grid) * steps / wall,
+                grad_steps_per_s=len(grid) * steps / wall)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--minutes", type=float, default=11.0)
+    ap.add_argument("--task", default="cheetah_speed")
+    ap.add_argument("--num_specs", type=int, default=0, help="0 = the paper's whole grid")
+    ap.add_argument("--algos", default="hyperzero,hypogen")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--eval_every", type=int, default=20)
+    ap.add_argument("--probe_steps", type=int, default=2000)
+    ap.add_argument("--expert_share", type=float, default=0.55,
+                    help="share of the time left after the probe given to the experts")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes, for the CPU test")
+    args = ap.parse_args(argv)
+    day = datetime.date.today().isoformat()
+    out = os.path.abspath(args.out or os.path.join(ROOT, "results", "gpu",
+                                                   f"{_device_name()}-{day}", "hypogen"))
+    os.makedirs(out, exist_ok=True)
+    log = open(os.path.join(out, "run.log"), "a")
+    end = time.time() + 60 * args.minutes
+
+    def say(msg):
+        print(msg, flush=True)
+        log.write(msg + "\n")
+        log.flush()
+
+    if args.tiny:
+        args.task, args.num_specs, args.epochs, args.eval_every = "lqr_di", 4, 2, 1
+        args.probe_steps = 20
+    summary = dict(date=day, device=_device_name(), task=args.task, tiny=args.tiny, stages={})
+    say(f"gpu_hypogen: {summary['device']}, {args.task}, deadline {args.minutes} min, out {out}")
+
+    p = probe(args.task, args.probe_steps, args.num_specs)
+    with open(os.path.join(out, "probe.json"), "w") as f:
+        json.dump(p, f, indent=1)
+    say(f"probe: {p['specs']} specs, compile {p['compile_s']} s, {p['vector_steps_per_s']:,.1f} "
+        f"vector steps/s = {p['env_steps_per_s']:,.0f} env steps/s and as many gradient "
+        f"steps/s (TD3, all specs in one program)")
+    summary["stages"]["probe"] = p
+
+    left = end - time.time()
+    budget_s = max(0.0, args.expert_share * left - 2 * p["compile_s"])
+    steps = int(min(1_000_000, p["vector_steps_per_s"] * budget_s) // 10_000 * 10_000)
+    if args.tiny:
+        steps = 200
+    if steps < 10_000 and not args.tiny:
+        say(f"experts: only {steps} steps would fit; stopping")
+        summary["stages"]["experts"] = "skipped (too little time)"
+        steps = 0
+    run_dir = os.path.join(out, "run")
+    if steps:
+        std_steps = max(1, min(100_000, steps // 10))
+        cmd = [sys.executable, "-m", "experiments.hypogen", f"--task={args.task}",
+               f"--num_specs={args.num_specs}", f"--expert_steps={steps}",
+               f"--expert_buffer={steps}", f"--expert_std_steps={std_steps}",
+               f"--epochs={args.epochs}", f"--eval_every={args.eval_every}",
+               f"--run_dir={run_dir}"]
+        if args.task.startswith("lqr_di"):
+            cmd.append("--expert=td3")
+        if args.tiny:
+            cmd += ["--episodes_per_spec=1", "--eval_episodes=1", "--test_fraction=0.5",
+                    "--num_blocks=2"]
+        summary["command"] = " ".join(cmd[1:])
+        for algo in args.algos.split(","):
+            left = end - time.time()
+            if left < 30:
+                say(f"{algo}: skipped (deadline)")
+                summary["stages"][algo] = "skipped"
+                continue
+            say(f"{algo}: {' '.join(cmd[1:])} --algo={algo}")
+            t0 = time.time()
+            try:
+                res = subprocess.run(cmd + [f"--algo={algo}"], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=max(10, left - 15))
+                log.write(res.stdout + res.stderr[-4000:])
+                status = "done" if res.returncode == 0 else f"exit {res.returncode}"
+            except subprocess.TimeoutExpired as e:
+                text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                log.write(text)
+                status = "cut by the deadline (resumable: run again with the same --out)"
+            say(f"{algo}: {status} after {time.time() - t0:.0f} s")
+            summary["stages"][algo] = status
+        done = [a for a in args.algos.split(",") if summary["stages"].get(a) == "done"]
+        if len(done) > 1:  # one table over the finished models (each is read back, not rerun)
+            res = subprocess.run(cmd + [f"--algo={','.join(done)}"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=600)
+            log.write(res.stdout + res.stderr[-2000:])
+        summary["expert_steps"] = steps
+    summary["seconds"] = round(args.minutes * 60 - (end - time.time()), 1)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    log.close()
+    small = [n for n in ("run.log", "probe.json", "summary.json") if os.path.exists(
+        os.path.join(out, n))]
+    for root, _, files in os.walk(run_dir):
+        for n in files:
+            if n in ("results.md", "results.json", "log.jsonl", "result.json"):
+                small.append(os.path.relpath(os.path.join(root, n), out))
+    with tarfile.open(os.path.join(out, "gpu_hypogen.tar.gz"), "w:gz") as tar:
+        for name in sorted(small):
+            tar.add(os.path.join(out, name), arcname=name)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main()
