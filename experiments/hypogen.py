@@ -1,16 +1,24 @@
 """HyPoGen pipeline: experts → demonstrations → training → zero-shot evaluation.
 
 ``python -m experiments.hypogen --algo=hypogen --task=lqr_di`` (the CPU default). ``--algo``
-takes one name, a comma list, or ``all`` (hypogen, hyperzero, cond, uvfa). Each stage is skipped
-when its output exists in the run directory, so a rerun only does what is missing::
+takes one name, a comma list, or ``all`` (hypogen, hyperzero, cond, uvfa, meta, pearl). Each
+stage is skipped when its output exists in the run directory, so a rerun only does what is
+missing::
 
     RUN_DIR/experts.npz | experts/       the experts: closed-form LQR gains and P (lqr_di*),
                                          or the TD3 experts' orbax checkpoint
     RUN_DIR/dataset.npz                  demonstrations (format: hyperjax.hypogen.data)
-    RUN_DIR/ALGO/seed_S/checkpoint/      orbax: last and best-on-test parameters + record
-    RUN_DIR/ALGO/seed_S/log.jsonl        one row per evaluation: epoch, losses, test return
-    RUN_DIR/ALGO/seed_S/result.json      test returns (best-on-test and last), split
-    RUN_DIR/results.json, results.md     the table over algos and seeds, with the expert
+    RUN_DIR/ALGO/seed_S/checkpoint/      orbax: last and selected parameters + record
+    RUN_DIR/ALGO/seed_S/log.jsonl        one row per evaluation: epoch, losses, the return on
+                                         the selection episodes
+    RUN_DIR/ALGO/seed_S/result.json      held-out returns (last epoch; selected epoch), the
+                                         train-spec returns, the split
+    RUN_DIR/results.json, results.md     the table over algos and seeds, with the expert, the
+                                         uniform-random floor and one row per spec
+
+Model selection is unbiased: the "selected" parameters are chosen on episodes from other start
+states than the reported ones (the paper chose on the reported test episodes); the last epoch,
+on which nothing was chosen, is the headline.
 
 Seeds are the released runs' (123, 233, 666, 999, 789); the seed also picks the split (paper
 protocol, ``--split=faithful``: 20 % train / 80 % test with the released code's rounding).

@@ -1,16 +1,19 @@
-"""HyPoGen and its baselines (HyperZero, Cond Policy, UVFA): policies generated from a task
+"""HyPoGen and its baselines (HyperZero, Cond Policy, UVFA, Meta Policy, PEARL): policies generated from a task
 specification, trained by behaviour cloning on demonstrations that hyperjax produces.
 
 Modules: ``specs`` (the paper's grids and split), ``lqr`` (the CPU default task and its
 closed-form experts), ``dmc`` (cheetah / walker / finger spec tasks on MJX), ``experts`` (TD3
 for every spec in one vmapped program), ``data`` (recording and the dataset format),
-``models`` (the four models), ``train`` (the loss, the compiled training segments, zero-shot
-evaluation). The CLI is ``python -m experiments.hypogen``.
+``models`` (the four behaviour-cloning models and the knobs of :class:`TargetNetConfig`),
+``train`` (the loss, the compiled training segments, zero-shot evaluation), ``meta`` (the MAML
+and PEARL baselines, same ``Fit`` interface). The CLI is ``python -m experiments.hypogen``.
 """
 from hyperjax.hypogen.data import Dataset, load_dataset, rollout, save_dataset
-from hyperjax.hypogen.models import ALGOS, make_model
+from hyperjax.hypogen.meta import META_ALGOS, make_meta_fit
+from hyperjax.hypogen.models import ALGOS, TargetNetConfig, make_model
 from hyperjax.hypogen.specs import make_grid, split_specs
 from hyperjax.hypogen.train import FitConfig, make_fit
 
-__all__ = ["ALGOS", "Dataset", "FitConfig", "load_dataset", "make_fit", "make_grid",
-           "make_model", "rollout", "save_dataset", "split_specs"]
+__all__ = ["ALGOS", "META_ALGOS", "Dataset", "FitConfig", "TargetNetConfig", "load_dataset",
+           "make_fit", "make_grid", "make_meta_fit", "make_model", "rollout", "save_dataset",
+           "split_specs"]
