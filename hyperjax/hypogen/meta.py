@@ -172,7 +172,7 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     Raises ``ValueError`` for an empty train set, unequal per-spec counts, ``eval_every`` not
     dividing ``epochs`` or equal evaluation and selection seeds.
     """
-    from hyperjax.hypogen.train import MILESTONES, Fit, FitState
+    from hyperjax.hypogen.train import MILESTONES, Fit, FitState, evaluation_and_segment
     n = int(train.obs.shape[0])
     n_tasks = int(train.specs.shape[0])
     if n == 0:
@@ -196,8 +196,6 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
                                                                 *getattr(train, k).shape[1:])
              for k in ("obs", "action")}
     specs = jnp.asarray(train.specs, jnp.float32)
-    test_specs = jnp.asarray(test_specs, jnp.float32)
-    eval_key, select_key = jax.random.key(eval_key_seed), jax.random.key(select_key_seed)
     policy_fn, carry0 = model.rollout_policy()
 
     task_loss = functools.partial(maml_task_loss, model, meta)
@@ -229,25 +227,8 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
         return D.rollout(env, policy_fn, None, tiled, specs_, key, cfg.eval_episodes,
                          record=False, carry0=carry0)
 
-    rollout_jit = jax.jit(rollout_returns)
-
-    def evaluate(params, key=None, specs=None):
-        return rollout_jit(params, eval_key if key is None else key,
-                           test_specs if specs is None else jnp.asarray(specs, jnp.float32))
-
-    @jax.jit
-    def segment(state: FitState):
-        key, k_ep = jax.random.split(state.key)
-        (params, opt_state), metrics = jax.lax.scan(
-            meta_step, (state.params, state.opt_state), jax.random.split(k_ep, cfg.eval_every))
-        select = (rollout_returns(params, select_key, test_specs).mean() if cfg.eval_episodes
-                  else jnp.float32(jnp.nan))
-        better = select > state.best_return
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), params,
-                                      state.best_params)
-        new = FitState(params, opt_state, best, jnp.maximum(select, state.best_return), key,
-                       state.epoch + cfg.eval_every)
-        return new, {**metrics, "select_return": select}
+    evaluate, segment = evaluation_and_segment(meta_step, rollout_returns, cfg, test_specs,
+                                               eval_key_seed, select_key_seed)
 
     def generate(params, s):
         return s

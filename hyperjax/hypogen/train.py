@@ -159,9 +159,6 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     table = {k: jnp.asarray(getattr(train, k)) for k in
              ("task_id", "obs", "action", "next_obs", "reward", "discount", "value")}
     specs = jnp.asarray(train.specs, jnp.float32)
-    test_specs = jnp.asarray(test_specs, jnp.float32)
-    eval_key = jax.random.key(eval_key_seed)
-    select_key = jax.random.key(select_key_seed)
 
     def init(key) -> FitState:
         k_init, k_run = jax.random.split(key)
@@ -198,6 +195,26 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
         act = lambda w, obs, spec: model.apply(params, w, obs, method="act")
         return D.rollout(env, act, None, weights, specs_, key, cfg.eval_episodes, record=False)
 
+    evaluate, segment = evaluation_and_segment(epoch, rollout_returns, cfg, test_specs,
+                                               eval_key_seed, select_key_seed)
+
+    return Fit(jax.jit(init), segment, evaluate, jax.jit(generate), jax.jit(train_step),
+               model, spe)
+
+
+def evaluation_and_segment(epoch: Callable, rollout_returns: Callable, cfg: FitConfig,
+                           test_specs, eval_key_seed: int, select_key_seed: int):
+    """The two pieces every HyPoGen-style trainer shares (``make_fit``, ``meta.make_meta_fit``).
+
+    ``epoch((params, opt_state), key) -> (carry, metrics)`` is one epoch of training;
+    ``rollout_returns(params, key, specs) -> float32[S, E]`` the policy's returns. Returns
+    ``evaluate(params, key=None, specs=None)`` (reported episodes: ``eval_key_seed``, the test
+    specs by default) and the jitted ``segment(FitState) -> (FitState, metrics)``: ``eval_every``
+    epochs, then the return on the *selection* episodes (``select_key_seed``), keeping the
+    parameters that maximise it in ``best_params``.
+    """
+    test_specs = jnp.asarray(test_specs, jnp.float32)
+    eval_key, select_key = jax.random.key(eval_key_seed), jax.random.key(select_key_seed)
     rollout_jit = jax.jit(rollout_returns)
 
     def evaluate(params, key=None, specs=None):
@@ -218,8 +235,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
                        key, state.epoch + cfg.eval_every)
         return new, {**metrics, "select_return": select}
 
-    return Fit(jax.jit(init), segment, evaluate, jax.jit(generate), jax.jit(train_step),
-               model, spe)
+    return evaluate, segment
 
 
 def blockwise_bc(model: nn.Module, params, flat: D.Flat, chunk: int = 4096) -> np.ndarray:
