@@ -428,12 +428,25 @@ def report(grid, ds, results: dict, seeds, epochs: int):
             row += f" {speed[i]:.2f} |"
         row += "".join(f" {per[a][i]:.1f} |" if i in per[a] else " |" for a in results)
         lines.append(row)
+    learned = ex > rand + 0.1 * np.abs(rand)
+    summary["expert_beats_random"] = learned.tolist()
+    lines += ["", f"Experts clearly above the uniform-random policy (by more than 10 %): "
+              f"{int(learned.sum())} of {len(grid)} specs"
+              + ("" if learned.all() else " (not: " + ", ".join(
+                  specs.spec_string(grid.specs[i]) for i in np.flatnonzero(~learned)) + ")")
+              + "."]
     if speed:
         target = grid.specs[:, list(grid.factors).index("speed")]
+        speed = np.asarray(speed)
         r = float(np.corrcoef(target, speed)[0, 1])
         summary["speed_correlation"] = r
         lines += ["", f"Pearson correlation of target speed and the experts' achieved mean "
-                  f"speed over the {len(grid)} specs: {r:.3f}."]
+                  f"speed: {r:.3f} over the {len(grid)} specs"]
+        if 2 < learned.sum() < len(grid):
+            r2 = float(np.corrcoef(target[learned], speed[learned])[0, 1])
+            summary["speed_correlation_learned"] = r2
+            lines[-1] += f", {r2:.3f} over the {int(learned.sum())} whose expert learned"
+        lines[-1] += "."
     ft = {a: [r["test_return_finetuned"] for r in rs if "test_return_finetuned" in r]
           for a, rs in results.items()}
     for a, v in ft.items():
