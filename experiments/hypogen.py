@@ -70,6 +70,8 @@ flags.DEFINE_integer("block_layers", 2, "Layers of HyPoGen's block MLPs (Table 2
 flags.DEFINE_integer("block_width", 128, "Width of HyPoGen's block MLPs (Table 22).")
 flags.DEFINE_enum("dl_din_way", "slice", ["direct", "slice", "full"], "HyPoGen chain rule: "
                   "how dL/dout is carried to the layer's input (released default slice).")
+flags.DEFINE_bool("update_layernorm", True, "HyPoGen: LayerNorm each decoded weight update over "
+                  "the whole tensor (released); false keeps its magnitude (a diagnostic).")
 flags.DEFINE_enum("dl_dw_way", "direct", ["direct", "slice", "full"], "HyPoGen chain rule: "
                   "how dL/dout gives the latent weight gradient (released default direct).")
 flags.DEFINE_enum("split", "faithful", ["faithful", "clean", "fig4"], "Split: the released "
@@ -86,7 +88,7 @@ flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
 TARGET_FLAGS = ("target_layers", "target_act", "block_layers", "block_width", "dl_din_way",
-                "dl_dw_way")
+                "dl_dw_way", "update_layernorm")
 
 
 def all_algos() -> tuple[str, ...]:
@@ -97,7 +99,8 @@ def all_algos() -> tuple[str, ...]:
 def target_config():
     from hyperjax.hypogen.models import TargetNetConfig
     return TargetNetConfig(FLAGS.target_layers, FLAGS.target_act, FLAGS.block_layers,
-                           FLAGS.block_width, FLAGS.dl_din_way, FLAGS.dl_dw_way)
+                           FLAGS.block_width, FLAGS.dl_din_way, FLAGS.dl_dw_way,
+                           FLAGS.update_layernorm)
 
 
 def validate():

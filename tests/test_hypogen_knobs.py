@@ -146,3 +146,14 @@ def test_selection_episodes_are_not_the_reported_ones():
     assert reported != pytest.approx(select, rel=1e-6)
     train = fit.evaluate(st.params, specs=grid.specs[:2])
     assert train.shape == (2, 2)
+
+
+def test_update_layernorm_off_keeps_the_update_magnitude():
+    """``update_layernorm=False`` drops the ln_w / ln_b modules and changes θ^K."""
+    on = M.make_model("hypogen", 5, 2, num_blocks=1, use_q=False)
+    off = M.make_model("hypogen", 5, 2, num_blocks=1, use_q=False,
+                       target=M.TargetNetConfig(update_layernorm=False))
+    p_on, w_on = _generate(on)
+    p_off, w_off = _generate(off)
+    assert "ln_w0" in p_on["params"]["pi_gen"] and "ln_w0" not in p_off["params"]["pi_gen"]
+    assert not np.allclose(w_on[0][0], w_off[0][0])

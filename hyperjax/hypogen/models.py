@@ -289,6 +289,7 @@ class HyPoGenGenerator(nn.Module):
     block_layers: int = 2
     din_way: str = "slice"
     dw_way: str = "direct"
+    update_layernorm: bool = True
 
     @nn.compact
     def __call__(self, z):
@@ -302,8 +303,11 @@ class HyPoGenGenerator(nn.Module):
             b = self.param(f"theta0_b{n}", torch_uniform(i), (o,))
             theta.append((jnp.broadcast_to(w, (t, o, i)), jnp.broadcast_to(b, (t, o))))
         codecs = [LayerCodec(i, o, name=f"codec_{n}") for n, (i, o) in enumerate(dims)]
-        ln_w = [WeightLayerNorm((o, i), name=f"ln_w{n}") for n, (i, o) in enumerate(dims)]
-        ln_b = [WeightLayerNorm((o,), name=f"ln_b{n}") for n, (i, o) in enumerate(dims)]
+        if self.update_layernorm:
+            ln_w = [WeightLayerNorm((o, i), name=f"ln_w{n}") for n, (i, o) in enumerate(dims)]
+            ln_b = [WeightLayerNorm((o,), name=f"ln_b{n}") for n, (i, o) in enumerate(dims)]
+        else:  # diagnostic (issue 18 §2): the decoded update as it is, its magnitude kept
+            ln_w = ln_b = [lambda x: x] * len(dims)
         iterates = []
         for k in range(self.num_blocks):
             lr = self.param(f"lr_{k}", nn.initializers.constant(LR_INIT), ())
@@ -325,7 +329,9 @@ class TargetNetConfig(NamedTuple):
 
     ``layers``: Linears per target net (Table 18; DMC 2, manipulation 3); ``act``: between
     them (``relu`` DMC, ``tanh`` manipulation); ``block_layers`` / ``block_width``: the block
-    MLPs (Tables 21–22); ``din_way`` / ``dw_way``: the chain-rule products (``OptBlock``)."""
+    MLPs (Tables 21–22); ``din_way`` / ``dw_way``: the chain-rule products (``OptBlock``);
+    ``update_layernorm``: the released whole-tensor LayerNorm of each decoded update (off: a
+    diagnostic, not in the paper: it keeps each update's task-dependent magnitude)."""
 
     layers: int = 2
     act: str = "relu"
@@ -333,6 +339,7 @@ class TargetNetConfig(NamedTuple):
     block_width: int = OPT_BLOCK_DIM
     din_way: str = "slice"
     dw_way: str = "direct"
+    update_layernorm: bool = True
 
     def check(self) -> "TargetNetConfig":
         """Raises ``ValueError`` naming the first bad field."""
@@ -368,7 +375,7 @@ class HyPoGen(nn.Module):
         t = self.target
         gen = lambda d_in, d_out: HyPoGenGenerator(d_in, d_out, self.num_blocks, t.layers,
                                                    t.block_width, t.block_layers, t.din_way,
-                                                   t.dw_way)
+                                                   t.dw_way, t.update_layernorm)
         self.embed = MetaEmbedding()
         self.pi_gen = gen(self.obs_dim, self.act_dim)
         if self.use_q:
