@@ -42,37 +42,15 @@ def _device_name() -> str:
 
 
 def probe(task: str, steps: int, num_specs: int) -> dict:
-    """TD3 throughput for every spec of the (reduced) grid, compile excluded."""
-    import jax
-    import jax.numpy as jnp
-
+    """TD3 throughput for every spec of the (reduced) grid, compile excluded
+    (``hypogen_throughput.time_experts``)."""
     sys.path.insert(0, ROOT)
-    from hyperjax.hypogen import experts as X, specs as S
-    grid = S.subset_grid(S.make_grid(task), num_specs)
-    if task.startswith("lqr_di"):
-        from hyperjax.hypogen import lqr
-        env = lqr.make_task(task)
-    else:
-        from hyperjax.hypogen import dmc
-        env = dmc.make_spec_task(task, grid)
-    cfg = X.TD3Config(total_steps=steps, random_steps=0, seed_steps=0, buffer_size=steps)
-    init, step = X.make_td3(env, cfg)
-    specs = jnp.asarray(grid.specs, jnp.float32)
-    state = jax.jit(jax.vmap(init))(jax.random.split(jax.random.key(0), len(grid)), specs)
-
-    @jax.jit
-    def run(s):
-        return jax.lax.scan(lambda c, _: (jax.vmap(step)(c, specs)[0], None), s, None, steps)[0]
-
-    t = time.time()
-    state = jax.block_until_ready(run(state))
-    compile_s = time.time() - t
-    t = time.time()
-    jax.block_until_ready(run(state))
-    wall = time.time() - t
-    return dict(task=task, specs=len(grid), steps=steps, compile_s=round(compile_s, 2),
-                vector_steps_per_s=steps / wall, env_steps_per_s=len(grid) * steps / wall,
-                grad_steps_per_s=len(grid) * steps / wall)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import hypogen_throughput as ht
+    r = ht.time_experts(task, steps, num_specs)
+    return dict(task=task, specs=r["specs"], steps=steps, compile_s=round(r["compile_s"], 2),
+                vector_steps_per_s=r["vector_steps_s"], env_steps_per_s=r["env_steps_s"],
+                grad_steps_per_s=r["env_steps_s"])
 
 
 def main(argv=None) -> dict:

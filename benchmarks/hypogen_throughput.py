@@ -71,36 +71,34 @@ def time_training(task, algo):
                 samples_s=n / epoch_s, steps_s=fit.steps_per_epoch / epoch_s)
 
 
-def time_experts(task):
+def time_experts(task: str, steps: int, num_specs: int = 0) -> dict:
+    """TD3 for every spec of ``task``'s grid (``num_specs`` evenly spaced ones; 0 = all) in one
+    vmapped program, ``steps`` steps timed after a first, compiling call (one update per env
+    step from the first). Returns specs, compile_s, vector_steps_s and env_steps_s (= gradient
+    steps/s, summed over specs). Also the probe of ``benchmarks/gpu_hypogen.py``."""
     import jax
     import jax.numpy as jnp
 
-    from hyperjax.hypogen import experts as X, lqr, specs as S
-    grid = S.subset_grid(S.make_grid(task), FLAGS.expert_num_specs)
-    if task.startswith("lqr_di"):
-        env = lqr.make_task(task)
-    else:
-        from hyperjax.hypogen import dmc
-        env = dmc.make_spec_task(task, grid)
-    cfg = X.TD3Config(total_steps=FLAGS.expert_steps, random_steps=0, seed_steps=0,
-                      buffer_size=FLAGS.expert_steps)
+    from hyperjax.hypogen import experts as X, make_task_env, specs as S
+    grid = S.subset_grid(S.make_grid(task), num_specs)
+    env = make_task_env(task, grid)
+    cfg = X.TD3Config(total_steps=steps, random_steps=0, seed_steps=0, buffer_size=steps)
     init, step = X.make_td3(env, cfg)
     specs = jnp.asarray(grid.specs, jnp.float32)
     state = jax.jit(jax.vmap(init))(jax.random.split(jax.random.key(0), len(grid)), specs)
 
     @jax.jit
     def run(s):
-        return jax.lax.scan(lambda c, _: (jax.vmap(step)(c, specs)[0], None), s, None,
-                            FLAGS.expert_steps)[0]
+        return jax.lax.scan(lambda c, _: (jax.vmap(step)(c, specs)[0], None), s, None, steps)[0]
 
     t = time.time()
     state = jax.block_until_ready(run(state))
     compile_s = time.time() - t
     t = time.time()
-    state = jax.block_until_ready(run(state))
+    jax.block_until_ready(run(state))
     wall = time.time() - t
-    return dict(specs=len(grid), compile_s=compile_s, vector_steps_s=FLAGS.expert_steps / wall,
-                env_steps_s=len(grid) * FLAGS.expert_steps / wall)
+    return dict(specs=len(grid), compile_s=compile_s, vector_steps_s=steps / wall,
+                env_steps_s=len(grid) * steps / wall)
 
 
 def main(argv):
@@ -122,7 +120,7 @@ def main(argv):
         print("\n| expert task | specs | vector steps/s | TD3 env steps/s = gradient steps/s "
               "(all specs, 1 update each) | compile (s) |\n|---|---|---|---|---|")
         for task in FLAGS.expert_tasks.split(","):
-            r = time_experts(task)
+            r = time_experts(task, FLAGS.expert_steps, FLAGS.expert_num_specs)
             print(f"| {task} | {r['specs']} | {r['vector_steps_s']:,.1f} | "
                   f"{r['env_steps_s']:,.0f} | {r['compile_s']:.1f} |", flush=True)
 

@@ -144,7 +144,7 @@ def _stale(what: str, path: str, made: dict, want: dict) -> None:
     naming the first field that differs (``_fail``, exit 2). A field ``made`` lacks (written
     before the flag existed) counts as the flag's default."""
     for k in sorted(want):
-        have = made.get(k, FLAGS[k].default if k in FLAGS and k not in made else None)
+        have = made.get(k, FLAGS[k].default if k in FLAGS else None)
         if have != want[k]:
             _fail(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
                   f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to redo it")
@@ -193,11 +193,8 @@ def make_grid():
 
 
 def make_task_env(grid):
-    if FLAGS.task.startswith("lqr_di"):
-        from hyperjax.hypogen import lqr
-        return lqr.make_task(FLAGS.task)
-    from hyperjax.hypogen import dmc
-    return dmc.make_spec_task(FLAGS.task, grid)
+    from hyperjax.hypogen import make_task_env as make
+    return make(FLAGS.task, grid)
 
 
 def stage_experts_and_data(run_dir: str):

@@ -8,12 +8,16 @@ import tarfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_gpu_suite_tiny_writes_its_results(tmp_path):
-    out = tmp_path / "gpu"
-    res = subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--tiny", "--minutes=8",
+def _run_tiny(script: str, out) -> None:
+    res = subprocess.run([sys.executable, f"benchmarks/{script}", "--tiny", "--minutes=8",
                           f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_gpu_suite_tiny_writes_its_results(tmp_path):
+    out = tmp_path / "gpu"
+    _run_tiny("gpu_suite.py", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tiny"] and summary["stages"]["throughput"] == 1
     assert summary["stages"]["study"] == "done", (out / "suite.log").read_text()[-3000:]
@@ -28,10 +32,7 @@ def test_gpu_suite_tiny_writes_its_results(tmp_path):
 def test_gpu_hypogen_tiny_writes_its_results(tmp_path):
     """benchmarks/gpu_hypogen.py at a tiny size (lqr_di, TD3 experts, two models, 2 epochs)."""
     out = tmp_path / "hyp"
-    res = subprocess.run([sys.executable, "benchmarks/gpu_hypogen.py", "--tiny", "--minutes=8",
-                          f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _run_tiny("gpu_hypogen.py", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tiny"] and summary["expert_steps"] == 200
     assert summary["stages"]["probe"]["grad_steps_per_s"] > 0

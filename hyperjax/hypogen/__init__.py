@@ -15,5 +15,16 @@ from hyperjax.hypogen.specs import make_grid, split_specs
 from hyperjax.hypogen.train import FitConfig, make_fit
 
 __all__ = ["ALGOS", "META_ALGOS", "Dataset", "FitConfig", "TargetNetConfig", "load_dataset",
-           "make_fit", "make_grid", "make_meta_fit", "make_model", "rollout", "save_dataset",
-           "split_specs"]
+           "make_fit", "make_grid", "make_meta_fit", "make_model", "make_task_env", "rollout",
+           "save_dataset", "split_specs"]
+
+
+def make_task_env(task: str, grid=None):
+    """The env of spec task ``task``: the LQR double integrator (``lqr_di``, ``lqr_di_goal``)
+    or the MJX spec task whose model table holds ``grid``'s rows (default: the paper's grid).
+    Raises ``ValueError`` for an unknown task."""
+    if task.startswith("lqr_di"):
+        from hyperjax.hypogen import lqr
+        return lqr.make_task(task)
+    from hyperjax.hypogen import dmc
+    return dmc.make_spec_task(task, grid)
