@@ -118,10 +118,11 @@ class MetaModel:
         return _sample(mu, log_var, key), kl_standard_normal(mu, log_var)
 
     def rollout_policy(self):
-        """``(policy, carry0)`` for :func:`hyperjax.hypogen.data.rollout`."""
+        """``(policy, carry0)`` for :func:`hyperjax.hypogen.data.rollout` over the per-spec
+        inputs of :meth:`rollout_inputs`."""
         if self.algo == "meta":
-            return (lambda p, obs, spec: self.predict(p["policy"], spec[None], obs[None])[0],
-                    None)
+            return (lambda pz, obs, spec: self.policy.apply(pz[0]["policy"], pz[1], obs,
+                                                            method="act"), None)
 
         def act(p, obs, spec, carry, key):
             prev_obs, prev_act = carry
@@ -130,6 +131,22 @@ class MetaModel:
             return a, (obs, a)
 
         return act, (jnp.zeros(self.obs_dim), jnp.zeros(self.act_dim))
+
+    def rollout_inputs(self, per_spec_params, specs):
+        """What each spec's rollout is conditioned on: MAML, ``(params, ψ(c))`` with the task
+        embedding computed once per spec rather than every step; PEARL, the params (its
+        context changes every step)."""
+        if self.algo == "pearl":
+            return per_spec_params
+        z = jax.vmap(lambda p, s: self.policy.apply(p["policy"], s[None],
+                                                    method="generate")[0])(per_spec_params, specs)
+        return per_spec_params, z
+
+    def rollout(self, env: Env, per_spec_params, specs, key, episodes: int):
+        """Returns ``float32[S, E]``: deterministic-reset episodes of each spec's params."""
+        policy, carry0 = self.rollout_policy()
+        return D.rollout(env, policy, None, self.rollout_inputs(per_spec_params, specs), specs,
+                         key, episodes, record=False, carry0=carry0)
 
 
 def _mse(pred, target):
@@ -196,8 +213,6 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
                                                                 *getattr(train, k).shape[1:])
              for k in ("obs", "action")}
     specs = jnp.asarray(train.specs, jnp.float32)
-    policy_fn, carry0 = model.rollout_policy()
-
     task_loss = functools.partial(maml_task_loss, model, meta)
 
     def meta_step(carry, key):
@@ -224,8 +239,7 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     def rollout_returns(params, key, specs_):
         tiled = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (specs_.shape[0], *x.shape)), params)
-        return D.rollout(env, policy_fn, None, tiled, specs_, key, cfg.eval_episodes,
-                         record=False, carry0=carry0)
+        return model.rollout(env, tiled, specs_, key, cfg.eval_episodes)
 
     evaluate, segment = evaluation_and_segment(meta_step, rollout_returns, cfg, test_specs,
                                                eval_key_seed, select_key_seed)
@@ -287,7 +301,5 @@ def finetune(fit, params, demos: D.Flat, meta: MetaConfig = MetaConfig(), key=No
 
 def evaluate_finetuned(fit, env: Env, tuned, specs, episodes: int, key):
     """Returns ``float32[S, E]`` of the per-spec fine-tuned ``tuned`` params on ``specs``."""
-    policy_fn, carry0 = fit.model.rollout_policy()
-    return jax.jit(lambda p, s, k: D.rollout(env, policy_fn, None, p, s, k, episodes,
-                                             record=False, carry0=carry0))(
+    return jax.jit(lambda p, s, k: fit.model.rollout(env, p, s, k, episodes))(
         tuned, jnp.asarray(specs, jnp.float32), key)
