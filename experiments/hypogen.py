@@ -37,13 +37,21 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
                     "hyperzero, cond, uvfa, meta (MAML), pearl.")
 flags.DEFINE_string("task", "lqr_di", "Spec task: lqr_di (spec = mass; the CPU default), "
-                    "lqr_di_goal (spec = mass, goal) or "
-                    "{cheetah,walker,finger}_{speed,length,speed_length} (MJX).")
-flags.DEFINE_enum("expert", None, ["lqr", "td3"], "Experts: lqr (closed form; lqr_di only) or "
-                  "td3 (one per spec, all specs in one vmapped program). Default: lqr for "
-                  "lqr_di, td3 otherwise.")
-flags.DEFINE_integer("expert_steps", 1_000_000, "TD3 env steps per expert (the paper's 1M; one "
-                     "update per step).")
+                    "lqr_di_goal (spec = mass, goal), "
+                    "{cheetah,walker,finger}_{speed,length,speed_length} (MJX) or "
+                    "{lift_cube,pick_cube}_{cube,stiffness,damping,length} (MJX manipulation).")
+flags.DEFINE_enum("expert", None, ["lqr", "td3", "ppo"], "Experts: lqr (closed form; lqr_di "
+                  "only), td3 (one per spec, all specs in one vmapped program) or ppo (brax's "
+                  "PPO, one program per spec; manipulation only). Default: lqr for lqr_di, ppo "
+                  "for manipulation, td3 otherwise.")
+flags.DEFINE_integer("expert_steps", 1_000_000, "Env steps per expert (TD3: the paper's 1M, one "
+                     "update per step; manipulation tasks default to the released PPO's 4M).")
+flags.DEFINE_enum("expert_specs", "all", ["all", "train"], "ppo: train experts for every spec "
+                  "(all) or only for the training specs of the --seeds splits (train: saves one "
+                  "compiled program per held-out spec; the expert row is then missing on them).")
+flags.DEFINE_integer("ppo_num_envs", 1024, "brax PPO: parallel envs per expert (manipulation).")
+flags.DEFINE_string("ppo_hidden", "256,256,256,256", "brax PPO: hidden widths of the policy and "
+                    "value networks (the released SB3 experts: 3200 x 4).")
 flags.DEFINE_integer("expert_buffer", 1_000_000, "TD3 replay capacity per expert.")
 flags.DEFINE_integer("expert_std_steps", 100_000, "TD3 exploration std decays 1.0 -> 0.1 over "
                      "this many steps (the released 100k of a 1M budget).")
@@ -87,6 +95,10 @@ flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every 
 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
+# The released ManiSkill settings (maniskill_exp.yaml @b286e2f, notes §1.3, §1.8, §3.5) that
+# differ from the DMC defaults; applied to manipulation tasks unless the flag is given.
+MANIPULATION_DEFAULTS = {"split": "maniskill", "target_layers": 3, "target_act": "tanh",
+                         "bc_only": True, "expert_steps": 4_000_000}
 TARGET_FLAGS = ("target_layers", "target_act", "block_layers", "block_width", "dl_din_way",
                 "dl_dw_way", "update_layernorm")
 
@@ -103,10 +115,20 @@ def target_config():
                            FLAGS.update_layernorm)
 
 
+def is_manipulation() -> bool:
+    from hyperjax.hypogen import specs
+    return FLAGS.task in specs.MANIPULATION_TASKS
+
+
 def validate():
-    """Checks the flags; returns (algos, epochs). Calls ``_fail`` with a one-line message."""
+    """Checks the flags; returns (algos, epochs). Calls ``_fail`` with a one-line message.
+    Manipulation tasks take ``MANIPULATION_DEFAULTS`` for the flags not given."""
     from hyperjax.utils import parse_names
     from hyperjax.hypogen import models, specs
+    if is_manipulation():
+        for name, value in MANIPULATION_DEFAULTS.items():
+            if not FLAGS[name].present:
+                FLAGS[name].value = value
     try:
         algos = parse_names(FLAGS.algo, all_algos(), "algo", allow_all=True)
         grid = make_grid()
@@ -116,6 +138,16 @@ def validate():
     if FLAGS.expert == "lqr" and not FLAGS.task.startswith("lqr_di"):
         _fail(f"--expert=lqr needs --task=lqr_di or lqr_di_goal (closed-form experts), got "
               f"{FLAGS.task!r}")
+    if _expert_kind() == "ppo" and not is_manipulation():
+        _fail(f"--expert=ppo needs a manipulation task, got {FLAGS.task!r}")
+    try:
+        hidden = ppo_hidden()
+    except ValueError:
+        hidden = ()
+    if not hidden or min(hidden) < 1:
+        _fail(f"--ppo_hidden must be comma-separated positive widths, got {FLAGS.ppo_hidden!r}")
+    if FLAGS.ppo_num_envs < 1:
+        _fail(f"--ppo_num_envs must be >= 1, got {FLAGS.ppo_num_envs}")
     epochs = CPU_EPOCHS.get(FLAGS.task, 2000) if FLAGS.epochs is None else FLAGS.epochs
     for name, v, lo in (("seeds", FLAGS.seeds, 1), ("epochs", epochs, 1),
                         ("eval_every", FLAGS.eval_every, 1), ("batch_size", FLAGS.batch_size, 1),
@@ -151,7 +183,23 @@ def _stale(what: str, path: str, made: dict, want: dict) -> None:
 
 
 def _expert_kind() -> str:
-    return FLAGS.expert or ("lqr" if FLAGS.task.startswith("lqr_di") else "td3")
+    if FLAGS.expert:
+        return FLAGS.expert
+    return "lqr" if FLAGS.task.startswith("lqr_di") else "ppo" if is_manipulation() else "td3"
+
+
+def ppo_hidden() -> tuple:
+    return tuple(int(w) for w in FLAGS.ppo_hidden.split(","))
+
+
+def ppo_config():
+    """brax PPO settings: ``PPOConfig``'s defaults, the step budget and ``--ppo_*``; with
+    fewer than 1024 envs (a CPU run) the batch shrinks with them."""
+    from hyperjax.hypogen.ppo_experts import PPOConfig
+    n = FLAGS.ppo_num_envs
+    small = {} if n >= 1024 else {"batch_size": n, "num_minibatches": 4}
+    return PPOConfig(num_timesteps=FLAGS.expert_steps, num_envs=n, hidden=ppo_hidden(),
+                     **small)
 
 
 def expert_config() -> dict:
@@ -160,6 +208,11 @@ def expert_config() -> dict:
     if out["expert"] == "td3":
         out.update(expert_steps=FLAGS.expert_steps, expert_buffer=FLAGS.expert_buffer,
                    expert_std_steps=FLAGS.expert_std_steps)
+    if out["expert"] == "ppo":
+        out.update(expert_steps=FLAGS.expert_steps, ppo_num_envs=FLAGS.ppo_num_envs,
+                   ppo_hidden=FLAGS.ppo_hidden, expert_specs=FLAGS.expert_specs)
+        if FLAGS.expert_specs == "train":
+            out.update(seeds=FLAGS.seeds, split=FLAGS.split, test_fraction=FLAGS.test_fraction)
     return out
 
 
@@ -244,6 +297,9 @@ def stage_experts_and_data(run_dir: str):
                   f"--overwrite (or another --run_dir) to redo them")
         policy = lambda e, o, s: lqr.expert_action(e[0], o, s)
         value = lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s)
+    elif kind == "ppo":
+        params, policy, trained = ppo_experts(run_dir, grid, env)
+        value = None
     else:
         cfg = X.TD3Config(total_steps=FLAGS.expert_steps, buffer_size=FLAGS.expert_buffer,
                           std_steps=FLAGS.expert_std_steps)
@@ -269,6 +325,8 @@ def stage_experts_and_data(run_dir: str):
     t = time.time()
     out = jax.jit(lambda k: D.rollout(env, policy, value, params, spec_arr, k,
                                       FLAGS.episodes_per_spec))(jax.random.key(0))
+    if value is None:  # PPO experts: no Q to record (the manipulation runs train BC only)
+        out = {**out, "value": jnp.zeros_like(out["reward"])}
     t_data = time.time() - t
     t = time.time()
     rand = np.asarray(jax.jit(lambda k: D.random_returns(env, spec_arr, k, FLAGS.eval_episodes))(
@@ -279,11 +337,72 @@ def stage_experts_and_data(run_dir: str):
     if "speed" in grid.factors:
         from hyperjax.hypogen import dmc
         meta["expert_speed"] = dmc.achieved_speed(body, out["obs"]).mean(-1).tolist()
+    if is_manipulation():
+        ok, length = D.episode_outcomes(out["discount"])
+        meta["expert_success"] = ok.mean(-1).tolist()
+        meta["expert_length"] = length.mean(-1).tolist()
+    if kind == "ppo":
+        meta["expert_trained"] = trained.tolist()
     D.save_dataset(run_dir, grid.specs, out, meta)
     print(f"dataset: {len(grid)} specs x {FLAGS.episodes_per_spec} episodes x "
           f"{env.episode_length} steps ({t_data:.1f} s); uniform-random policy "
           f"{FLAGS.eval_episodes} episodes per spec ({time.time() - t:.1f} s)")
     return grid, env
+
+
+def ppo_experts(run_dir: str, grid, env):
+    """brax PPO experts, one ``train`` call per spec (``hyperjax.hypogen.ppo_experts``), each
+    saved as ``experts/spec_III`` when done (a rerun resumes at the first missing spec), its
+    evaluations appended to ``experts_log.jsonl``. Returns (stacked params, policy)."""
+    import jax
+    import numpy as np
+
+    from hyperjax import checkpoint
+    from hyperjax.hypogen import ppo_experts as P
+    from hyperjax.hypogen import specs as S
+    cfg = ppo_config()
+    abstract = jax.eval_shape(lambda k: P.init_params(env, cfg, k), jax.random.key(0))
+    log_path = os.path.join(run_dir, "experts_log.jsonl")
+    params = []
+    trained = np.ones(len(grid), bool)
+    if FLAGS.expert_specs == "train":
+        trained[:] = False
+        for seed in S.PAPER_SEEDS[:FLAGS.seeds]:
+            trained[S.split_specs(grid, seed, FLAGS.split, FLAGS.test_fraction).train] = True
+    for i, spec in enumerate(grid.specs):
+        if not trained[i]:
+            params.append(None)
+            continue
+        ckpt = os.path.join(run_dir, "experts", f"spec_{i:03d}")
+        want = {**expert_config(), "spec": float(spec[0])}
+        if checkpoint.latest_step(ckpt) is not None:
+            try:
+                p, record = checkpoint.restore(ckpt, abstract)
+            except Exception as e:  # noqa: BLE001 - damaged or made for another task
+                _fail(f"expert {ckpt} does not restore ({type(e).__name__}): pass --overwrite "
+                      f"(or another --run_dir) to train it again")
+            _stale("expert", ckpt, record, want)
+            print(f"experts: spec {spec[0]:g} exists, made with these settings: reused")
+        else:
+            t = time.time()
+            print(f"experts: brax PPO, spec {spec[0]:g} ({i + 1}/{len(grid)}), "
+                  f"{FLAGS.expert_steps} steps, {cfg.num_envs} envs", flush=True)
+
+            def progress(step, row, spec=float(spec[0])):
+                print(f"  step {step:9d}  eval return {row['reward']:8.2f}  success "
+                      f"{row['success']:.2f}  [{row['wall_s']:5.0f} s]", flush=True)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"spec": spec, **row}) + "\n")
+
+            p, _ = P.train_expert(env, spec, cfg, seed=i, progress=progress)
+            checkpoint.save(ckpt, FLAGS.expert_steps, p, want, keep=1)
+            print(f"experts: spec {spec[0]:g} trained ({time.time() - t:.0f} s)")
+        params.append(p)
+    # Specs without an expert (``--expert_specs=train``) roll out the first trained one as a
+    # placeholder; their rows are marked untrained and never used for training or reported.
+    first = next(p for p in params if p is not None)
+    params = [first if p is None else p for p in params]
+    return P.stack(params), P.expert_policy(env, cfg), trained
 
 
 def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) -> dict:
@@ -309,6 +428,10 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
         print(f"{algo} seed {seed}: finished earlier with these settings, read back")
         return result
     split = specs.split_specs(grid, seed, FLAGS.split, FLAGS.test_fraction)
+    has_expert = np.asarray(ds.meta.get("expert_trained", [True] * len(grid)))
+    if not has_expert[split.train].all():
+        _fail(f"{algo} seed {seed}: training specs without an expert in the dataset "
+              f"(--expert_specs=train for other seeds or split): pass --overwrite")
     cfg = T.FitConfig(algo=algo, epochs=epochs, batch_size=FLAGS.batch_size,
                       learning_rate=FLAGS.learning_rate, bc_only=FLAGS.bc_only,
                       deep_supervision=FLAGS.deep_supervision, num_blocks=FLAGS.num_blocks,
@@ -341,9 +464,20 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
               flush=True)
     log.close()
     wall = time.time() - t0
-    last = np.asarray(fit.evaluate(state.params)).mean(-1)
-    best = np.asarray(fit.evaluate(state.best_params)).mean(-1)
-    train_last = np.asarray(fit.evaluate(state.params, specs=grid.specs[split.train])).mean(-1)
+    outcomes = {}
+
+    def returns(params, tag, specs_=None):
+        """Mean return per spec; on manipulation tasks from the recorded episodes, whose
+        discounts also give success and length (one program for both)."""
+        if not is_manipulation():
+            return np.asarray(fit.evaluate(params, specs=specs_)).mean(-1)
+        out = fit.evaluate(params, specs=specs_, record=True)
+        outcomes[tag] = D.episode_outcomes(np.asarray(out["discount"]))
+        return np.asarray(out["reward"]).sum(-1).mean(-1)
+
+    last = returns(state.params, "last")
+    best = returns(state.best_params, "selected")
+    train_last = returns(state.params, "train", grid.specs[split.train])
     result = {"algo": algo, "seed": seed, "n_params": n_params, "epochs": epochs,
               "train_ids": split.train.tolist(), "test_ids": split.test.tolist(),
               "train_specs": grid.specs[split.train].tolist(),
@@ -355,6 +489,17 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
               "per_train_spec_last": train_last.tolist(),
               "wall_s": wall, "first_segment_s": t_compile,
               "steps": epochs * fit.steps_per_epoch, "config": want}
+    if is_manipulation():  # Table 2: success rate and episode length on the same episodes
+        names = {"last": ("test", "last", "per_spec"), "selected": ("test", "selected",
+                 "per_spec"), "train": ("train", "last", "per_train_spec")}
+        for tag, (ok, length) in outcomes.items():
+            where, when, per = names[tag]
+            result[f"{where}_success_{when}"] = float(ok.mean())
+            result[f"{where}_length_{when}"] = float(length.mean())
+            result[f"{per}_success_{when}"] = ok.mean(-1).tolist()
+        print(f"{algo} seed {seed}: held-out success last {result['test_success_last']:.1%} "
+              f"(mean episode length {result['test_length_last']:.1f}), selected "
+              f"{result['test_success_selected']:.1%}")
     if algo in meta.META_ALGOS and FLAGS.meta_finetune:
         tuned = meta.finetune(fit, state.params, D.flatten(ds, split.test))
         ft = np.asarray(meta.evaluate_finetuned(fit, env, tuned, grid.specs[split.test],
@@ -383,7 +528,8 @@ def report(grid, ds, results: dict, seeds, epochs: int):
     from hyperjax.hypogen import specs
     splits = [specs.split_specs(grid, s, FLAGS.split, FLAGS.test_fraction) for s in seeds]
     rand = np.asarray(ds.meta.get("random_return", [np.nan] * len(grid)))
-    ex = ds.returns().mean(-1)
+    has_expert = np.asarray(ds.meta.get("expert_trained", [True] * len(grid)))
+    ex = np.where(has_expert, ds.returns().mean(-1), np.nan)
     on = lambda v, key: float(np.mean([v[getattr(sp, key)].mean() for sp in splits]))
     keys = ("test_return_last", "test_return_selected", "train_return_last")
     table = {a: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
@@ -431,9 +577,10 @@ def report(grid, ds, results: dict, seeds, epochs: int):
     learned = ex > rand + 0.1 * np.abs(rand)
     summary["expert_beats_random"] = learned.tolist()
     lines += ["", f"Experts clearly above the uniform-random policy (by more than 10 %): "
-              f"{int(learned.sum())} of {len(grid)} specs"
-              + ("" if learned.all() else " (not: " + ", ".join(
-                  specs.spec_string(grid.specs[i]) for i in np.flatnonzero(~learned)) + ")")
+              f"{int(learned.sum())} of {int(has_expert.sum())} specs with an expert"
+              + ("" if learned[has_expert].all() else " (not: " + ", ".join(
+                  specs.spec_string(grid.specs[i])
+                  for i in np.flatnonzero(~learned & has_expert)) + ")")
               + "."]
     if speed:
         target = grid.specs[:, list(grid.factors).index("speed")]
@@ -447,6 +594,28 @@ def report(grid, ds, results: dict, seeds, epochs: int):
             summary["speed_correlation_learned"] = r2
             lines[-1] += f", {r2:.3f} over the {int(learned.sum())} whose expert learned"
         lines[-1] += "."
+    if "expert_success" in ds.meta:
+        ex_ok = np.where(has_expert, ds.meta["expert_success"], np.nan)
+        ex_len = np.where(has_expert, ds.meta["expert_length"], np.nan)
+        lines += ["", "Success rate and mean episode length on the held-out specs (paper Table 2; "
+                  f"{env_cap()}-step cap, success ends the episode):", "",
+                  "| method | success, last epoch | length, last epoch | success, selected epoch |",
+                  "|---|---|---|---|"]
+        summary["success"] = {}
+        for a, rs in results.items():
+            v = {k: float(np.mean([r[k] for r in rs])) for k in
+                 ("test_success_last", "test_length_last", "test_success_selected")}
+            summary["success"][a] = v
+            lines.append(f"| {a} | {v['test_success_last']:.1%} | {v['test_length_last']:.1f} | "
+                         f"{v['test_success_selected']:.1%} |")
+        summary["expert_success_test"] = on(ex_ok, "test")
+        summary["expert_success_train"] = on(ex_ok, "train")
+        lines.append(f"| expert (recorded episodes) | {on(ex_ok, 'test'):.1%} | "
+                     f"{on(ex_len, 'test'):.1f} | |")
+        lines += ["", "Expert success per spec: " + ", ".join(
+            f"{specs.spec_string(grid.specs[i])}: "
+            + (f"{ex_ok[i]:.0%}" if has_expert[i] else "no expert (--expert_specs=train)")
+            for i in range(len(grid))) + "."]
     ft = {a: [r["test_return_finetuned"] for r in rs if "test_return_finetuned" in r]
           for a, rs in results.items()}
     for a, v in ft.items():
@@ -459,6 +628,11 @@ def report(grid, ds, results: dict, seeds, epochs: int):
               "expert column averages its recorded demonstration episodes; the models and the "
               "random policy run their own episodes (same start-state distribution)."]
     return lines, summary
+
+
+def env_cap() -> int:
+    from hyperjax.envs.manipulation import EPISODE_LENGTH
+    return EPISODE_LENGTH
 
 
 def main(argv):

@@ -5,13 +5,15 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run_tiny(script: str, out) -> None:
-    res = subprocess.run([sys.executable, f"benchmarks/{script}", "--tiny", "--minutes=8",
-                          f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=900)
+def _run_tiny(script: str, out, minutes: int = 8) -> None:
+    res = subprocess.run([sys.executable, f"benchmarks/{script}", "--tiny",
+                          f"--minutes={minutes}", f"--out={out}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60 * minutes + 300)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -43,3 +45,25 @@ def test_gpu_hypogen_tiny_writes_its_results(tmp_path):
     with tarfile.open(out / "gpu_hypogen.tar.gz") as tar:
         names = tar.getnames()
     assert "summary.json" in names and "run/results.md" in names
+
+
+@pytest.mark.slow
+def test_gpu_manipulation_tiny_writes_its_results(tmp_path):
+    """benchmarks/gpu_manipulation.py at a tiny size (lift_cube_stiffness on 4 specs, one brax
+    PPO expert for the one training spec, HyperZero and HyPoGen for 2 epochs, success rates).
+    `slow`: every brax PPO program and every model's MJX evaluation compile for about a minute
+    on the 2-core CPU (about 8 minutes in all)."""
+    out = tmp_path / "manip"
+    _run_tiny("gpu_manipulation.py", out, minutes=20)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tiny"] and summary["expert_steps"] == 960
+    assert summary["stages"]["probe"]["env_steps_per_s"] > 0
+    assert summary["stages"]["hyperzero"] == "done" and summary["stages"]["hypogen"] == "done", \
+        (out / "run.log").read_text()[-3000:]
+    table = (out / "run" / "results.md").read_text()
+    assert "Success rate and mean episode length" in table and "| hypogen |" in table
+    res = json.loads((out / "run" / "hypogen" / "seed_123" / "result.json").read_text())
+    assert 0.0 <= res["test_success_last"] <= 1.0 and len(res["per_spec_success_last"]) == 3
+    with tarfile.open(out / "gpu_manipulation.tar.gz") as tar:
+        names = tar.getnames()
+    assert "summary.json" in names and "run/experts_log.jsonl" in names

@@ -258,6 +258,9 @@ def _cli(*args):
     (["--task=cheetah_speed", "--expert=lqr"], "--expert=lqr needs --task=lqr_di"),
     (["--epochs=30", "--eval_every=20"], "must divide"),
     (["--split=half"], "flag --split=half"),
+    (["--expert=ppo"], "--expert=ppo needs a manipulation task"),
+    (["--task=lift_cube_stiffness", "--ppo_hidden=64,x"], "--ppo_hidden must be"),
+    (["--task=lift_cube_mass"], "unknown spec task 'lift_cube_mass'"),
 ])
 def test_cli_bad_input_is_one_line(args, pattern):
     import re

@@ -20,11 +20,16 @@ __all__ = ["ALGOS", "META_ALGOS", "Dataset", "FitConfig", "TargetNetConfig", "lo
 
 
 def make_task_env(task: str, grid=None):
-    """The env of spec task ``task``: the LQR double integrator (``lqr_di``, ``lqr_di_goal``)
-    or the MJX spec task whose model table holds ``grid``'s rows (default: the paper's grid).
-    Raises ``ValueError`` for an unknown task."""
+    """The env of spec task ``task``: the LQR double integrator (``lqr_di``, ``lqr_di_goal``),
+    a manipulation task (``{lift_cube,pick_cube}_{cube,stiffness,damping,length}``) or the
+    DMC spec task, with a compiled model for each of ``grid``'s rows (default: the paper's
+    grid). Raises ``ValueError`` for an unknown task."""
     if task.startswith("lqr_di"):
         from hyperjax.hypogen import lqr
         return lqr.make_task(task)
+    from hyperjax.hypogen.specs import MANIPULATION_TASKS
+    if task in MANIPULATION_TASKS:
+        from hyperjax.envs import manipulation
+        return manipulation.make_task(task, None if grid is None else grid.specs[:, 0])
     from hyperjax.hypogen import dmc
     return dmc.make_spec_task(task, grid)

@@ -227,3 +227,14 @@ def flatten(ds: Dataset, ids) -> Flat:
                 specs=ds.spec[ids], obs=take(ds.obs), action=take(ds.action),
                 next_obs=take(ds.next_obs), reward=take(ds.reward),
                 discount=take(ds.discount), value=take(ds.value))
+
+
+def episode_outcomes(discount) -> tuple[np.ndarray, np.ndarray]:
+    """Success and episode length from recorded ``discount float32[..., T]`` (0 on the step
+    the env terminated; on the manipulation tasks termination is success, as ManiSkill2's
+    evaluation, where an episode shorter than the cap succeeded). Returns ``(success
+    bool[...], length int64[...])``: length = the first terminating step + 1, else ``T``."""
+    term = np.asarray(discount) == 0.0
+    success = term.any(-1)
+    length = np.where(success, term.argmax(-1) + 1, term.shape[-1])
+    return success, length

@@ -150,7 +150,8 @@ def make_spec_task(name: str, grid: S.SpecGrid | None = None) -> SpecTask:
 
     Raises ``ValueError`` for an unknown name (the message lists the valid ones).
     """
-    valid = [n for n in S.grid_names() if not n.startswith("lqr_di")]
+    valid = [n for n in S.grid_names() if not n.startswith("lqr_di")
+             and n not in S.MANIPULATION_TASKS]
     if name not in valid:
         raise ValueError(f"unknown MJX spec task {name!r}; valid: {', '.join(valid)}")
     return SpecTask(name, grid)

@@ -142,11 +142,13 @@ class MetaModel:
                                                     method="generate")[0])(per_spec_params, specs)
         return per_spec_params, z
 
-    def rollout(self, env: Env, per_spec_params, specs, key, episodes: int):
-        """Returns ``float32[S, E]``: deterministic-reset episodes of each spec's params."""
+    def rollout(self, env: Env, per_spec_params, specs, key, episodes: int,
+                record: bool = False):
+        """Returns ``float32[S, E]``: deterministic-reset episodes of each spec's params (with
+        ``record``: the transition arrays of ``D.rollout``)."""
         policy, carry0 = self.rollout_policy()
         return D.rollout(env, policy, None, self.rollout_inputs(per_spec_params, specs), specs,
-                         key, episodes, record=False, carry0=carry0)
+                         key, episodes, record=record, carry0=carry0)
 
 
 def _mse(pred, target):
@@ -236,10 +238,10 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
         return FitState(params, tx.init(params), params, jnp.float32(-jnp.inf), k_run,
                         jnp.zeros((), jnp.int32))
 
-    def rollout_returns(params, key, specs_):
+    def rollout_returns(params, key, specs_, record=False):
         tiled = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (specs_.shape[0], *x.shape)), params)
-        return model.rollout(env, tiled, specs_, key, cfg.eval_episodes)
+        return model.rollout(env, tiled, specs_, key, cfg.eval_episodes, record=record)
 
     evaluate, segment = evaluation_and_segment(meta_step, rollout_returns, cfg, test_specs,
                                                eval_key_seed, select_key_seed)

@@ -85,18 +85,29 @@ LQR_GOAL_MASSES = _arange(0.5, 2.0, 0.25)    # 7 values (kg)
 LQR_GOALS = _arange(-0.5, 0.5, 0.25)         # 5 values (m)
 
 
+def _manipulation():
+    from hyperjax.envs import manipulation  # noqa: PLC0415  (MuJoCo only, no MJX trace)
+    return manipulation
+
+
 def make_grid(task: str) -> SpecGrid:
     """The spec grid of ``task``.
 
     Tasks: ``{cheetah,walker,finger}_{speed,length,speed_length}`` (Tables 6, 7, 8: 40/40/30,
     41/41/31 and 10×9, 9×9, 15×7 specs), ``lqr_di`` (mass 0.5…2.5 kg step 0.05: 41 specs) and
-    ``lqr_di_goal`` (mass 0.5…2.0 step 0.25 × goal −0.5…0.5 m step 0.25: 35 specs). Raises
+    ``lqr_di_goal`` (mass 0.5…2.0 step 0.25 × goal −0.5…0.5 m step 0.25: 35 specs), and the
+    manipulation tasks ``{lift_cube,pick_cube}_{cube,stiffness,damping,length}`` (released
+    ``eval_maniskill.sh``: 11, 11, 11 and 16 specs; :mod:`hyperjax.envs.manipulation`). Raises
     ``ValueError`` for an unknown task.
     """
     if task == "lqr_di":
         return product_grid(task, ("mass",), LQR_MASSES)
     if task == "lqr_di_goal":
         return product_grid(task, ("mass", "goal"), LQR_GOAL_MASSES, LQR_GOALS)
+    if task in MANIPULATION_TASKS:
+        m = _manipulation()
+        family = m.split_name(task)[1]
+        return product_grid(task, (m.FAMILIES[family][0].name,), m.grid_values(family))
     body, _, family = task.partition("_")
     if body not in SPEED_VALUES or family not in ("speed", "length", "speed_length"):
         raise ValueError(f"unknown spec task {task!r}; valid: {', '.join(grid_names())}")
@@ -121,9 +132,13 @@ def subset_grid(grid: SpecGrid, n: int) -> SpecGrid:
     return SpecGrid(grid.name, grid.factors, grid.specs[idx])
 
 
+MANIPULATION_TASKS = tuple(f"{t}_{f}" for t in ("lift_cube", "pick_cube")
+                           for f in ("cube", "stiffness", "damping", "length"))
+
+
 def grid_names() -> tuple[str, ...]:
     return ("lqr_di", "lqr_di_goal") + tuple(f"{b}_{f}" for b in SPEED_VALUES
-                               for f in ("speed", "length", "speed_length"))
+                               for f in ("speed", "length", "speed_length")) + MANIPULATION_TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +150,7 @@ class Split:
     unused: np.ndarray
 
 
-SPLIT_MODES = ("faithful", "clean", "fig4")
+SPLIT_MODES = ("faithful", "clean", "fig4", "maniskill")
 
 
 def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
@@ -154,7 +169,13 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
     strictly between, unused = the rest; seed-independent. Table 19's protocol (hold out 50 %,
     train on a fraction) is ``test_fraction`` with ``faithful``/``clean``.
 
-    Returns indices into ``grid.specs`` (int64; shuffled order, or ascending for ``fig4``).
+    ``maniskill`` (the released ``RoboArmDataset``, notes §3.5): sort the specs by value,
+    ``numpy.array_split`` them into ``int(0.3·n + 1)`` chunks, train on the last spec of every
+    chunk but the final one, test on the rest; seed-independent. 11 specs → 3 train / 8 test,
+    16 → 4 / 12, exactly the released ``eval-partition/*.txt`` test lists.
+
+    Returns indices into ``grid.specs`` (int64; shuffled order, or ascending for ``fig4`` and
+    ``maniskill``).
     Raises ``ValueError`` for an unknown mode, a fraction outside (0, 1), or ``fig4`` on a grid
     without the value 1 or with more than one factor.
     """
@@ -162,6 +183,8 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
         raise ValueError(f"unknown split mode {mode!r}; valid: {', '.join(SPLIT_MODES)}")
     if mode == "fig4":
         return _fig4_split(grid)
+    if mode == "maniskill":
+        return _maniskill_split(grid)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     strings = grid.strings()
@@ -195,3 +218,17 @@ def _fig4_split(grid: SpecGrid) -> Split:
     unused = np.setdiff1d(np.arange(len(v)), np.concatenate([train, test]))
     return Split(train=train.astype(np.int64), test=test.astype(np.int64),
                  unused=unused.astype(np.int64))
+
+
+def _maniskill_split(grid: SpecGrid) -> Split:
+    if len(grid.factors) != 1:
+        raise ValueError(f"split maniskill needs a one-factor grid, {grid.name!r} has "
+                         f"{len(grid.factors)} factors")
+    n = len(grid)
+    if n < 4:
+        raise ValueError(f"split maniskill needs at least 4 specs, {grid.name!r} has {n}")
+    order = np.argsort(grid.specs[:, 0], kind="stable")
+    chunks = np.array_split(order, int(n * 0.3 + 1))
+    train = np.sort(np.array([c[-1] for c in chunks[:-1]], np.int64))
+    test = np.setdiff1d(np.arange(n), train).astype(np.int64)
+    return Split(train=train, test=test, unused=np.zeros(0, np.int64))

@@ -190,10 +190,10 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     def generate(params, s):
         return model.apply(params, s, method="generate")
 
-    def rollout_returns(params, key, specs_):
+    def rollout_returns(params, key, specs_, record=False):
         weights = generate(params, specs_)
         act = lambda w, obs, spec: model.apply(params, w, obs, method="act")
-        return D.rollout(env, act, None, weights, specs_, key, cfg.eval_episodes, record=False)
+        return D.rollout(env, act, None, weights, specs_, key, cfg.eval_episodes, record=record)
 
     evaluate, segment = evaluation_and_segment(epoch, rollout_returns, cfg, test_specs,
                                                eval_key_seed, select_key_seed)
@@ -207,19 +207,21 @@ def evaluation_and_segment(epoch: Callable, rollout_returns: Callable, cfg: FitC
     """The two pieces every HyPoGen-style trainer shares (``make_fit``, ``meta.make_meta_fit``).
 
     ``epoch((params, opt_state), key) -> (carry, metrics)`` is one epoch of training;
-    ``rollout_returns(params, key, specs) -> float32[S, E]`` the policy's returns. Returns
-    ``evaluate(params, key=None, specs=None)`` (reported episodes: ``eval_key_seed``, the test
-    specs by default) and the jitted ``segment(FitState) -> (FitState, metrics)``: ``eval_every``
+    ``rollout_returns(params, key, specs, record=False) -> float32[S, E]`` the policy's returns
+    (with ``record=True`` the transition dict of ``D.rollout``). Returns
+    ``evaluate(params, key=None, specs=None, record=False)`` (reported episodes:
+    ``eval_key_seed``, the test specs by default) and the jitted ``segment(FitState) -> (FitState, metrics)``: ``eval_every``
     epochs, then the return on the *selection* episodes (``select_key_seed``), keeping the
     parameters that maximise it in ``best_params``.
     """
     test_specs = jnp.asarray(test_specs, jnp.float32)
     eval_key, select_key = jax.random.key(eval_key_seed), jax.random.key(select_key_seed)
-    rollout_jit = jax.jit(rollout_returns)
+    rollout_jit = jax.jit(rollout_returns, static_argnames=("record",))
 
-    def evaluate(params, key=None, specs=None):
+    def evaluate(params, key=None, specs=None, record=False):
         return rollout_jit(params, eval_key if key is None else key,
-                           test_specs if specs is None else jnp.asarray(specs, jnp.float32))
+                           test_specs if specs is None else jnp.asarray(specs, jnp.float32),
+                           record=record)
 
     @jax.jit
     def segment(state: FitState):

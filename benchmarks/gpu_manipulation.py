@@ -1,0 +1,183 @@
+"""The prepared manipulation GPU run (HyPoGen Table 2, one spec family): brax PPO experts for
+every spec of ``--task``'s grid, then the four behaviour-cloning models, within one lease.
+
+    python benchmarks/gpu_manipulation.py                      # one H100 / H200, <= --minutes
+    python benchmarks/gpu_manipulation.py --tiny --out=/tmp/x  # the same stages, tiny (CPU)
+
+Stages, each sized to what is left before the deadline:
+
+1. probe: brax PPO on the default spec for ``--probe_steps`` steps with three evaluations;
+   the steps between the last two give env steps/s without the compile, the rest the compile
+   time of one expert's program (``probe.json``). brax's trainer compiles one program per spec
+   (``hyperjax.hypogen.ppo_experts``), so every spec pays that compile.
+2. experts: the largest PPO budget per spec (rounded down to 10,000 steps, at most the
+   released 4M) such that the experts fit ``--expert_share`` of the time left, through the
+   pipeline CLI ``experiments.hypogen`` (experts, demonstrations, random floor). By default
+   only the training specs get experts (``--expert_specs=train``: 3 programs for an 11-spec
+   family instead of 11), so the expert row is missing on the held-out specs; ``--expert_specs
+   =all`` trains all.
+3. models: ``--algos`` at ``--epochs`` through the same CLI (it reuses experts and dataset),
+   cut by the deadline if need be; a rerun with the same ``--out`` resumes what is missing.
+
+Everything goes under ``--out`` (default ``results/gpu/<device>-<date>/manipulation/``):
+``run.log``, ``probe.json``, ``summary.json``, the run's ``results.md`` / ``results.json``,
+``experts_log.jsonl`` and model logs, and ``gpu_manipulation.tar.gz`` of those small files.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _device_name() -> str:
+    import jax
+    d = jax.devices()[0]
+    return (d.device_kind if d.platform != "cpu" else "cpu").lower().replace(" ", "-")
+
+
+def probe(task: str, steps: int, num_envs: int, hidden: tuple) -> dict:
+    """brax PPO on the family's default spec: compile seconds and env steps/s."""
+    sys.path.insert(0, ROOT)
+    from hyperjax.envs import manipulation as M
+    from hyperjax.hypogen import ppo_experts as P
+    family = M.split_name(task)[1]
+    spec = M.FAMILIES[family][0].default
+    env = M.make_task(task, specs=[spec])
+    small = {} if num_envs >= 1024 else {"batch_size": num_envs, "num_minibatches": 4}
+    cfg = P.PPOConfig(num_timesteps=steps, num_envs=num_envs, hidden=hidden, num_evals=3,
+                      **small)
+    t0 = time.time()
+    _, log = P.train_expert(env, [spec], cfg)
+    wall = time.time() - t0
+    (s1, w1), (s2, w2) = [(r["step"], r["wall_s"]) for r in log[-2:]]
+    rate = (s2 - s1) / max(w2 - w1, 1e-9)
+    return dict(task=task, spec=spec, steps=int(log[-1]["step"]), wall_s=round(wall, 2),
+                env_steps_per_s=round(rate, 1),
+                compile_s=round(max(0.0, wall - log[-1]["step"] / rate), 2),
+                num_envs=num_envs, last_eval=log[-1])
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--minutes", type=float, default=11.0)
+    ap.add_argument("--task", default="lift_cube_stiffness")
+    ap.add_argument("--num_specs", type=int, default=0, help="0 = the released grid")
+    ap.add_argument("--algos", default="hyperzero,hypogen,cond,uvfa")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--eval_every", type=int, default=20)
+    ap.add_argument("--num_envs", type=int, default=1024)
+    ap.add_argument("--hidden", default="256,256,256,256")
+    ap.add_argument("--probe_steps", type=int, default=300_000)
+    ap.add_argument("--expert_specs", default="train", choices=["train", "all"])
+    ap.add_argument("--expert_share", type=float, default=0.6,
+                    help="share of the time left after the probe given to the experts")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes, for the CPU test")
+    args = ap.parse_args(argv)
+    day = datetime.date.today().isoformat()
+    out = os.path.abspath(args.out or os.path.join(ROOT, "results", "gpu",
+                                                   f"{_device_name()}-{day}", "manipulation"))
+    os.makedirs(out, exist_ok=True)
+    log = open(os.path.join(out, "run.log"), "a")
+    end = time.time() + 60 * args.minutes
+
+    def say(msg):
+        print(msg, flush=True)
+        log.write(msg + "\n")
+        log.flush()
+
+    if args.tiny:
+        args.num_specs, args.epochs, args.eval_every = 4, 2, 1
+        args.num_envs, args.hidden, args.probe_steps = 8, "16,16", 960
+        args.algos = "hyperzero,hypogen"
+    hidden = tuple(int(w) for w in args.hidden.split(","))
+    summary = dict(date=day, device=_device_name(), task=args.task, tiny=args.tiny, stages={})
+    say(f"gpu_manipulation: {summary['device']}, {args.task}, deadline {args.minutes} min, "
+        f"out {out}")
+
+    p = probe(args.task, args.probe_steps, args.num_envs, hidden)
+    with open(os.path.join(out, "probe.json"), "w") as f:
+        json.dump(p, f, indent=1)
+    say(f"probe: brax PPO, {p['num_envs']} envs: {p['env_steps_per_s']:,.0f} env steps/s, "
+        f"compile {p['compile_s']} s per expert program")
+    summary["stages"]["probe"] = p
+
+    sys.path.insert(0, ROOT)
+    from hyperjax.hypogen import specs as S
+    grid = S.subset_grid(S.make_grid(args.task), args.num_specs)
+    n_specs = (len(S.split_specs(grid, S.PAPER_SEEDS[0], "maniskill").train)
+               if args.expert_specs == "train" else len(grid))
+    left = end - time.time()
+    per_spec = args.expert_share * left / n_specs - p["compile_s"]
+    steps = int(min(4_000_000, p["env_steps_per_s"] * max(per_spec, 0.0)) // 10_000 * 10_000)
+    if args.tiny:
+        steps = 960
+    summary["expert_steps"] = steps
+    run_dir = os.path.join(out, "run")
+    if steps < 10_000 and not args.tiny:
+        say(f"experts: only {steps} steps per spec would fit for {n_specs} specs; stopping")
+        summary["stages"]["experts"] = "skipped (too little time)"
+    else:
+        cmd = [sys.executable, "-m", "experiments.hypogen", f"--task={args.task}",
+               f"--num_specs={args.num_specs}", f"--expert_steps={steps}",
+               f"--ppo_num_envs={args.num_envs}", f"--ppo_hidden={args.hidden}",
+               f"--expert_specs={args.expert_specs}",
+               f"--epochs={args.epochs}", f"--eval_every={args.eval_every}",
+               f"--run_dir={run_dir}"]
+        if args.tiny:
+            cmd += ["--episodes_per_spec=1", "--eval_episodes=1", "--num_blocks=2"]
+        summary["command"] = " ".join(cmd[1:])
+        say(f"experts: {n_specs} specs x {steps} PPO steps")
+        for algo in args.algos.split(","):
+            left = end - time.time()
+            if left < 30:
+                say(f"{algo}: skipped (deadline)")
+                summary["stages"][algo] = "skipped"
+                continue
+            say(f"{algo}: {' '.join(cmd[1:])} --algo={algo}")
+            t0 = time.time()
+            try:
+                res = subprocess.run(cmd + [f"--algo={algo}"], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=max(10, left - 15))
+                log.write(res.stdout + res.stderr[-4000:])
+                status = "done" if res.returncode == 0 else f"exit {res.returncode}"
+            except subprocess.TimeoutExpired as e:
+                text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                log.write(text)
+                status = "cut by the deadline (resumable: run again with the same --out)"
+            say(f"{algo}: {status} after {time.time() - t0:.0f} s")
+            summary["stages"][algo] = status
+        done = [a for a in args.algos.split(",") if summary["stages"].get(a) == "done"]
+        if len(done) > 1:  # one table over the finished models (each is read back, not rerun)
+            res = subprocess.run(cmd + [f"--algo={','.join(done)}"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=600)
+            log.write(res.stdout + res.stderr[-2000:])
+    summary["seconds"] = round(args.minutes * 60 - (end - time.time()), 1)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    log.close()
+    small = [n for n in ("run.log", "probe.json", "summary.json") if os.path.exists(
+        os.path.join(out, n))]
+    for root, _, files in os.walk(run_dir):
+        for n in files:
+            if n in ("results.md", "results.json", "log.jsonl", "result.json",
+                     "experts_log.jsonl"):
+                small.append(os.path.relpath(os.path.join(root, n), out))
+    with tarfile.open(os.path.join(out, "gpu_manipulation.tar.gz"), "w:gz") as tar:
+        for name in sorted(small):
+            tar.add(os.path.join(out, name), arcname=name)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main()

@@ -1,0 +1,196 @@
+"""HyPoGen's manipulation tasks on MJX (hyperjax.envs.manipulation): the spec edits, the released
+grids and split, observations and rewards, and the physics against C MuJoCo on a scripted
+grasp-and-lift."""
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+from hyperjax.envs import manipulation as M
+from hyperjax.hypogen import data as D, specs as S
+
+# The released test partitions (ReNginx/HyPoGen @b286e2f, maniskill/eval-partition/*.txt).
+RELEASED_TEST = {
+    "cube": [0.016, 0.030, 0.028, 0.024, 0.018, 0.022, 0.010, 0.012],
+    "stiffness": [500, 900, 1400, 600, 800, 1500, 1100, 1200],
+    "damping": [80, 50, 150, 90, 110, 140, 120, 60],
+    "length": [0.6, 1.9, 0.5, 1.0, 1.6, 2.0, 1.8, 0.7, 1.3, 1.2, 0.9, 1.5],
+}
+
+
+@pytest.mark.parametrize("family", sorted(RELEASED_TEST))
+def test_grid_and_split_are_the_released_ones(family):
+    grid = S.make_grid(f"lift_cube_{family}")
+    assert len(grid) == (16 if family == "length" else 11)
+    split = S.split_specs(grid, 123, "maniskill")
+    np.testing.assert_allclose(sorted(grid.specs[split.test, 0]), sorted(RELEASED_TEST[family]))
+    assert len(split.train) + len(split.test) == len(grid)
+    # seed-independent, like RoboArmDataset
+    np.testing.assert_array_equal(split.train, S.split_specs(grid, 7, "maniskill").train)
+
+
+def test_spec_edits_change_exactly_their_model_fields():
+    k = M.make_task("lift_cube_stiffness", specs=[500.0, 1000.0])
+    m = k.mj_model([500.0])
+    arm = [m.actuator(n).id for n in M.ARM_JOINTS]
+    np.testing.assert_array_equal(m.actuator_gainprm[arm, 0], 500.0)
+    np.testing.assert_array_equal(m.actuator_biasprm[arm, 1], -500.0)
+    np.testing.assert_array_equal(m.actuator_biasprm[arm, 2], 0.0)    # damping: the joints'
+    np.testing.assert_array_equal(m.dof_damping[:7], 100.0)
+    fingers = [m.actuator("finger1").id, m.actuator("finger2").id]
+    np.testing.assert_array_equal(m.actuator_gainprm[fingers, 0], 1000.0)   # gripper untouched
+    assert k.table.varying_fields == (".actuator_gainprm", ".actuator_biasprm")
+
+    d = M.make_task("lift_cube_damping", specs=[50.0]).mj_model([50.0])
+    np.testing.assert_array_equal(d.dof_damping, [50.0] * 7 + [100.0] * 2 + [0.0] * 6)
+    np.testing.assert_array_equal(d.actuator_gainprm[arm, 0], 1000.0)
+
+    c = M.make_task("pick_cube_cube", specs=[0.01]).mj_model([0.01])
+    np.testing.assert_allclose(c.geom_size[c.geom("cube").id], [0.01] * 3)
+    np.testing.assert_allclose(c.body_mass[c.body("cube").id], 1000.0 * 0.02 ** 3)
+
+    for f in (0.5, 2.0):
+        lm = M.make_task("lift_cube_length", specs=[f]).mj_model([f])
+        np.testing.assert_allclose(lm.body_pos[lm.body("link6").id], [0, 0, 0.259 * (f - 1)],
+                                   atol=1e-12)
+    # the longer forearm moves the TCP at the rest pose
+    tcp = {}
+    for f in (1.0, 2.0):
+        lm = M.make_task("lift_cube_length", specs=[f]).mj_model([f])
+        dd = mujoco.MjData(lm)
+        dd.qpos[:9] = M.REST_QPOS
+        mujoco.mj_forward(lm, dd)
+        tcp[f] = dd.site_xpos[lm.site("tcp").id].copy()
+    assert np.linalg.norm(tcp[2.0] - tcp[1.0]) > 0.2
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="unknown manipulation task 'lift_cube_mass'"):
+        M.make_task("lift_cube_mass")
+
+
+# --- C MuJoCo reference: the same controller in NumPy on the same compiled model ----------
+
+def _c_targets(m, d, action):
+    a = np.clip(action, -1.0, 1.0)
+    err = np.concatenate([a[:3] * M.POS_SCALE, a[3:6] * M.ROT_SCALE])
+    jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+    mujoco.mj_jacSite(m, d, jacp, jacr, m.site("tcp").id)
+    jac = np.vstack([jacp, jacr])[:, :7]
+    dq = jac.T @ np.linalg.solve(jac @ jac.T + M.IK_DAMPING ** 2 * np.eye(6), err)
+    q = np.clip(d.qpos[:7] + dq, m.jnt_range[:7, 0], m.jnt_range[:7, 1])
+    g = M.GRIPPER_LOW + (a[6] + 1.0) * 0.5 * (M.GRIPPER_HIGH - M.GRIPPER_LOW)
+    return np.concatenate([q, [g, g]])
+
+
+def _c_episode(m, qpos0, task, goal, steps):
+    d = mujoco.MjData(m)
+    d.qpos[:] = qpos0
+    d.ctrl[:] = qpos0[:9]
+    mujoco.mj_forward(m, d)
+    cube_id = m.body("cube").id
+    qs, cubes = [], []
+    for t in range(steps):
+        tcp = d.site_xpos[m.site("tcp").id].copy()
+        yaw = M.yaw_error(d.site_xmat[m.site("tcp").id].reshape(3, 3),
+                          d.xmat[cube_id].reshape(3, 3), xp=np)
+        g = M.scripted_goal(task, tcp, goal, xp=np)
+        a = M.scripted_action(tcp, d.xpos[cube_id].copy(), g, yaw, t, xp=np)
+        d.ctrl[:] = _c_targets(m, d, a)
+        for _ in range(M.SUBSTEPS):
+            mujoco.mj_step(m, d)
+        qs.append(d.qpos[:9].copy())
+        cubes.append(d.xpos[cube_id].copy())
+    return np.array(qs), np.array(cubes)
+
+
+@pytest.mark.parametrize("name,spec", [("lift_cube_stiffness", 1000.0),
+                                       ("pick_cube_damping", 100.0)])
+def test_scripted_grasp_matches_c_mujoco(name, spec):
+    """The scripted grasp-and-lift in MJX (float32) against C MuJoCo (float64) from the same
+    start: the arm's joints agree to 2e-3 rad before contact, the cube ends within 2 cm and
+    both succeed."""
+    env = M.make_task(name, specs=[spec])
+    be = env.backend
+    ctx = jnp.array([spec], jnp.float32)
+    steps = 80 if name.startswith("lift") else 100
+
+    def episode(key):
+        state, _ = env.reset(key, ctx)
+
+        def f(state, t):
+            data = state.physics.state.data
+            tcp, cube = data.site_xpos[be._tcp], data.xpos[be._cube_body]
+            goal = M.scripted_goal(be.task, tcp, state.physics.state.info["goal"])
+            yaw = M.yaw_error(data.site_xmat[be._tcp].reshape(3, 3),
+                              data.xmat[be._cube_body].reshape(3, 3))
+            state, ts = env.step(key, state, M.scripted_action(tcp, cube, goal, yaw, t), ctx)
+            d = state.physics.state.data
+            return state, (d.qpos[:9], d.xpos[be._cube_body], ts.terminated, ts.reward)
+
+        state0 = state
+        _, out = jax.lax.scan(f, state, jnp.arange(steps))
+        return state0, out
+
+    state0, (q, cube, term, reward) = jax.jit(episode)(jax.random.key(3))
+    q, cube, term = np.asarray(q), np.asarray(cube), np.asarray(term)
+    qpos0 = np.asarray(state0.physics.state.data.qpos, np.float64)
+    goal = np.asarray(state0.physics.state.info["goal"], np.float64)
+    cq, ccube = _c_episode(env.mj_model([spec]), qpos0, be.task, goal, steps)
+    close = M.SCRIPT_PHASES[1] - 5        # before the fingers reach the cube
+    np.testing.assert_allclose(q[:close, :7], cq[:close, :7], atol=2e-3)
+    assert term.any(), "MJX: the scripted grasp did not succeed"
+    first = int(term.argmax())
+    if be.task == "lift_cube":
+        h = 0.02
+        c_ok = ccube[:, 2] >= M.GOAL_HEIGHT + h
+        assert cube[first, 2] >= M.GOAL_HEIGHT + h
+    else:
+        c_ok = np.linalg.norm(ccube - goal, axis=-1) <= M.GOAL_THRESH
+    assert c_ok.any(), "C MuJoCo: the scripted grasp did not succeed"
+    assert abs(int(c_ok.argmax()) - first) <= 3
+    np.testing.assert_allclose(cube[first], ccube[first], atol=0.02)
+    # the grasp shows in the reward: fingers open on the way down (reach only, <= 1), the
+    # grasp bonus once closed on the cube (>= reach + 0.25 / + 1)
+    reward = np.asarray(reward)
+    assert reward[M.SCRIPT_PHASES[1] - 2] <= 1.0
+    bonus = 0.25 if be.task == "lift_cube" else 1.0
+    assert reward[M.SCRIPT_PHASES[2] + 2] >= 0.5 + bonus
+
+
+def test_scripted_policy_succeeds_on_every_stiffness_and_fails_without_closing():
+    env = M.make_task("lift_cube_stiffness")
+    specs = env.table.contexts
+    ok, step, _ = jax.jit(lambda k: M.scripted_episodes(env, specs, k, 2))(jax.random.key(0))
+    assert np.asarray(ok).all(), np.asarray(ok)
+    # stiffer drives track the IK targets faster: the lift ends sooner
+    step = np.asarray(step).mean(-1)
+    assert step[0] > step[-1]
+
+
+def test_reset_observation_layout():
+    for name, dim in (("lift_cube_cube", 42), ("pick_cube_cube", 51)):
+        env = M.make_task(name, specs=[0.02])
+        state, ts = jax.jit(env.reset)(jax.random.key(0), jnp.array([0.02]))
+        obs = np.asarray(ts.obs)
+        assert obs.shape == (dim,) == (env.obs_dim,)
+        np.testing.assert_allclose(obs[:7], M.REST_QPOS[:7], atol=0.1)     # N(0, 0.02) noise
+        np.testing.assert_array_equal(obs[18:25], np.float32(M.BASE_POSE))
+        np.testing.assert_allclose(np.linalg.norm(obs[28:32]), 1.0, atol=1e-5)
+        cube = obs[32:35] if dim == 42 else obs[38:41]
+        assert abs(cube[2] - 0.02) < 1e-4 and np.all(np.abs(cube[:2]) <= 0.1)
+        if dim == 51:
+            goal = obs[32:35]
+            assert np.linalg.norm(goal - cube) > M.MIN_GOAL_DIST
+            np.testing.assert_allclose(obs[48:51], goal - cube, atol=1e-6)
+
+
+def test_episode_outcomes():
+    disc = np.ones((2, 3, 5), np.float32)
+    disc[0, 1, 2] = 0.0
+    disc[1, 2, 0] = 0.0
+    disc[1, 2, 4] = 0.0
+    ok, length = D.episode_outcomes(disc)
+    np.testing.assert_array_equal(ok, [[False, True, False], [False, False, True]])
+    np.testing.assert_array_equal(length, [[5, 3, 5], [5, 5, 1]])
