@@ -23,22 +23,16 @@ and ``gpu_hypogen.tar.gz`` of the small files for the device tool's returned fil
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import subprocess
 import sys
-import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_common import device_name, run_models, start, write_tarball  # noqa: E402
+
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
-
-def _device_name() -> str:
-    import jax
-    d = jax.devices()[0]
-    return (d.device_kind if d.platform != "cpu" else "cpu").lower().replace(" ", "-")
 
 
 def probe(task: str, steps: int, num_specs: int) -> dict:
@@ -67,22 +61,12 @@ def main(argv=None) -> dict:
                     help="share of the time left after the probe given to the experts")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, for the CPU test")
     args = ap.parse_args(argv)
-    day = datetime.date.today().isoformat()
-    out = os.path.abspath(args.out or os.path.join(ROOT, "results", "gpu",
-                                                   f"{_device_name()}-{day}", "hypogen"))
-    os.makedirs(out, exist_ok=True)
-    log = open(os.path.join(out, "run.log"), "a")
-    end = time.time() + 60 * args.minutes
-
-    def say(msg):
-        print(msg, flush=True)
-        log.write(msg + "\n")
-        log.flush()
+    out, log, say, end, day = start(args.out, "hypogen", args.minutes)
 
     if args.tiny:
         args.task, args.num_specs, args.epochs, args.eval_every = "lqr_di", 4, 2, 1
         args.probe_steps = 20
-    summary = dict(date=day, device=_device_name(), task=args.task, tiny=args.tiny, stages={})
+    summary = dict(date=day, device=device_name(), task=args.task, tiny=args.tiny, stages={})
     say(f"gpu_hypogen: {summary['device']}, {args.task}, deadline {args.minutes} min, out {out}")
 
     p = probe(args.task, args.probe_steps, args.num_specs)
@@ -116,44 +100,13 @@ def main(argv=None) -> dict:
             cmd += ["--episodes_per_spec=1", "--eval_episodes=1", "--test_fraction=0.5",
                     "--num_blocks=2"]
         summary["command"] = " ".join(cmd[1:])
-        for algo in args.algos.split(","):
-            left = end - time.time()
-            if left < 30:
-                say(f"{algo}: skipped (deadline)")
-                summary["stages"][algo] = "skipped"
-                continue
-            say(f"{algo}: {' '.join(cmd[1:])} --algo={algo}")
-            t0 = time.time()
-            try:
-                res = subprocess.run(cmd + [f"--algo={algo}"], cwd=ROOT, capture_output=True,
-                                     text=True, timeout=max(10, left - 15))
-                log.write(res.stdout + res.stderr[-4000:])
-                status = "done" if res.returncode == 0 else f"exit {res.returncode}"
-            except subprocess.TimeoutExpired as e:
-                text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-                log.write(text)
-                status = "cut by the deadline (resumable: run again with the same --out)"
-            say(f"{algo}: {status} after {time.time() - t0:.0f} s")
-            summary["stages"][algo] = status
-        done = [a for a in args.algos.split(",") if summary["stages"].get(a) == "done"]
-        if len(done) > 1:  # one table over the finished models (each is read back, not rerun)
-            res = subprocess.run(cmd + [f"--algo={','.join(done)}"], cwd=ROOT,
-                                 capture_output=True, text=True, timeout=600)
-            log.write(res.stdout + res.stderr[-2000:])
+        run_models(cmd, args.algos.split(","), end, say, log, summary)
         summary["expert_steps"] = steps
     summary["seconds"] = round(args.minutes * 60 - (end - time.time()), 1)
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     log.close()
-    small = [n for n in ("run.log", "probe.json", "summary.json") if os.path.exists(
-        os.path.join(out, n))]
-    for root, _, files in os.walk(run_dir):
-        for n in files:
-            if n in ("results.md", "results.json", "log.jsonl", "result.json"):
-                small.append(os.path.relpath(os.path.join(root, n), out))
-    with tarfile.open(os.path.join(out, "gpu_hypogen.tar.gz"), "w:gz") as tar:
-        for name in sorted(small):
-            tar.add(os.path.join(out, name), arcname=name)
+    write_tarball(out, run_dir, "gpu_hypogen.tar.gz")
     return summary
 
 

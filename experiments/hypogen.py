@@ -537,7 +537,9 @@ def report(grid, ds, results: dict, seeds, epochs: int):
     fmt = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}"
     lines = [f"# {FLAGS.task}: zero-shot return on held-out specs", "",
              f"{len(grid)} specs ({len(splits[0].train)} train / {len(splits[0].test)} test, "
-             f"split {FLAGS.split}, test fraction {FLAGS.test_fraction}), {len(seeds)} seed(s), "
+             f"split {FLAGS.split}"
+             + ("" if FLAGS.split in ("fig4", "maniskill") else
+                f", test fraction {FLAGS.test_fraction}") + f"), {len(seeds)} seed(s), "
              f"{epochs} epochs; mean ± std over seeds. Reported episodes are never used to "
              f"choose anything: 'selected' is the epoch chosen on other episodes (other start "
              f"states) of the same test specs.", "",
@@ -549,7 +551,9 @@ def report(grid, ds, results: dict, seeds, epochs: int):
         norm = (v["train_return_last"][0] - rand_train) / (ex_train - rand_train)
         lines.append(f"| {a} | {fmt(v['test_return_last'])} | {fmt(v['test_return_selected'])}"
                      f" | {fmt(v['train_return_last'])} | {norm:.0%} |")
-    lines.append(f"| expert (recorded episodes) | {ex_test:.2f} | | {ex_train:.2f} | |")
+    num = lambda v, f: "–" if np.isnan(v) else format(v, f)  # no expert (--expert_specs)
+    lines.append(f"| expert (recorded episodes) | {num(ex_test, '.2f')} | | "
+                 f"{num(ex_train, '.2f')} | |")
     lines.append(f"| uniform random | {on(rand, 'test'):.2f} | | {on(rand, 'train'):.2f} | |")
     summary = {"table": table, "expert_test": ex_test, "expert_train": ex_train,
                "random_test": on(rand, "test"), "random_train": on(rand, "train"),
@@ -569,7 +573,7 @@ def report(grid, ds, results: dict, seeds, epochs: int):
         per[a].update(zip(r0["train_ids"], r0["per_train_spec_last"]))
     for i in range(len(grid)):
         row = (f"| {specs.spec_string(grid.specs[i])} | {role.get(i, 'unused')} | "
-               f"{rand[i]:.1f} | {ex[i]:.1f} |")
+               f"{rand[i]:.1f} | {num(ex[i], '.1f')} |")
         if speed:
             row += f" {speed[i]:.2f} |"
         row += "".join(f" {per[a][i]:.1f} |" if i in per[a] else " |" for a in results)
@@ -610,8 +614,8 @@ def report(grid, ds, results: dict, seeds, epochs: int):
                          f"{v['test_success_selected']:.1%} |")
         summary["expert_success_test"] = on(ex_ok, "test")
         summary["expert_success_train"] = on(ex_ok, "train")
-        lines.append(f"| expert (recorded episodes) | {on(ex_ok, 'test'):.1%} | "
-                     f"{on(ex_len, 'test'):.1f} | |")
+        lines.append(f"| expert (recorded episodes) | {num(on(ex_ok, 'test'), '.1%')} | "
+                     f"{num(on(ex_len, 'test'), '.1f')} | |")
         lines += ["", "Expert success per spec: " + ", ".join(
             f"{specs.spec_string(grid.specs[i])}: "
             + (f"{ex_ok[i]:.0%}" if has_expert[i] else "no expert (--expert_specs=train)")

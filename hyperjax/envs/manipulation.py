@@ -433,10 +433,5 @@ def scripted_episodes(env: ManipulationTask, specs, key, episodes: int, steps: i
         step = jnp.where(first.any(), jnp.argmax(first), steps).astype(jnp.int32)
         return first.any(), step, z
 
-    def per_spec(spec, s):
-        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
-            jnp.arange(episodes))
-        return jax.vmap(episode, (None, 0))(spec, keys)
-
-    specs = jnp.asarray(specs, jnp.float32)
-    return jax.vmap(per_spec)(specs, jnp.arange(specs.shape[0]))
+    from hyperjax.hypogen.data import per_spec_episodes  # noqa: PLC0415
+    return per_spec_episodes(episode, jnp.asarray(specs, jnp.float32), key, episodes)

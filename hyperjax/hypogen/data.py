@@ -100,15 +100,23 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
                               jnp.arange(steps))
         return out
 
-    def per_spec(params_s, spec, s):
-        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
-            jnp.arange(episodes))
-        return jax.vmap(episode, (None, None, 0))(params_s, spec, keys)
-
-    out = jax.vmap(per_spec)(policy_params, specs, jnp.arange(specs.shape[0]))
+    out = per_spec_episodes(episode, specs, key, episodes, policy_params)
     if not record:
         return out["reward"].sum(-1)
     return out
+
+
+def per_spec_episodes(episode: Callable, specs, key, episodes: int, *per_spec_args):
+    """``episode(*args_s, spec, k)`` for every spec (rows of ``specs``, with the matching
+    leading-axis entries of ``per_spec_args``) and ``episodes`` episodes each, vmapped; episode
+    ``e`` of spec ``s`` gets the key ``fold_in(fold_in(key, s), e)``. Outputs gain leading
+    ``[S, E]`` axes."""
+    def per_spec(s, spec, *args_s):
+        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
+            jnp.arange(episodes))
+        return jax.vmap(lambda k: episode(*args_s, spec, k))(keys)
+
+    return jax.vmap(per_spec)(jnp.arange(specs.shape[0]), specs, *per_spec_args)
 
 
 def random_returns(env: Env, specs, key, episodes: int, steps: int | None = None):
@@ -132,13 +140,7 @@ def random_returns(env: Env, specs, key, episodes: int, steps: int | None = None
                             jax.random.split(k_act, steps))
         return r.sum()
 
-    def per_spec(spec, s):
-        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
-            jnp.arange(episodes))
-        return jax.vmap(episode, (None, 0))(spec, keys)
-
-    specs = jnp.asarray(specs, jnp.float32)
-    return jax.vmap(per_spec)(specs, jnp.arange(specs.shape[0]))
+    return per_spec_episodes(episode, jnp.asarray(specs, jnp.float32), key, episodes)
 
 
 def save_dataset(path: str, spec, transitions: dict, meta: dict) -> str:
