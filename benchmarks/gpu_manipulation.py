@@ -47,9 +47,7 @@ def probe(task: str, steps: int, num_envs: int, hidden: tuple) -> dict:
     family = M.split_name(task)[1]
     spec = M.FAMILIES[family][0].default
     env = M.make_task(task, specs=[spec])
-    small = {} if num_envs >= 1024 else {"batch_size": num_envs, "num_minibatches": 4}
-    cfg = P.PPOConfig(num_timesteps=steps, num_envs=num_envs, hidden=hidden, num_evals=3,
-                      **small)
+    cfg = P.PPOConfig.sized(steps, num_envs, hidden, num_evals=3)
     t0 = time.time()
     _, log = P.train_expert(env, [spec], cfg)
     wall = time.time() - t0

@@ -196,10 +196,7 @@ def ppo_config():
     """brax PPO settings: ``PPOConfig``'s defaults, the step budget and ``--ppo_*``; with
     fewer than 1024 envs (a CPU run) the batch shrinks with them."""
     from hyperjax.hypogen.ppo_experts import PPOConfig
-    n = FLAGS.ppo_num_envs
-    small = {} if n >= 1024 else {"batch_size": n, "num_minibatches": 4}
-    return PPOConfig(num_timesteps=FLAGS.expert_steps, num_envs=n, hidden=ppo_hidden(),
-                     **small)
+    return PPOConfig.sized(FLAGS.expert_steps, FLAGS.ppo_num_envs, ppo_hidden())
 
 
 def expert_config() -> dict:

@@ -226,8 +226,8 @@ class PandaCube:
         c = data._impl.contact
         active = c.dist < 0.0
         flags = []
-        for pad, body, sign in zip(self._pads, self._fingers, (1.0, 1.0)):
-            opening = data.xmat[body].reshape(3, 3)[:, 1] * sign   # the finger's +y
+        for pad, body in zip(self._pads, self._fingers):
+            opening = data.xmat[body].reshape(3, 3)[:, 1]   # the finger's +y: outward for both
             g1, g2 = c.geom[:, 0], c.geom[:, 1]
             # frame[:, 0] is the normal from geom1 to geom2; the push on the pad points away
             # from the cube: +normal when the cube is geom1, −normal when the pad is.
@@ -345,10 +345,6 @@ class ManipulationTask(mt.MjxTask):
             state = be.step(p.state, jnp.clip(action, -1.0, 1.0))
         return (mt.MjxPhysics(mt._canonical(state), p.model_id),
                 state.reward.astype(jnp.float32), state.info["success"])
-
-    def success(self, state) -> jax.Array:
-        """``bool[]``: the last step succeeded."""
-        return state.physics.state.info["success"]
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -77,6 +77,14 @@ class PPOConfig:
     num_evals: int = 5
 
     @staticmethod
+    def sized(num_timesteps: int, num_envs: int, hidden: tuple, **kw) -> "PPOConfig":
+        """The defaults with ``num_envs`` envs; below 1024 envs (a CPU run) the batch shrinks
+        with them (``batch_size = num_envs``, 4 minibatches, so brax's divisibility holds)."""
+        small = {} if num_envs >= 1024 else {"batch_size": num_envs, "num_minibatches": 4}
+        return PPOConfig(num_timesteps=num_timesteps, num_envs=num_envs, hidden=hidden,
+                         **{**small, **kw})
+
+    @staticmethod
     def cpu_smoke(num_timesteps: int = 200_000) -> "PPOConfig":
         return PPOConfig(num_timesteps=num_timesteps, num_envs=64, unroll_length=10,
                          batch_size=64, num_minibatches=4, num_updates_per_batch=4,
