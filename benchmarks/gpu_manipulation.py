@@ -14,9 +14,10 @@ Stages, each sized to what is left before the deadline:
 2. experts: the largest PPO budget per spec (rounded down to 10,000 steps, at most the
    released 4M) such that the experts fit ``--expert_share`` of the time left, through the
    pipeline CLI ``experiments.hypogen`` (experts, demonstrations, random floor). By default
-   only the training specs get experts (``--expert_specs=train``: 3 programs for an 11-spec
-   family instead of 11), so the expert row is missing on the held-out specs; ``--expert_specs
-   =all`` trains all.
+   every spec gets an expert (``--expert_specs=all``), so Table 2's expert row covers the
+   held-out specs too; ``--expert_specs=train`` trains only the training specs (3 programs for
+   an 11-spec family instead of 11, each with a larger budget; no expert row on held-out
+   specs).
 3. models: ``--algos`` at ``--epochs`` through the same CLI (it reuses experts and dataset),
    cut by the deadline if need be; a rerun with the same ``--out`` resumes what is missing.
 
@@ -71,7 +72,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--num_envs", type=int, default=1024)
     ap.add_argument("--hidden", default="256,256,256,256")
     ap.add_argument("--probe_steps", type=int, default=300_000)
-    ap.add_argument("--expert_specs", default="train", choices=["train", "all"])
+    ap.add_argument("--expert_specs", default="all", choices=["train", "all"])
     ap.add_argument("--expert_share", type=float, default=0.6,
                     help="share of the time left after the probe given to the experts")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, for the CPU test")

@@ -82,11 +82,15 @@ flags.DEFINE_bool("update_layernorm", True, "HyPoGen: LayerNorm each decoded wei
                   "the whole tensor (released); false keeps its magnitude (a diagnostic).")
 flags.DEFINE_enum("dl_dw_way", "direct", ["direct", "slice", "full"], "HyPoGen chain rule: "
                   "how dL/dout gives the latent weight gradient (released default direct).")
-flags.DEFINE_enum("split", "faithful", ["faithful", "clean", "fig4"], "Split: the released "
-                  "code's rounding (one spec unused), clean (all non-test specs train) or fig4 "
-                  "(train on speeds 1 and the largest, test on the whole numbers between).")
-flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec.")
-flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec.")
+flags.DEFINE_enum("split", "faithful", ["faithful", "clean", "fig4", "maniskill"], "Split: "
+                  "the released code's rounding (one spec unused), clean (all non-test specs "
+                  "train), fig4 (train on speeds 1 and the largest, test on the whole numbers "
+                  "between) or maniskill (RoboArmDataset's evenly spaced rule; the "
+                  "manipulation default).")
+flags.DEFINE_integer("episodes_per_spec", 10, "Expert episodes recorded per spec (manipulation "
+                     "default: the released ppo_rollout.py's 1000, each cut at success).")
+flags.DEFINE_integer("eval_episodes", 10, "Deterministic test episodes per spec (manipulation "
+                     "default: the released 100).")
 flags.DEFINE_bool("meta_finetune", False, "meta / pearl: also report the return after "
                   "test-time fine-tuning on each test spec's recorded expert episodes (the "
                   "older eval_regressor.py; not zero-shot).")
@@ -98,7 +102,8 @@ CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
 # The released ManiSkill settings (maniskill_exp.yaml @b286e2f, notes §1.3, §1.8, §3.5) that
 # differ from the DMC defaults; applied to manipulation tasks unless the flag is given.
 MANIPULATION_DEFAULTS = {"split": "maniskill", "target_layers": 3, "target_act": "tanh",
-                         "bc_only": True, "expert_steps": 4_000_000}
+                         "bc_only": True, "expert_steps": 4_000_000,
+                         "episodes_per_spec": 1000, "eval_episodes": 100}
 TARGET_FLAGS = ("target_layers", "target_act", "block_layers", "block_width", "dl_din_way",
                 "dl_dw_way", "update_layernorm")
 
@@ -108,8 +113,15 @@ def all_algos() -> tuple[str, ...]:
     return models.ALGOS + meta.META_ALGOS
 
 
-def target_config():
+def target_config(algo: str = "hypogen"):
+    """The generated networks of ``algo``. HyperZero's is the released fixed 2-layer ReLU
+    (``DoubleHeadedHyperNetwork`` reads neither ``target_layers_num`` nor ``mid_act``, on DMC
+    and ManiSkill alike) unless ``--target_layers`` / ``--target_act`` are given explicitly
+    (Table 18's depth ablation); the manipulation defaults shape HyPoGen's only."""
     from hyperjax.hypogen.models import TargetNetConfig
+    if algo == "hyperzero" and not (FLAGS["target_layers"].present
+                                    or FLAGS["target_act"].present):
+        return TargetNetConfig()
     return TargetNetConfig(FLAGS.target_layers, FLAGS.target_act, FLAGS.block_layers,
                            FLAGS.block_width, FLAGS.dl_din_way, FLAGS.dl_dw_way,
                            FLAGS.update_layernorm)
@@ -433,7 +445,7 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
                       learning_rate=FLAGS.learning_rate, bc_only=FLAGS.bc_only,
                       deep_supervision=FLAGS.deep_supervision, num_blocks=FLAGS.num_blocks,
                       eval_every=FLAGS.eval_every, eval_episodes=FLAGS.eval_episodes,
-                      target=target_config())
+                      target=target_config(algo))
     make = meta.make_meta_fit if algo in meta.META_ALGOS else T.make_fit
     fit = make(cfg, env, D.flatten(ds, split.train), grid.specs[split.test])
     os.makedirs(out_dir, exist_ok=True)

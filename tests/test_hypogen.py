@@ -146,19 +146,44 @@ def _init(model, t=2, obs=17, act=6, spec_dim=1, key=0):
                       jnp.zeros((4, obs)), jnp.zeros((4, act)), jnp.zeros((4, obs)))
 
 
+# Parameter counts of the released modules (ReNginx/HyPoGen @b286e2f, models/hypernetworks.py and
+# models/hypogen_core.py), counted by instantiating them under torch 2.13 (CPU) with the
+# released configs: DoubleHeadedHyPoGen(1, 256, [obs, obs+act], [act, 1], 256, num_layers=8,
+# weight_dim=128, enc_dec_dim=256, opt_block_dim=128, num_opt_mlp_layer=2,
+# num_enc_dec_layer=2, dl_din_way="slice", dl_dw_way="direct", use_td=..., domain_task=...)
+# (LiftCube / PickCube: the 3-layer tanh target), DoubleHeadedHyperNetwork(1, 256, [obs,
+# obs+act], [act, 1], 256). sum(p.numel() for p in model.parameters()).
+RELEASED_COUNTS = {
+    ("hypogen", "cheetah", True): 31_692_028, ("hypogen", "cheetah", False): 16_270_104,
+    ("hypogen", "lift_cube", False): 69_149_308, ("hypogen", "pick_cube", False): 70_969_540,
+    ("hyperzero", "cheetah", True): 3_612_935, ("hyperzero", "lift_cube", False): 7_034_376,
+    ("hyperzero", "pick_cube", False): 8_218_632,
+}
+DIMS = {"cheetah": (17, 6), "lift_cube": (42, 7), "pick_cube": (51, 7)}
+
+
+@pytest.mark.parametrize("algo,task,use_td", sorted(RELEASED_COUNTS))
+def test_parameter_counts_equal_the_released_models(algo, task, use_td):
+    """HyPoGen with ``use_td=False`` (the ManiSkill config) has no Q generator; HyperZero
+    keeps its Q heads (the released class always builds them) and its fixed 2-layer ReLU
+    target; HyPoGen's tree includes the modules the release builds but never reads (h_N, the
+    first layer's propagation)."""
+    obs, act = DIMS[task]
+    target = M.TargetNetConfig(3, "tanh") if task != "cheetah" and algo == "hypogen" \
+        else M.TargetNetConfig()
+    model = M.make_model(algo, obs, act, use_td=use_td, target=target)
+    shapes = jax.eval_shape(lambda k: _init(model, obs=obs, act=act, key=k), 0)
+    assert M.count_params(shapes) == RELEASED_COUNTS[algo, task, use_td]
+    q_part = "q_gen" if algo == "hypogen" else "q_heads_0"
+    assert (q_part in M.param_breakdown(shapes)) == (algo != "hypogen" or use_td)
+
+
 def test_parameter_counts_cheetah_dims():
-    """Notes §1.2, §1.7: embedding 387,328; HyperZero policy+Q 3.61M; Cond ≈ 0.46M. HyPoGen's
-    policy generator is 14,273,504 here vs the notes' 15.88M: the released code also builds
-    the unused pseudo output layer and the first layer's discarded propagation (notes §1.5),
-    25,478 + 175,681 parameters per block × 8 = 1.61M that get no gradient."""
+    """Notes §1.2, §1.7: embedding 387,328; Cond ≈ 0.46M."""
     shapes = {a: jax.eval_shape(lambda k, a=a: _init(M.make_model(a, 17, 6), key=k), 0)
-              for a in M.ALGOS}
-    counts = {a: M.param_breakdown(s) for a, s in shapes.items()}
-    assert counts["hyperzero"]["embed"] == 387_328
-    assert M.count_params(shapes["hyperzero"]) == 3_612_935
+              for a in ("hyperzero", "cond")}
+    assert M.param_breakdown(shapes["hyperzero"])["embed"] == 387_328
     assert M.count_params(shapes["cond"]) == 459_014
-    assert counts["hypogen"]["pi_gen"] == 14_273_504
-    assert counts["hypogen"]["pi_gen"] + 8 * (25_478 + 175_681) == 15_882_776
 
 
 def test_theta0_matters_and_lr_init():
@@ -260,6 +285,9 @@ def _cli(*args):
     (["--split=half"], "flag --split=half"),
     (["--expert=ppo"], "--expert=ppo needs a manipulation task"),
     (["--task=lift_cube_stiffness", "--ppo_hidden=64,x"], "--ppo_hidden must be"),
+    # --split=maniskill is accepted when given (it reaches the next check)
+    (["--task=lift_cube_stiffness", "--split=maniskill", "--ppo_hidden=64,x"],
+     "--ppo_hidden must be"),
     (["--task=lift_cube_mass"], "unknown spec task 'lift_cube_mass'"),
 ])
 def test_cli_bad_input_is_one_line(args, pattern):
@@ -268,6 +296,29 @@ def test_cli_bad_input_is_one_line(args, pattern):
     assert res.returncode == 2, res.stderr
     lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and re.search(pattern, lines[0]), res.stderr
+
+
+def test_cli_manipulation_defaults_are_the_released_ones():
+    """maniskill_exp.yaml / ppo_rollout.py / ppo.py: the maniskill split, 1000 demonstrations
+    and 100 evaluation episodes per spec, HyPoGen's 3-layer tanh target; HyperZero keeps its
+    fixed 2-layer ReLU target unless the depth flags are given."""
+    code = """
+import sys
+from absl import flags
+from experiments import hypogen as H
+F = flags.FLAGS
+F(["hypogen", "--task=lift_cube_stiffness"] + sys.argv[1:])
+H.validate()
+print(F.split, F.episodes_per_spec, F.eval_episodes, F.bc_only, tuple(H.target_config("hypogen"))[:2],
+      tuple(H.target_config("hyperzero"))[:2])
+"""
+    run = lambda *a: subprocess.run([sys.executable, "-c", code, *a], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=300)
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[-2] == "maniskill 1000 100 True (3, 'tanh') (2, 'relu')"
+    res = run("--target_layers=4", "--episodes_per_spec=5")
+    assert res.stdout.split("\n")[-2] == "maniskill 5 100 True (4, 'tanh') (4, 'tanh')"
 
 
 def test_cli_pipeline_and_stage_skipping(tmp_path):

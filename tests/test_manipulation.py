@@ -39,11 +39,15 @@ def test_spec_edits_change_exactly_their_model_fields():
     np.testing.assert_array_equal(m.actuator_biasprm[arm, 2], 0.0)    # damping: the joints'
     np.testing.assert_array_equal(m.dof_damping[:7], 100.0)
     fingers = [m.actuator("finger1").id, m.actuator("finger2").id]
-    np.testing.assert_array_equal(m.actuator_gainprm[fingers, 0], 1000.0)   # gripper untouched
+    # the fork drives the gripper with the same stiffness / damping (defaults.py)
+    np.testing.assert_array_equal(m.actuator_gainprm[fingers, 0], 500.0)
+    np.testing.assert_array_equal(m.actuator_biasprm[fingers, 1], -500.0)
     assert k.table.varying_fields == (".actuator_gainprm", ".actuator_biasprm")
+    pads = [m.geom("left_pad").id, m.geom("right_pad").id]
+    np.testing.assert_array_equal(m.geom_friction[pads, 0], 2.0)   # the "gripper" material
 
     d = M.make_task("lift_cube_damping", specs=[50.0]).mj_model([50.0])
-    np.testing.assert_array_equal(d.dof_damping, [50.0] * 7 + [100.0] * 2 + [0.0] * 6)
+    np.testing.assert_array_equal(d.dof_damping, [50.0] * 9 + [0.0] * 6)
     np.testing.assert_array_equal(d.actuator_gainprm[arm, 0], 1000.0)
 
     c = M.make_task("pick_cube_cube", specs=[0.01]).mj_model([0.01])
@@ -65,6 +69,46 @@ def test_spec_edits_change_exactly_their_model_fields():
     assert np.linalg.norm(tcp[2.0] - tcp[1.0]) > 0.2
 
 
+def test_ee_frame_delta_on_a_rotated_tcp():
+    """pd_ee_delta_pose (frame="ee"): the move and the rotation are in the TCP's frame, the
+    rotation clipped by its norm. At the rest pose the TCP points down (its z = world −z, its
+    frame yawed by joint 7), so +z in the action lowers the TCP; world-aligned axes would raise
+    it."""
+    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    be = env.backend
+    m = env.mj_model([1000.0])
+    d = mujoco.MjData(m)
+    d.qpos[:9] = M.REST_QPOS
+    d.qpos[6] += 0.6                                        # yaw the hand
+    mujoco.mj_forward(m, d)
+    r = d.site_xmat[m.site("tcp").id].reshape(3, 3)
+    assert r[2, 2] < -0.99 and abs(r[0, 0]) < 0.9           # pointing down, yawed
+    a = np.zeros(7)
+    a[2] = 1.0
+    np.testing.assert_allclose(M.ee_delta(a, r, xp=np)[:3], 0.1 * r[:, 2])
+    a = np.array([0.3, -0.2, 0.5, 1.0, 1.0, 0.0, 0.0])
+    err = M.ee_delta(a, r, xp=np)
+    np.testing.assert_allclose(err[:3], r @ (0.1 * a[:3]))
+    np.testing.assert_allclose(err[3:], r @ (0.1 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)))
+    np.testing.assert_allclose(np.linalg.norm(err[3:]), 0.1)     # by norm, not per axis
+    # small rotations pass unclipped
+    np.testing.assert_allclose(M.ee_delta(np.r_[0, 0, 0, 0.3, 0.4, 0, 0], r, xp=np)[3:],
+                               r @ np.array([0.03, 0.04, 0.0]))
+
+    # the MJX controller: one IK step on "+z in the TCP frame" moves the TCP down
+    state, _ = jax.jit(env.reset)(jax.random.key(0), jnp.array([1000.0]))
+    data = state.physics.state.data
+    act = jnp.zeros(7).at[2].set(1.0).at[6].set(1.0)
+    q = np.asarray(jax.jit(lambda dd: be.arm_targets(be.mjx_model, dd, act))(data))
+    d.qpos[:] = np.asarray(data.qpos)
+    mujoco.mj_forward(m, d)
+    before = d.site_xpos[m.site("tcp").id].copy()
+    d.qpos[:7] = q[:7]
+    mujoco.mj_forward(m, d)
+    moved = d.site_xpos[m.site("tcp").id] - before
+    assert moved[2] < -0.08, moved                      # down by ~0.1 m, not up
+
+
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="unknown manipulation task 'lift_cube_mass'"):
         M.make_task("lift_cube_mass")
@@ -74,7 +118,7 @@ def test_unknown_task_is_refused():
 
 def _c_targets(m, d, action):
     a = np.clip(action, -1.0, 1.0)
-    err = np.concatenate([a[:3] * M.POS_SCALE, a[3:6] * M.ROT_SCALE])
+    err = M.ee_delta(a, d.site_xmat[m.site("tcp").id].reshape(3, 3), xp=np)
     jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
     mujoco.mj_jacSite(m, d, jacp, jacr, m.site("tcp").id)
     jac = np.vstack([jacp, jacr])[:, :7]
@@ -96,7 +140,8 @@ def _c_episode(m, qpos0, task, goal, steps):
         yaw = M.yaw_error(d.site_xmat[m.site("tcp").id].reshape(3, 3),
                           d.xmat[cube_id].reshape(3, 3), xp=np)
         g = M.scripted_goal(task, tcp, goal, xp=np)
-        a = M.scripted_action(tcp, d.xpos[cube_id].copy(), g, yaw, t, xp=np)
+        a = M.scripted_action(tcp, d.site_xmat[m.site("tcp").id].reshape(3, 3),
+                              d.xpos[cube_id].copy(), g, yaw, t, xp=np)
         d.ctrl[:] = _c_targets(m, d, a)
         for _ in range(M.SUBSTEPS):
             mujoco.mj_step(m, d)
@@ -125,7 +170,9 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
             goal = M.scripted_goal(be.task, tcp, state.physics.state.info["goal"])
             yaw = M.yaw_error(data.site_xmat[be._tcp].reshape(3, 3),
                               data.xmat[be._cube_body].reshape(3, 3))
-            state, ts = env.step(key, state, M.scripted_action(tcp, cube, goal, yaw, t), ctx)
+            tcp_mat = data.site_xmat[be._tcp].reshape(3, 3)
+            action = M.scripted_action(tcp, tcp_mat, cube, goal, yaw, t)
+            state, ts = env.step(key, state, action, ctx)
             d = state.physics.state.data
             return state, (d.qpos[:9], d.xpos[be._cube_body], ts.terminated, ts.reward)
 
@@ -197,3 +244,59 @@ def test_episode_outcomes():
     ok, length = D.episode_outcomes(disc)
     np.testing.assert_array_equal(ok, [[False, True, False], [False, False, True]])
     np.testing.assert_array_equal(length, [[5, 3, 5], [5, 5, 1]])
+
+
+def test_ppo_training_env_has_no_done_before_the_cap():
+    """The released ContinuousTaskWrapper (maniskill/ppo.py): success does not end a training
+    episode; only the 100-step cap does (brax's EpisodeWrapper, here at 3 steps). The success
+    metric counts the first successful step once."""
+    from mujoco_playground._src import wrapper
+
+    from hyperjax.hypogen.ppo_experts import SpecEnv
+    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    be = env.backend
+
+    class Lifted(SpecEnv):   # the cube held 0.3 m above the table: LiftCube's success
+        def step(self, state, action):
+            p = state.data.physics
+            data = p.state.data
+            inner = p.state.replace(data=data.replace(
+                qpos=data.qpos.at[be._cube_qpos + 2].set(0.3)))
+            state = state.replace(data=state.data._replace(physics=p._replace(state=inner)))
+            return super().step(state, action)
+
+    brax_env = wrapper.wrap_for_brax_training(Lifted(env, [1000.0]), episode_length=3,
+                                              full_reset=True)
+
+    def run(keys):
+        def f(b, _):
+            b = brax_env.step(b, jnp.zeros((1, 7)))
+            return b, (b.done[0], b.reward[0], b.metrics["success"][0],
+                       b.info["ever_success"][0])
+        return jax.lax.scan(f, brax_env.reset(keys), None, length=3)[1]
+
+    done, reward, success, ever = map(
+        np.asarray, jax.jit(run)(jax.random.split(jax.random.PRNGKey(0), 1)))  # brax: raw keys
+    np.testing.assert_array_equal(done, [0.0, 0.0, 1.0])     # success, yet done only at the cap
+    np.testing.assert_allclose(reward, 2.25)                 # the success reward every step
+    np.testing.assert_array_equal(success, [1.0, 0.0, 0.0])  # the first success, once
+    np.testing.assert_array_equal(ever[:2], [1.0, 1.0])
+
+
+def test_demonstrations_are_cut_at_success():
+    """ppo_rollout.py records episodes that end at success (SuccessInfoWrapper): the pooled
+    transitions stop at each episode's first success (kept); tasks that never terminate keep
+    every step."""
+    s, e, t = 2, 3, 5
+    disc = np.ones((s, e, t), np.float32)
+    disc[0, 0, 2:] = 0.0          # succeeds at step 2 and stays up
+    disc[1, 2, 4] = 0.0           # succeeds on the last step
+    obs = np.arange(s * e * t, dtype=np.float32).reshape(s, e, t, 1)
+    z = np.zeros((s, e, t), np.float32)
+    ds = D.Dataset(spec=np.array([[1.0], [2.0]], np.float32), obs=obs, action=obs,
+                   next_obs=obs, reward=z, discount=disc, value=z, meta={})
+    flat = D.flatten(ds, [0, 1])
+    assert list(np.bincount(flat.task_id)) == [3 + 5 + 5, 5 + 5 + 5]
+    np.testing.assert_array_equal(flat.obs[:3, 0], [0, 1, 2])       # steps 3, 4 dropped
+    np.testing.assert_array_equal(flat.discount[:3], [1, 1, 0])     # the success step kept
+    assert D.flatten(ds, [0, 1], cut_at_termination=False).obs.shape[0] == s * e * t

@@ -12,12 +12,17 @@ the Panda's kinematic chain, joint ranges and link masses; the base at (−0.615
 table top at z = 0; a cube of half-size h and density 1000 kg/m³; MuJoCo 0.005 s steps, 10 per
 control step (20 Hz control as ManiSkill2; its physics runs at 500 Hz: INFERRED trade-off).
 
-**Action** (7, in [−1, 1]), ManiSkill2's ``pd_ee_delta_pose`` as the released experts use:
-``a[:3]·0.1`` m moves the TCP, ``a[3:6]·0.1`` rad rotates it (axis-angle, world-aligned axes
-about the TCP: INFERRED frame), ``a[6]`` sets both finger targets linearly in [−0.01, 0.04] m.
+**Action** (7, in [−1, 1]), ManiSkill2's ``pd_ee_delta_pose`` as the released experts use
+(``mani_skill2/agents/controllers/pd_ee_pose.py``, ``frame="ee"``): the target is the TCP pose
+composed with the delta, ``T_tcp · (a[:3]·0.1 m, rotvec(r))``, so both the move and the rotation
+are in the TCP's own frame; the rotation part ``r = a[3:6]`` is clipped by its norm (``r/‖r‖``
+when ``‖r‖ > 1``) and scaled by 0.1 rad (:func:`ee_delta`). ``a[6]`` sets both finger targets
+linearly in [−0.01, 0.04] m.
 The arm's joint targets come from one damped-least-squares step on the TCP Jacobian
 (ManiSkill2 iterates its IK to convergence: INFERRED simplification for deltas ≤ 0.1); joint
-PD drives then apply ``k·(target − q) − d·q̇`` with gravity compensated: the stiffness part
+PD drives (the 7 arm joints and both fingers, which the released fork drives with the same
+``agent_stiffness`` / ``agent_damping``: ``agents/configs/panda/defaults.py``) then apply
+``k·(target − q) − d·q̇`` with gravity compensated: the stiffness part
 through the actuator (|·| ≤ 100 N·m), the damping part as joint damping, integrated
 implicitly by MuJoCo's Euler integrator (so MJX and C MuJoCo agree; module ``ASSET``'s
 header).
@@ -38,7 +43,9 @@ train on 100-step episodes.
 
 **Specs** (each an ``MjSpec`` edit, compiled by MuJoCo, one model-table row per spec):
 ``cube_size`` h (the cube's geom; grid 0.010…0.030 step 0.002), ``stiffness`` k of the 7 arm
-drives (500…1500 step 100), ``damping`` d of the 7 arm joints (50…150 step 10), ``length`` f: link6 moves
+drives and the 2 finger drives (500…1500 step 100), ``damping`` d of the same 9 joints (50…150
+step 10; ``defaults.py`` sets ``gripper_stiffness``/``gripper_damping`` from the spec too; the
+finger pads' friction is 2.0, its ``gripper`` material), ``length`` f: link6 moves
 ``0.259·(f − 1)`` m along link5's axis, i.e. the forearm grows (``modify_length.py``; grid
 0.5…2.0 step 0.1). Defaults 0.02, 1000, 100, 1.0. The grids are ``eval_maniskill.sh``'s
 (11, 11, 11, 16 specs; hypogen_notes §3.2 lists 21-spec ranges for the first three, which the
@@ -60,6 +67,8 @@ from hyperjax.envs.contexts import Factor
 
 ASSET = os.path.join(os.path.dirname(__file__), "assets", "panda_cube.xml")
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+FINGER_JOINTS = ("finger_joint1", "finger_joint2")
+FINGER_ACTUATORS = ("finger1", "finger2")
 # ManiSkill2's Panda rest pose (pick_and_place/base_env.py) and its N(0, 0.02) joint noise.
 REST_QPOS = (0.0, np.pi / 8, 0.0, -np.pi * 5 / 8, 0.0, np.pi * 3 / 4, np.pi / 4, 0.04, 0.04)
 QPOS_NOISE = 0.02
@@ -124,7 +133,9 @@ def _cube_size(spec: mujoco.MjSpec, h: float) -> None:
 
 
 def _stiffness(spec: mujoco.MjSpec, k: float) -> None:
-    for name in ARM_JOINTS:
+    """The drives' stiffness k: the 7 arm actuators and both finger actuators (the fork's
+    ``arm_stiffness = gripper_stiffness = agent_stiffness``)."""
+    for name in ARM_JOINTS + FINGER_ACTUATORS:
         a = spec.actuator(name)
         gain, bias = np.array(a.gainprm), np.array(a.biasprm)
         gain[0], bias[1] = k, -k
@@ -132,8 +143,10 @@ def _stiffness(spec: mujoco.MjSpec, k: float) -> None:
 
 
 def _damping(spec: mujoco.MjSpec, d: float) -> None:
-    """The arm drives' damping, held as the joints' damping (the scene's header says why)."""
-    for name in ARM_JOINTS:
+    """The drives' damping d on the 7 arm joints and both finger joints (the fork's
+    ``arm_damping = gripper_damping = agent_damping``), held as the joints' damping (the
+    scene's header says why)."""
+    for name in ARM_JOINTS + FINGER_JOINTS:
         j = spec.joint(name)
         damping = np.array(j.damping)   # MuJoCo 3.17: [linear, higher-order terms]
         damping[0] = d
@@ -173,6 +186,20 @@ def mat_to_quat(r):
     return q * jnp.where(q[0] < 0, -1.0, 1.0)
 
 
+def ee_delta(action, tcp_mat, xp=jnp):
+    """ManiSkill2's ``pd_ee_delta_pose`` delta in world axes: ``float[6]`` = (Δp m, Δθ rad).
+
+    ``action`` ``float[≥6]`` in [−1, 1], ``tcp_mat`` ``float[3, 3]`` the TCP's rotation (world ←
+    TCP). The target pose is ``T_tcp · (0.1·a[:3], rotvec(0.1·r))`` (``frame="ee"``), with
+    ``r = a[3:6]`` divided by ‖r‖ when ‖r‖ > 1 (``PDEEPoseController._clip_and_scale_action``);
+    in world axes the move is ``R·0.1·a[:3]`` and the rotation vector ``R·0.1·r``
+    (``R rotvec(ω) Rᵀ = rotvec(Rω)``). ``xp`` is ``jax.numpy`` or ``numpy``."""
+    pos = action[:3] * POS_SCALE
+    rot = action[3:6]
+    rot = rot / xp.maximum(xp.linalg.norm(rot), 1.0) * ROT_SCALE
+    return xp.concatenate([tcp_mat @ pos, tcp_mat @ rot])
+
+
 class PandaCube:
     """The backend of both tasks (Playground's ``MjxEnv`` interface as :class:`MjxTask` needs
     it: ``mj_model``, ``_mjx_model``, ``reset(rng)``, ``step(state, action)``).
@@ -207,9 +234,10 @@ class PandaCube:
         return model.geom_size[self._cube_geom, 2]
 
     def arm_targets(self, model, data, action):
-        """Joint targets ``float32[9]`` of action ``float32[7]`` (pd_ee_delta_pose + gripper)."""
+        """Joint targets ``float32[9]`` of action ``float32[7]`` (pd_ee_delta_pose + gripper):
+        one damped-least-squares step towards the TCP-frame delta of :func:`ee_delta`."""
         a = jnp.clip(action, -1.0, 1.0)
-        err = jnp.concatenate([a[:3] * POS_SCALE, a[3:6] * ROT_SCALE])
+        err = ee_delta(a, data.site_xmat[self._tcp].reshape(3, 3))
         jacp, jacr = mjx._src.support.jac(model, data, data.site_xpos[self._tcp], self._hand)
         jac = jnp.concatenate([jacp.T, jacr.T])[:, :7]                    # [6, 7]
         jjt = jac @ jac.T + IK_DAMPING ** 2 * jnp.eye(6)
@@ -373,20 +401,23 @@ def make_task(name: str, specs=None) -> ManipulationTask:
 SCRIPT_PHASES = (20, 40, 50)   # control steps: above the cube | down to it | close | carry
 
 
-def scripted_action(tcp, cube, goal, yaw_err, t, xp=jnp):
+def scripted_action(tcp, tcp_mat, cube, goal, yaw_err, t, xp=jnp):
     """A hand-written pd_ee_delta_pose policy: over the cube (0.06 m above) while turning the
     fingers square to its faces, down to its centre, close the fingers, then carry the cube to
     ``goal`` at half speed (LiftCube: 0.4 m above the table at the TCP's xy). ``tcp``,
-    ``cube``, ``goal`` ``float[3]`` (m), ``yaw_err`` (rad, :func:`yaw_error`), ``t`` the
-    control step; ``xp`` ``jax.numpy`` or ``numpy`` (the C MuJoCo reference runs the same
-    code). Returns ``float[7]``."""
+    ``cube``, ``goal`` ``float[3]`` (m), ``tcp_mat`` ``float[3, 3]`` the TCP's rotation (the
+    world-axis move and yaw are expressed in the TCP frame, as the controller reads them),
+    ``yaw_err`` (rad, :func:`yaw_error`), ``t`` the control step; ``xp`` ``jax.numpy`` or
+    ``numpy`` (the C MuJoCo reference runs the same code). Returns ``float[7]``."""
     p1, p2, p3 = SCRIPT_PHASES
     above = cube + xp.asarray([0.0, 0.0, 0.06])
     target = xp.where(t < p1, above, xp.where(t < p2, cube, xp.where(t < p3, tcp, goal)))
     move = xp.clip((target - tcp) / POS_SCALE, -1.0, 1.0) * xp.where(t < p3, 1.0, 0.5)
     turn = xp.where(t < p2, xp.clip(yaw_err / ROT_SCALE, -1.0, 1.0), 0.0)
     grip = xp.where(t < p2, 1.0, -1.0)
-    return xp.concatenate([move, xp.zeros(2), xp.reshape(turn, (1,)), xp.reshape(grip, (1,))])
+    world_rot = xp.concatenate([xp.zeros(2), xp.reshape(turn, (1,))])
+    move, rot = xp.clip(tcp_mat.T @ move, -1.0, 1.0), tcp_mat.T @ world_rot
+    return xp.concatenate([move, rot, xp.reshape(grip, (1,))])
 
 
 def yaw_error(tcp_mat, cube_mat, xp=jnp):
@@ -421,7 +452,9 @@ def scripted_episodes(env: ManipulationTask, specs, key, episodes: int, steps: i
             goal = scripted_goal(be.task, tcp, state.physics.state.info["goal"])
             yaw = yaw_error(data.site_xmat[be._tcp].reshape(3, 3),
                             data.xmat[be._cube_body].reshape(3, 3))
-            state, ts = env.step(k, state, scripted_action(tcp, cube, goal, yaw, t), spec)
+            tcp_mat = data.site_xmat[be._tcp].reshape(3, 3)
+            state, ts = env.step(k, state, scripted_action(tcp, tcp_mat, cube, goal, yaw, t),
+                                 spec)
             return (state, done | ts.terminated), (ts.terminated & ~done,
                                                    state.physics.state.data.xpos[be._cube_body, 2])
 

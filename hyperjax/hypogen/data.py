@@ -216,17 +216,29 @@ class Flat(NamedTuple):
     value: np.ndarray
 
 
-def flatten(ds: Dataset, ids) -> Flat:
-    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, notes §2.4)."""
+def flatten(ds: Dataset, ids, cut_at_termination: bool = True) -> Flat:
+    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, notes §2.4).
+
+    ``cut_at_termination``: each recorded episode ends at its first terminating step
+    (``discount == 0``; kept), the steps the rollout ran on after it are dropped. On the
+    manipulation tasks termination is success, so a demonstration is cut at success as the
+    released ``ppo_rollout.py`` records them (``SuccessInfoWrapper``: ``done`` at success). On
+    tasks that never terminate (DMC, LQR) nothing is dropped."""
     ids = np.asarray(ids)
-    n_per = ds.reward.shape[1] * ds.reward.shape[2]
+    n_ep, t = ds.reward.shape[1], ds.reward.shape[2]
+    keep = np.ones((len(ids), n_ep, t), bool)
+    if cut_at_termination:
+        term = ds.discount[ids] == 0.0
+        first = np.where(term.any(-1), term.argmax(-1), t - 1)             # [S, E]
+        keep = np.arange(t) <= first[..., None]
+    keep = keep.reshape(-1)
 
     def take(x):
         x = x[ids]
-        return x.reshape(len(ids) * n_per, *x.shape[3:])
+        return x.reshape(len(ids) * n_ep * t, *x.shape[3:])[keep]
 
-    return Flat(task_id=np.repeat(np.arange(len(ids), dtype=np.int32), n_per),
-                specs=ds.spec[ids], obs=take(ds.obs), action=take(ds.action),
+    task_id = np.repeat(np.arange(len(ids), dtype=np.int32), n_ep * t)[keep]
+    return Flat(task_id=task_id, specs=ds.spec[ids], obs=take(ds.obs), action=take(ds.action),
                 next_obs=take(ds.next_obs), reward=take(ds.reward),
                 discount=take(ds.discount), value=take(ds.value))
 

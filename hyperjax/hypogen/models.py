@@ -267,6 +267,20 @@ class OptBlock(nn.Module):
                 j_in = j_in.reshape(*x.shape[:-1], d_i, d_o)                     # φ^z
                 g = self._product(self.din_way, g, j_in,
                                   f"slice_{n}" if self.din_way == "slice" else f"full_in_{n}")
+        if self.is_initializing():
+            # Modules the released OptBlock builds (and runs) whose outputs nothing reads: the
+            # last sub-block's pseudo forward (h_N) and the first sub-block's ∂out/∂in with its
+            # product (the discarded first-layer gin). Created so the parameter tree and count
+            # equal the released model's (tests/test_hypogen.py); never applied, so their
+            # gradient is exactly zero, as torch leaves them without one.
+            last = n_layers - 1
+            self._mlp(self.pseudo_out[last], f"forward_{last}")(
+                jnp.concatenate([h[last], codes[last]], -1))
+            x0 = jnp.concatenate([h[0], codes[0]], -1)
+            j_in = self._mlp(self.pseudo_in[0] * self.pseudo_out[0], "dout_din_0")(x0)
+            j_in = j_in.reshape(*x0.shape[:-1], self.pseudo_in[0], self.pseudo_out[0])
+            self._product(self.din_way, g, j_in,
+                          "slice_0" if self.din_way == "slice" else "full_in_0")
         return grads
 
 
@@ -512,21 +526,24 @@ LEARNING_RATES = {"hypogen": 5e-4, "hyperzero": 1e-4, "cond": 1e-4, "uvfa": 1e-4
 
 
 def make_model(algo: str, obs_dim: int, act_dim: int, *, use_q: bool | None = None,
-               deep_supervision: bool = True, num_blocks: int = NUM_BLOCKS,
-               hyperzero_original_init: bool = False,
+               use_td: bool = True, deep_supervision: bool = True,
+               num_blocks: int = NUM_BLOCKS, hyperzero_original_init: bool = False,
                target: TargetNetConfig = TargetNetConfig()) -> nn.Module:
     """The model of ``algo`` (one of ``ALGOS``) for a task with these dimensions.
 
-    ``use_q`` defaults to the released configs: True for HyPoGen, HyperZero and UVFA, False for
-    Cond Policy. ``target`` (:class:`TargetNetConfig`) shapes the generated networks of HyPoGen
-    and HyperZero; Cond Policy and UVFA keep the released 2-layer MLP. Raises ``ValueError``
-    for an unknown algo or a bad ``target`` field.
+    ``use_q`` defaults to the released builds for the released ``use_td``: HyPoGen builds its
+    Q generator only with ``use_td`` (``DoubleHeadedHyPoGen``: ``if self.use_td``; the
+    ManiSkill config has ``use_td: false``); HyperZero (``DoubleHeadedHyperNetwork``) and UVFA
+    (``MLPRLSolution``) always carry their Q heads; Cond Policy has none. ``target``
+    (:class:`TargetNetConfig`) shapes the generated networks of HyPoGen and HyperZero; Cond
+    Policy and UVFA keep the released 2-layer MLP. Raises ``ValueError`` for an unknown algo or
+    a bad ``target`` field.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid: {', '.join(ALGOS)}")
     target.check()
     if use_q is None:
-        use_q = algo != "cond"
+        use_q = algo != "cond" and (use_td or algo != "hypogen")
     if algo == "hypogen":
         return HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision, target)
     if algo == "hyperzero":

@@ -30,7 +30,14 @@ from hyperjax.envs.manipulation import TRAIN_EPISODE_LENGTH, ManipulationTask
 class SpecEnv:
     """A hyperjax manipulation task with the spec fixed, as a Playground ``MjxEnv`` for brax's
     PPO (``reset(rng)``, ``step(state, action)``, ``observation_size``, ``action_size``).
-    ``state.data`` holds the hyperjax ``EnvState``; ``done`` is the task's success."""
+
+    ``state.data`` holds the hyperjax ``EnvState``. **No step is ``done``**: the released
+    ``ContinuousTaskWrapper`` (``maniskill/ppo.py``) keeps ``done = False`` until its 100-step
+    cap, success included, so the episode ends only at brax's ``episode_length`` (a
+    truncation, bootstrapped). Ending at success would pay less than hovering just short of it
+    (γ = 0.85, ~2.2 dense reward a step). ``metrics["success"]`` is 1 on the first successful
+    step of an episode only (``info["ever_success"]`` latches it), so brax's per-episode sum is
+    the success indicator."""
 
     def __init__(self, env: ManipulationTask, spec):
         self.env = env
@@ -48,13 +55,17 @@ class SpecEnv:
         from mujoco_playground._src import mjx_env  # noqa: PLC0415
         state, ts = self.env.reset(rng, self.spec)
         zero = jnp.zeros((), jnp.float32)
-        return mjx_env.State(state, ts.obs, zero, zero, {"success": zero}, {})
+        return mjx_env.State(state, ts.obs, zero, zero, {"success": zero},
+                             {"ever_success": zero})
 
     def step(self, state, action):
         s, ts = self.env.step(jax.random.key(0), state.data, action, self.spec)
-        done = ts.terminated.astype(jnp.float32)
-        return state.replace(data=s, obs=ts.obs, reward=ts.reward, done=done,
-                             metrics={**state.metrics, "success": done})
+        success = ts.terminated.astype(jnp.float32)
+        ever = state.info["ever_success"]
+        return state.replace(data=s, obs=ts.obs, reward=ts.reward,
+                             done=jnp.zeros((), jnp.float32),
+                             metrics={**state.metrics, "success": success * (1.0 - ever)},
+                             info={**state.info, "ever_success": jnp.maximum(ever, success)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +96,16 @@ class PPOConfig:
                          **{**small, **kw})
 
     @staticmethod
+    def cpu_expert(num_timesteps: int = 3_000_000, **kw) -> "PPOConfig":
+        """A CPU-sized expert with the released SB3 update's shape: 3200 env steps per update
+        (128 envs × 25-step unrolls; SB3: 8 envs × 400), minibatches of 400 samples
+        (16 trajectories × 25; SB3 ``batch_size=400``), 8 passes (SB3: 15 with a
+        ``target_kl`` 0.05 early stop, which brax lacks), 256×256 networks (SB3: 3200×4)."""
+        return PPOConfig(**{**dict(num_timesteps=num_timesteps, num_envs=128, unroll_length=25,
+                                   batch_size=16, num_minibatches=8, num_updates_per_batch=8,
+                                   hidden=(256, 256), num_evals=16), **kw})
+
+    @staticmethod
     def cpu_smoke(num_timesteps: int = 200_000) -> "PPOConfig":
         return PPOConfig(num_timesteps=num_timesteps, num_envs=64, unroll_length=10,
                          batch_size=64, num_minibatches=4, num_updates_per_batch=4,
@@ -99,11 +120,17 @@ def network_factory(cfg: PPOConfig):
 
 
 def train_expert(env: ManipulationTask, spec, cfg: PPOConfig, seed: int = 0,
-                 progress: Callable[[int, dict], None] | None = None):
+                 progress: Callable[[int, dict], None] | None = None,
+                 on_params: Callable[[int, Any], None] | None = None,
+                 restore_params: Any = None):
     """brax PPO on ``env`` with ``spec`` fixed. Returns ``(params, log)``: brax's
     ``(normalizer, policy, value)`` parameters and one row per evaluation
-    (``step``, ``reward`` = mean episode return, ``success`` = success rate of brax's
-    evaluation episodes, ``wall_s``)."""
+    (``step``, ``reward`` = mean return of brax's 100-step evaluation episodes, ``success`` =
+    the fraction of them that succeeded at least once, ``wall_s``).
+
+    ``on_params(step, params)`` runs at every evaluation (brax's ``policy_params_fn``: a place
+    to checkpoint mid-run); ``restore_params`` starts from such parameters (brax restores the
+    normaliser, policy and value; the optimiser state and step count start afresh)."""
     import time  # noqa: PLC0415
 
     from brax.training.agents.ppo import train as ppo  # noqa: PLC0415
@@ -131,7 +158,10 @@ def train_expert(env: ManipulationTask, spec, cfg: PPOConfig, seed: int = 0,
         num_evals=cfg.num_evals, num_eval_envs=min(cfg.num_envs, 128),
         deterministic_eval=True,
         wrap_env_fn=functools.partial(wrapper.wrap_for_brax_training, full_reset=True),
-        progress_fn=on_progress)
+        progress_fn=on_progress,
+        policy_params_fn=(lambda step, _make, p: on_params(int(step), p)) if on_params
+        else (lambda *a: None),
+        restore_params=restore_params, restore_value_fn=True)
     return params, log
 
 
@@ -148,6 +178,22 @@ def expert_policy(env: ManipulationTask, cfg: PPOConfig) -> Callable:
         return action
 
     return policy
+
+
+def evaluate_success(env: ManipulationTask, cfg: PPOConfig, params, spec, key, episodes: int):
+    """The released evaluation of one expert (``maniskill/ppo.py``: ``evaluate_policy`` on
+    deterministic actions, ``SuccessInfoWrapper`` ending an episode at success, ManiSkill2's
+    200-step cap; success = the episode ended before the cap). ``params`` one expert's brax
+    parameters, ``spec`` ``float[1]``. Returns ``(success bool[E], length int32[E],
+    return float32[E])``; episode ``e`` resets with ``fold_in(fold_in(key, 0), e)``. Jit-able
+    (``env``, ``cfg``, ``episodes`` static)."""
+    from hyperjax.hypogen import data as D  # noqa: PLC0415
+    out = D.rollout(env, expert_policy(env, cfg), None, stack([params]),
+                    jnp.asarray(spec, jnp.float32).reshape(1, -1), key, episodes)
+    term = out["discount"][0] == 0.0                                   # [E, T]
+    ok = term.any(-1)
+    length = jnp.where(ok, term.argmax(-1) + 1, term.shape[-1]).astype(jnp.int32)
+    return ok, length, out["reward"].sum(-1)[0]
 
 
 def _normalize(obs, normalizer_params):

@@ -147,7 +147,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     if eval_key_seed == select_key_seed:
         raise ValueError("select_key_seed must differ from eval_key_seed (selection episodes "
                          "are kept apart from the reported ones)")
-    model = make_model(cfg.algo, env.obs_dim, env.action_dim,
+    model = make_model(cfg.algo, env.obs_dim, env.action_dim, use_td=not cfg.bc_only,
                        deep_supervision=cfg.deep_supervision, num_blocks=cfg.num_blocks,
                        hyperzero_original_init=cfg.hyperzero_original_init,
                        target=cfg.target)
