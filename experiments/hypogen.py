@@ -310,12 +310,14 @@ def stage_experts_and_data(run_dir: str):
         params, policy, trained = ppo_experts(run_dir, grid, env)
         value = None
     else:
-        cfg = X.TD3Config(total_steps=FLAGS.expert_steps, buffer_size=FLAGS.expert_buffer,
-                          std_steps=FLAGS.expert_std_steps)
+        cfg = X.td3_config(FLAGS.task, total_steps=FLAGS.expert_steps,
+                           buffer_size=FLAGS.expert_buffer, std_steps=FLAGS.expert_std_steps)
         ckpt = os.path.join(run_dir, "experts")
+        partial = os.path.join(run_dir, "experts_partial")
         init, _ = X.make_td3(env, cfg)
         abstract = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.key(0), len(grid)),
                                   spec_arr)
+        segments = 10 if FLAGS.expert_steps % 10 == 0 else 1
         if checkpoint.latest_step(ckpt) is not None:
             try:
                 params, record = checkpoint.restore(ckpt, abstract)
@@ -325,10 +327,31 @@ def stage_experts_and_data(run_dir: str):
             _stale("experts", ckpt, record, expert_config())
             print(f"experts: {ckpt} exists, made with these settings: reused")
         else:
-            print(f"experts: TD3 for {len(grid)} specs x {FLAGS.expert_steps} steps")
-            params = X.train_experts(env, spec_arr, cfg, jax.random.key(0),
-                                     segments=10 if FLAGS.expert_steps % 10 == 0 else 1)
+            # Mid-run checkpoints (the whole TD3 state, replay included) after every segment:
+            # a killed expert stage resumes at the last finished segment, bitwise.
+            state0, start = None, 0
+            if checkpoint.latest_step(partial) is not None:
+                try:
+                    state0, record = checkpoint.restore(partial, abstract)
+                except Exception as e:  # noqa: BLE001 - damaged or made for another task
+                    _fail(f"experts {partial} do not restore ({type(e).__name__}): pass "
+                          f"--overwrite (or another --run_dir) to train them again")
+                _stale("experts", partial, record, expert_config())
+                start = int(record["segment"]) + 1
+                print(f"experts: resuming TD3 after segment {start}/{segments} ({partial})")
+            else:
+                print(f"experts: TD3 for {len(grid)} specs x {FLAGS.expert_steps} steps")
+
+            def on_segment(i, state):
+                if i + 1 < segments:
+                    checkpoint.save(partial, i + 1, state, {**expert_config(), "segment": i},
+                                    keep=1)
+
+            params = X.train_experts(env, spec_arr, cfg, jax.random.key(0), segments=segments,
+                                     state=state0, start_segment=start, on_segment=on_segment)
             checkpoint.save(ckpt, FLAGS.expert_steps, params, expert_config(), keep=1)
+            import shutil
+            shutil.rmtree(partial, ignore_errors=True)
             print(f"experts: trained ({time.time() - t:.0f} s)")
         policy, value = X.expert_policy(env.action_dim), X.expert_value()
     t = time.time()

@@ -8,7 +8,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from hyperjax.hypogen import data as D
@@ -238,12 +237,18 @@ def test_masked_loss_equals_unpadded_mean():
 
 
 def test_schedule_halves_at_released_epochs():
+    """RLApproximator (HyPoGen, HyperZero, UVFA) halves at 1500/1800/1900 of 2000 epochs;
+    PolicyApproximator (Cond) and MetaPolicyApproximator (Meta, PEARL) keep a plain Adam."""
     spe = 3
-    boundaries = {int(round(f * 2000)) * spe: 0.5 for f in T.MILESTONES}
-    sched = optax.piecewise_constant_schedule(5e-4, boundaries)
-    for epoch, lr in ((0, 5e-4), (1499, 5e-4), (1500, 2.5e-4), (1800, 1.25e-4),
-                      (1900, 6.25e-5), (1999, 6.25e-5)):
-        assert abs(float(sched(epoch * spe)) - lr) < 1e-6 * lr
+    for algo in ("hypogen", "hyperzero", "uvfa"):
+        sched = T.lr_schedule(algo, 5e-4, 2000, spe)
+        for epoch, lr in ((0, 5e-4), (1499, 5e-4), (1500, 2.5e-4), (1800, 1.25e-4),
+                          (1900, 6.25e-5), (1999, 6.25e-5)):
+            assert abs(float(sched(epoch * spe)) - lr) < 1e-6 * lr
+    assert T.lr_schedule("cond", 1e-4, 2000, spe) == 1e-4
+    import inspect
+    from hyperjax.hypogen import meta
+    assert "piecewise" not in inspect.getsource(meta.make_meta_fit)
 
 
 def test_short_fit_learns_and_evaluates():
@@ -409,6 +414,12 @@ def test_torso_length_edits(body, length):
         assert m.dof_damping[m.joint("hinge").id] == pytest.approx(0.03)
     default = env.mj_model([S.DEFAULT_LENGTH[body]])
     assert not np.allclose(default.body_mass, m.body_mass)
+    # the dyn experiments' reward: overwrite_all's margin 1 for every body (dyn_exp.yaml),
+    # with the linear sigmoid's floor 0 below v = 1 - 1/0.9
+    m_dyn = float(env._speed(jnp.array([length], jnp.float32)))
+    assert m_dyn == 1.0
+    tol = lambda v: float(dmc.speed_tolerance(jnp.float32(v), m_dyn))
+    assert tol(1.0) == 1.0 and tol(0.0) == pytest.approx(0.1) and tol(-0.2) == 0.0
 
 
 def test_unknown_spec_task():
@@ -502,3 +513,41 @@ def test_td3_experts_vmapped_over_specs():
     assert 0 < moved(s.target_actor, s0.target_actor) < moved(s.actor, s0.actor)
     q = jax.vmap(X.expert_value(32))(s, s.replay.obs[:, 0], s.replay.action[:, 0], specs)
     assert q.shape == (2,) and bool(jnp.all(jnp.isfinite(q)))
+
+
+def test_td3_experts_resume_mid_run_bitwise():
+    """A TD3 expert stage checkpointed after its first segment and resumed from there ends
+    bitwise where the uninterrupted run ends (replay and key are in the state)."""
+    from hyperjax import checkpoint
+    from hyperjax.hypogen import experts as X
+    cfg = X.TD3Config(total_steps=24, random_steps=4, seed_steps=8, batch_size=8,
+                      buffer_size=100, hidden=32, std_steps=100)
+    env = lqr.make_task("lqr_di")
+    specs = np.array([[0.5], [2.0]], np.float32)
+    quiet = lambda *_: None
+    full = X.train_experts(env, specs, cfg, jax.random.key(0), segments=3, log=quiet)
+    saved = {}
+
+    def kill_after_first(i, state):
+        saved[i] = state
+        if i == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        X.train_experts(env, specs, cfg, jax.random.key(0), segments=3, log=quiet,
+                        on_segment=kill_after_first)
+    import tempfile
+    d = tempfile.mkdtemp()
+    checkpoint.save(d, 1, saved[0], {"segment": 0})
+    init, _ = X.make_td3(env, cfg)
+    abstract = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.key(0), 2),
+                              jnp.asarray(specs))
+    state, record = checkpoint.restore(d, abstract)
+    resumed = X.train_experts(env, specs, cfg, jax.random.key(0), segments=3, log=quiet,
+                              state=state, start_segment=record["segment"] + 1)
+    raw = lambda x: np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x)
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_array_equal(raw(a), raw(b))
+    assert X.td3_config("walker_speed").batch_size == 512       # cfgs/task/walker_walk.yaml
+    assert X.td3_config("cheetah_length").batch_size == 256

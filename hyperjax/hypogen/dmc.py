@@ -14,7 +14,9 @@ value_at_margin 0.1): with ``v' = sign(m)·v`` (a negative m reverses the direct
   walker: ``r = stand·(5·tol(v_x) + 1)/6``, stand = (3·standing + upright)/4 as dm_control (the
   spec replaces the move term's bounds and margin only; INFERRED reading of 'ALL');
   finger: ``r = tol(hinge_velocity)``.
-Length-only tasks use Table 6's default speed (cheetah 10, walker 1, finger 15).
+Length-only tasks score the released dyn experiments' ``overwrite_all`` reward (``dyn_exp.yaml``:
+margin m = 1 for every body, ``specs.DYN_MARGIN``), whose linear sigmoid reaches its floor 0
+below v' = 1 − 1/0.9; the older default (Table 6's speeds, cheetah 10 and finger 15) is gone.
 
 **Length** L (XML edits of notes §3.1, here on the ``MjSpec``):
   cheetah (default 0.5): torso ``fromto = (−L,0,0, L,0,0)``, head ``pos = (L+0.1, 0, 0.1)``,
@@ -126,7 +128,7 @@ class SpecTask(mt.MjxTask):
     def _speed(self, context):
         if "speed" in self.factors:
             return self.factor(context, "speed")
-        return jnp.float32(S.DEFAULT_SPEED[self.body])
+        return jnp.float32(S.DYN_MARGIN)
 
     def _step(self, key, p: mt.MjxPhysics, action, context):
         p, _, terminated = super()._step(key, p, action, context)

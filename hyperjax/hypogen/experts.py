@@ -190,20 +190,42 @@ def make_td3(env: Env, cfg: TD3Config):
     return init, step
 
 
-def train_experts(env: Env, specs, cfg: TD3Config, key, segments: int = 10, log=print):
+# The released per-task TD3 batch (cfgs/task/walker_walk.yaml: batch_size 512; the others
+# keep td3.yaml's 256).
+TASK_BATCH = {"walker": 512}
+
+
+def td3_config(task: str, **kw) -> TD3Config:
+    """``TD3Config`` for spec task ``task`` (``{cheetah,walker,finger}_…``): the released
+    per-body batch (walker 512), then ``kw``."""
+    body = task.partition("_")[0]
+    return TD3Config(**{"batch_size": TASK_BATCH.get(body, TD3Config.batch_size), **kw})
+
+
+def train_experts(env: Env, specs, cfg: TD3Config, key, segments: int = 10, log=print,
+                  state=None, start_segment: int = 0, on_segment=None):
     """Trains one TD3 expert per row of ``specs float32[S, d]``, all at once (vmapped over
     specs; ``segments`` compiled ``lax.scan`` chunks of ``total_steps / segments`` steps, with a
     progress line after each). Returns the stacked ``TD3State``.
 
-    Raises ``ValueError`` if ``segments`` does not divide ``total_steps``.
+    Resuming: ``on_segment(i, state)`` runs after segment ``i`` (0-based; a place to
+    checkpoint the whole state, replay included); ``state`` with ``start_segment = i + 1``
+    continues from such a checkpoint. The state carries its own PRNG key, so a resumed run is
+    bitwise the uninterrupted one.
+
+    Raises ``ValueError`` if ``segments`` does not divide ``total_steps`` or ``start_segment``
+    is outside ``[0, segments]``.
     """
     if cfg.total_steps % segments:
         raise ValueError(f"segments={segments} must divide total_steps={cfg.total_steps}")
+    if not 0 <= start_segment <= segments:
+        raise ValueError(f"start_segment={start_segment} must be in [0, {segments}]")
     init, step = make_td3(env, cfg)
     specs = jnp.asarray(specs, jnp.float32)
     n = cfg.total_steps // segments
-    keys = jax.random.split(key, specs.shape[0])
-    state = jax.jit(jax.vmap(init))(keys, specs)
+    if state is None:
+        keys = jax.random.split(key, specs.shape[0])
+        state = jax.jit(jax.vmap(init))(keys, specs)
 
     @jax.jit
     def segment(state):
@@ -212,10 +234,12 @@ def train_experts(env: Env, specs, cfg: TD3Config, key, segments: int = 10, log=
         state, m = jax.lax.scan(body, state, None, n)
         return state, jax.tree_util.tree_map(lambda x: x[-1], m)
 
-    for i in range(segments):
+    for i in range(start_segment, segments):
         state, m = segment(state)
         log(f"  experts: step {(i + 1) * n:8d}/{cfg.total_steps}  last episode return "
             f"mean {float(m['last_return'].mean()):8.2f}  min {float(m['last_return'].min()):8.2f}")
+        if on_segment is not None:
+            on_segment(i, state)
     return state
 
 

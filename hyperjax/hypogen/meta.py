@@ -191,7 +191,7 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     Raises ``ValueError`` for an empty train set, unequal per-spec counts, ``eval_every`` not
     dividing ``epochs`` or equal evaluation and selection seeds.
     """
-    from hyperjax.hypogen.train import MILESTONES, Fit, FitState, evaluation_and_segment
+    from hyperjax.hypogen.train import Fit, FitState, evaluation_and_segment
     n = int(train.obs.shape[0])
     n_tasks = int(train.specs.shape[0])
     if n == 0:
@@ -208,8 +208,7 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     m = min(2 * n_tasks * meta.k_shot, per)       # the released sampler's batch per task
     model = MetaModel(cfg.algo, env.obs_dim, env.action_dim, train.specs.shape[1])
     lr = cfg.learning_rate if cfg.learning_rate is not None else LEARNING_RATE
-    boundaries = {int(round(f * cfg.epochs)): 0.5 for f in MILESTONES}
-    tx = optax.adam(optax.piecewise_constant_schedule(lr, boundaries))
+    tx = optax.adam(lr)   # MetaPolicyApproximator: plain Adam, no MultiStepLR
     order = np.argsort(np.asarray(train.task_id), kind="stable")
     table = {k: jnp.asarray(getattr(train, k)[order]).reshape(n_tasks, per,
                                                                 *getattr(train, k).shape[1:])

@@ -73,8 +73,12 @@ SPEED_LENGTH_VALUES = {
     "walker": (_arange(1.0, 5.0, 0.5), _arange(0.1, 0.5, 0.05)),
     "finger": (_arange(1.0, 15.0, 1.0), _arange(0.1, 0.4, 0.05)),
 }
-# Table 6's default speed (used by the length-only grids) and Table 7's default length.
+# Table 6's default speed and Table 7's default length.
 DEFAULT_SPEED = {"cheetah": 10.0, "walker": 1.0, "finger": 15.0}
+# The length-only (dyn) experiments' reward: cfgs/dyn_exp.yaml takes reward overwrite_all.yaml,
+# ALL = {sigmoid: linear, margin: 1, value_at_margin: 0.1}, for every body (target speed 1 m/s,
+# spin 1 rad/s), in the experts' training and in the evaluation alike.
+DYN_MARGIN = 1.0
 DEFAULT_LENGTH = {"cheetah": 0.5, "walker": 0.3, "finger": 0.16}
 
 # The CPU default: the spec-conditioned LQR double integrator (hyperjax.hypogen.lqr).

@@ -11,9 +11,10 @@ deep supervision (HyPoGen), the BC and value terms average over the K blocks' it
 broadcast ``F.mse_loss`` of the newer code); TD uses the final iterate. ``d`` is the dataset's
 raw discount (all 1 on the paper's data; kept for parity, notes §7.7).
 
-Optimisation: Adam (default betas, eps; no weight decay, no clipping), learning rate halved at
-75 %, 90 % and 95 % of the epochs (epochs 1500, 1800, 1900 of 2000: ``MultiStepLR`` stepped per
-epoch). Each epoch is a random permutation of the pooled train transitions in batches of 512
+Optimisation: Adam (default betas, eps; no weight decay, no clipping); for HyPoGen, HyperZero
+and UVFA the learning rate is halved at 75 %, 90 % and 95 % of the epochs (epochs 1500, 1800,
+1900 of 2000: ``RLApproximator``'s ``MultiStepLR`` stepped per epoch), Cond Policy keeps it
+constant (``PolicyApproximator``: plain Adam). Each epoch is a random permutation of the pooled train transitions in batches of 512
 *without* replacement, the last partial batch kept (masked here, so shapes stay static).
 
 One compiled ``segment`` runs ``eval_every`` epochs (a ``lax.scan`` over epochs of a ``lax.scan``
@@ -42,6 +43,20 @@ from hyperjax.hypogen.models import LEARNING_RATES, TargetNetConfig, make_model
 
 PAPER_EPOCHS = 2000
 MILESTONES = (0.75, 0.9, 0.95)          # 1500, 1800, 1900 of 2000
+# The algos whose released trainer halves the learning rate (``RLApproximator``'s
+# ``MultiStepLR``); Cond Policy (``PolicyApproximator``) and Meta / PEARL
+# (``MetaPolicyApproximator``) step a plain Adam (``approximators/policy.py``).
+SCHEDULED = ("hypogen", "hyperzero", "uvfa")
+
+
+def lr_schedule(algo: str, lr: float, epochs: int, steps_per_epoch: int):
+    """The released learning rate per optimiser step: halved at 75 %, 90 % and 95 % of
+    ``epochs`` for ``SCHEDULED`` algos (``MultiStepLR([1500, 1800, 1900], 0.5)`` stepped per
+    epoch), constant otherwise. Returns an optax schedule (or the float)."""
+    if algo not in SCHEDULED:
+        return lr
+    boundaries = {int(round(f * epochs)) * steps_per_epoch: 0.5 for f in MILESTONES}
+    return optax.piecewise_constant_schedule(lr, boundaries)
 # Released loss weights per algo: (value, td).
 LOSS_WEIGHTS = {"hypogen": (0.01, 0.01), "hyperzero": (0.01, 0.01), "uvfa": (0.01, 0.0),
                 "cond": (0.0, 0.0)}
@@ -154,8 +169,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     w_value, w_td = cfg.weights()
     bsz = cfg.batch_size
     spe = math.ceil(n / bsz)
-    boundaries = {int(round(f * cfg.epochs)) * spe: 0.5 for f in MILESTONES}
-    tx = optax.adam(optax.piecewise_constant_schedule(cfg.lr(), boundaries))
+    tx = optax.adam(lr_schedule(cfg.algo, cfg.lr(), cfg.epochs, spe))
     table = {k: jnp.asarray(getattr(train, k)) for k in
              ("task_id", "obs", "action", "next_obs", "reward", "discount", "value")}
     specs = jnp.asarray(train.specs, jnp.float32)
