@@ -50,6 +50,14 @@ flags.DEFINE_enum("expert_specs", "all", ["all", "train"], "ppo: train experts f
                   "(all) or only for the training specs of the --seeds splits (train: saves one "
                   "compiled program per held-out spec; the expert row is then missing on them).")
 flags.DEFINE_integer("ppo_num_envs", 1024, "brax PPO: parallel envs per expert (manipulation).")
+flags.DEFINE_enum("ppo_preset", "gpu", ["gpu", "cpu"], "brax PPO update shape: gpu = "
+                  "--ppo_num_envs envs, 10-step unrolls, --ppo_hidden networks; cpu = "
+                  "PPOConfig.cpu_expert (128 envs x 25-step unrolls, SB3's 3200-step updates "
+                  "in minibatches of 400, 8 passes, 256x256; --ppo_num_envs/--ppo_hidden "
+                  "unused).")
+flags.DEFINE_string("ppo_init", None, "brax PPO: start every expert from these parameters (a "
+                    "params.npz of results/cpu_manipulation/ppo_expert.py; brax's "
+                    "restore_params: the optimiser starts afresh). Default: from scratch.")
 flags.DEFINE_string("ppo_hidden", "256,256,256,256", "brax PPO: hidden widths of the policy and "
                     "value networks (the released SB3 experts: 3200 x 4).")
 flags.DEFINE_integer("expert_buffer", 1_000_000, "TD3 replay capacity per expert.")
@@ -160,6 +168,8 @@ def validate():
         _fail(f"--ppo_hidden must be comma-separated positive widths, got {FLAGS.ppo_hidden!r}")
     if FLAGS.ppo_num_envs < 1:
         _fail(f"--ppo_num_envs must be >= 1, got {FLAGS.ppo_num_envs}")
+    if FLAGS.ppo_init and not os.path.isfile(FLAGS.ppo_init):
+        _fail(f"--ppo_init={FLAGS.ppo_init!r} is not a file")
     epochs = CPU_EPOCHS.get(FLAGS.task, 2000) if FLAGS.epochs is None else FLAGS.epochs
     for name, v, lo in (("seeds", FLAGS.seeds, 1), ("epochs", epochs, 1),
                         ("eval_every", FLAGS.eval_every, 1), ("batch_size", FLAGS.batch_size, 1),
@@ -208,6 +218,8 @@ def ppo_config():
     """brax PPO settings: ``PPOConfig``'s defaults, the step budget and ``--ppo_*``; with
     fewer than 1024 envs (a CPU run) the batch shrinks with them."""
     from hyperjax.hypogen.ppo_experts import PPOConfig
+    if FLAGS.ppo_preset == "cpu":
+        return PPOConfig.cpu_expert(FLAGS.expert_steps)
     return PPOConfig.sized(FLAGS.expert_steps, FLAGS.ppo_num_envs, ppo_hidden())
 
 
@@ -220,6 +232,8 @@ def expert_config() -> dict:
     if out["expert"] == "ppo":
         out.update(expert_steps=FLAGS.expert_steps, ppo_num_envs=FLAGS.ppo_num_envs,
                    ppo_hidden=FLAGS.ppo_hidden, expert_specs=FLAGS.expert_specs)
+        if FLAGS.ppo_preset != "gpu" or FLAGS.ppo_init:   # (older records lack these keys)
+            out.update(ppo_preset=FLAGS.ppo_preset, ppo_init=FLAGS.ppo_init)
         if FLAGS.expert_specs == "train":
             out.update(seeds=FLAGS.seeds, split=FLAGS.split, test_fraction=FLAGS.test_fraction)
     return out
@@ -394,6 +408,12 @@ def ppo_experts(run_dir: str, grid, env):
     from hyperjax.hypogen import specs as S
     cfg = ppo_config()
     abstract = jax.eval_shape(lambda k: P.init_params(env, cfg, k), jax.random.key(0))
+    start = None
+    if FLAGS.ppo_init:
+        try:
+            start = P.load_params_npz(FLAGS.ppo_init, abstract)
+        except ValueError as e:
+            _fail(f"--ppo_init: {e}")
     log_path = os.path.join(run_dir, "experts_log.jsonl")
     params = []
     trained = np.ones(len(grid), bool)
@@ -426,7 +446,8 @@ def ppo_experts(run_dir: str, grid, env):
                 with open(log_path, "a") as f:
                     f.write(json.dumps({"spec": spec, **row}) + "\n")
 
-            p, _ = P.train_expert(env, spec, cfg, seed=i, progress=progress)
+            p, _ = P.train_expert(env, spec, cfg, seed=i, progress=progress,
+                                  restore_params=start)
             checkpoint.save(ckpt, FLAGS.expert_steps, p, want, keep=1)
             print(f"experts: spec {spec[0]:g} trained ({time.time() - t:.0f} s)")
         params.append(p)

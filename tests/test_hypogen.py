@@ -294,6 +294,7 @@ def _cli(*args):
     (["--task=lift_cube_stiffness", "--split=maniskill", "--ppo_hidden=64,x"],
      "--ppo_hidden must be"),
     (["--task=lift_cube_mass"], "unknown spec task 'lift_cube_mass'"),
+    (["--task=lift_cube_stiffness", "--ppo_init=/nonexistent.npz"], "--ppo_init=.* is not a file"),
 ])
 def test_cli_bad_input_is_one_line(args, pattern):
     import re

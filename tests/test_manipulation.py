@@ -300,3 +300,23 @@ def test_demonstrations_are_cut_at_success():
     np.testing.assert_array_equal(flat.obs[:3, 0], [0, 1, 2])       # steps 3, 4 dropped
     np.testing.assert_array_equal(flat.discount[:3], [1, 1, 0])     # the success step kept
     assert D.flatten(ds, [0, 1], cut_at_termination=False).obs.shape[0] == s * e * t
+
+
+def test_ppo_params_npz_round_trip_and_mismatch(tmp_path):
+    """An expert's parameters saved mid-run (ppo_expert.py, --ppo_init) load back exactly into
+    the same network and are refused, naming the file, for another network size."""
+    from hyperjax.hypogen import ppo_experts as P
+    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    small = P.PPOConfig.cpu_smoke()
+    params = P.init_params(env, small, jax.random.key(0))
+    path = str(tmp_path / "params.npz")
+    P.save_params_npz(path, 7, params)
+    back = P.load_params_npz(path, params)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = jax.eval_shape(lambda k: P.init_params(env, P.PPOConfig.cpu_expert(), k),
+                           jax.random.key(0))
+    with pytest.raises(ValueError, match="params.npz do not match"):
+        P.load_params_npz(path, other)
+    with pytest.raises(ValueError, match="do not load"):
+        P.load_params_npz(str(tmp_path / "none.npz"), params)

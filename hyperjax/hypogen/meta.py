@@ -187,9 +187,10 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     :func:`hyperjax.hypogen.train.make_fit` (``Fit``; ``steps_per_epoch`` = 1 meta-update).
 
     ``cfg``: a ``FitConfig`` whose ``algo`` is ``meta`` or ``pearl`` (``learning_rate`` None →
-    1e-4); ``train``: pooled transitions, equally many per spec, grouped by ``task_id``.
-    Raises ``ValueError`` for an empty train set, unequal per-spec counts, ``eval_every`` not
-    dividing ``epochs`` or equal evaluation and selection seeds.
+    1e-4); ``train``: pooled transitions, grouped by ``task_id`` (per-spec counts may differ, as
+    demonstrations cut at success do; the per-task batch is then at most the smallest count).
+    Raises ``ValueError`` for an empty train set, a spec without transitions, ``eval_every``
+    not dividing ``epochs`` or equal evaluation and selection seeds.
     """
     from hyperjax.hypogen.train import Fit, FitState, evaluation_and_segment
     n = int(train.obs.shape[0])
@@ -197,30 +198,36 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     if n == 0:
         raise ValueError("no training transitions")
     counts = np.bincount(np.asarray(train.task_id), minlength=n_tasks)
-    if np.any(counts != counts[0]):
-        raise ValueError(f"meta training needs equally many transitions per spec, got {counts}")
+    if np.any(counts == 0):
+        raise ValueError(f"meta training needs transitions for every spec, got {counts}")
     if cfg.epochs % cfg.eval_every:
         raise ValueError(f"eval_every={cfg.eval_every} must divide epochs={cfg.epochs}")
     if eval_key_seed == select_key_seed:
         raise ValueError("select_key_seed must differ from eval_key_seed (selection episodes "
                          "are kept apart from the reported ones)")
-    per = int(counts[0])
-    m = min(2 * n_tasks * meta.k_shot, per)       # the released sampler's batch per task
+    per = int(counts.max())
+    m = min(2 * n_tasks * meta.k_shot, int(counts.min()))   # the released sampler's batch
     model = MetaModel(cfg.algo, env.obs_dim, env.action_dim, train.specs.shape[1])
     lr = cfg.learning_rate if cfg.learning_rate is not None else LEARNING_RATE
     tx = optax.adam(lr)   # MetaPolicyApproximator: plain Adam, no MultiStepLR
-    order = np.argsort(np.asarray(train.task_id), kind="stable")
-    table = {k: jnp.asarray(getattr(train, k)[order]).reshape(n_tasks, per,
-                                                                *getattr(train, k).shape[1:])
-             for k in ("obs", "action")}
+    table = {k: jnp.asarray(v) for k, v in
+             zip(("obs", "action"), group_by_task(train, n_tasks, ("obs", "action"), per))}
+    count = jnp.asarray(counts)
     specs = jnp.asarray(train.specs, jnp.float32)
     task_loss = functools.partial(maml_task_loss, model, meta)
+    equal = bool(np.all(counts == per))
+
+    def sample(k, c):
+        """``m`` distinct rows of a task with ``c`` rows (cut demonstrations differ in
+        length); equal counts keep ``jax.random.choice``'s draw."""
+        if equal:
+            return jax.random.choice(k, per, (m,), replace=False)
+        return valid_permutation(k, per, c)[:m]
 
     def meta_step(carry, key):
         params, opt_state = carry
         k_idx, k_loss = jax.random.split(key)
-        idx = jax.vmap(lambda k: jax.random.choice(k, per, (m,), replace=False))(
-            jax.random.split(k_idx, n_tasks))
+        idx = jax.vmap(sample)(jax.random.split(k_idx, n_tasks), count)
         obs = jnp.take_along_axis(table["obs"], idx[..., None], 1)
         act = jnp.take_along_axis(table["action"], idx[..., None], 1)
         grads, metrics = jax.vmap(jax.grad(task_loss, has_aux=True), (None, 0, 0, 0, 0))(
@@ -259,17 +266,17 @@ def finetune(fit, params, demos: D.Flat, meta: MetaConfig = MetaConfig(), key=No
     (leading axis = ``demos.specs``) for :func:`evaluate_finetuned`."""
     model: MetaModel = fit.model
     n_tasks = demos.specs.shape[0]
-    per = demos.obs.shape[0] // n_tasks
-    order = np.argsort(np.asarray(demos.task_id), kind="stable")
-    obs = jnp.asarray(demos.obs[order]).reshape(n_tasks, per, -1)
-    act = jnp.asarray(demos.action[order]).reshape(n_tasks, per, -1)
+    counts = np.bincount(np.asarray(demos.task_id), minlength=n_tasks)
+    per = int(counts.max())
+    equal = bool(np.all(counts == per))
+    obs, act = map(jnp.asarray, group_by_task(demos, n_tasks, ("obs", "action"), per))
     specs = jnp.asarray(demos.specs, jnp.float32)
     bsz = meta.finetune_batch
     spe = math.ceil(per / bsz)
     tx = optax.adam(meta.finetune_lr)
     key = jax.random.key(0) if key is None else key
 
-    def one(spec, o, a, k):
+    def one(spec, o, a, c, k):
         def loss(pp, idx, mask, kk):
             ctx, _ = model.context({**params, "policy": pp},
                                    jnp.broadcast_to(spec, (bsz, spec.shape[0])), o[idx], a[idx],
@@ -281,13 +288,19 @@ def finetune(fit, params, demos: D.Flat, meta: MetaConfig = MetaConfig(), key=No
             pp, st = carry
             idx, mask, kk = x
             g = jax.grad(loss)(pp, idx, mask, kk)
-            return apply_gradients(tx, g, st, pp), None
+            new = apply_gradients(tx, g, st, pp)
+            if equal:
+                return new, None
+            # a shorter task has fewer batches (torch's loader): an empty one is no step
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(mask.sum() > 0, a, b),
+                                          new, (pp, st)), None
 
         def epoch(carry, k):
             kp, kb = jax.random.split(k)
-            perm = jax.random.permutation(kp, per)
+            perm = (jax.random.permutation(kp, per) if equal
+                    else valid_permutation(kp, per, c))
             idx = jnp.concatenate([perm, jnp.zeros(spe * bsz - per, perm.dtype)])
-            mask = (jnp.arange(spe * bsz) < per).astype(jnp.float32)
+            mask = (jnp.arange(spe * bsz) < c).astype(jnp.float32)
             return jax.lax.scan(batch_step, carry, (idx.reshape(spe, bsz),
                                                     mask.reshape(spe, bsz),
                                                     jax.random.split(kb, spe)))[0], None
@@ -297,7 +310,31 @@ def finetune(fit, params, demos: D.Flat, meta: MetaConfig = MetaConfig(), key=No
                                   jax.random.split(k, meta.adaptation_steps))
         return {**params, "policy": pp}
 
-    return jax.jit(jax.vmap(one))(specs, obs, act, jax.random.split(key, n_tasks))
+    return jax.jit(jax.vmap(one))(specs, obs, act, jnp.asarray(counts),
+                                  jax.random.split(key, n_tasks))
+
+
+def group_by_task(flat: D.Flat, n_tasks: int, fields, per: int) -> list:
+    """``flat``'s ``fields`` regrouped per task, ``[n_tasks, per, ...]`` (rows in their
+    order; a task with fewer rows is padded with its first row, never sampled)."""
+    task_id = np.asarray(flat.task_id)
+    out = []
+    for f in fields:
+        x = np.asarray(getattr(flat, f))
+        grouped = np.empty((n_tasks, per, *x.shape[1:]), x.dtype)
+        for t in range(n_tasks):
+            rows = x[task_id == t]
+            grouped[t, :len(rows)] = rows
+            grouped[t, len(rows):] = rows[:1]
+        out.append(grouped)
+    return out
+
+
+def valid_permutation(key, per: int, count) -> jax.Array:
+    """A random permutation of ``0 … count − 1`` followed by ``count … per − 1`` (``int32[per]``;
+    ``count`` traced)."""
+    u = jax.random.uniform(key, (per,))
+    return jnp.argsort(jnp.where(jnp.arange(per) < count, u, 2.0 + u))
 
 
 def evaluate_finetuned(fit, env: Env, tuned, specs, episodes: int, key):

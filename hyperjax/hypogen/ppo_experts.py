@@ -206,6 +206,36 @@ def stack(params: list) -> Any:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params)
 
 
+def save_params_npz(path: str, step: int, params) -> None:
+    """Writes one expert's brax parameters as ``.npz`` (leaves ``p000 …`` in tree order, plus
+    ``step``), atomically (a temporary file, then a rename): a reader sees the old file or the
+    new one, never half of one."""
+    leaves = jax.tree_util.tree_leaves(params)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, step=step, **{f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
+    import os  # noqa: PLC0415
+    os.replace(tmp, path)
+
+
+def load_params_npz(path: str, like):
+    """The parameters :func:`save_params_npz` wrote, in the structure and dtypes of ``like``
+    (e.g. :func:`init_params`'s, or its ``eval_shape``). Raises ``ValueError`` naming the file
+    when it is unreadable or its leaves do not match ``like``'s count or shapes (another task
+    or network size)."""
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = [z[f"p{i:03d}"] for i in range(sum(k.startswith("p") for k in z.files))]
+    except Exception as e:  # noqa: BLE001 - missing, truncated, not an npz
+        raise ValueError(f"PPO parameters {path} do not load ({type(e).__name__})") from e
+    if len(got) != len(leaves) or any(g.shape != np.shape(x) for g, x in zip(got, leaves)):
+        raise ValueError(f"PPO parameters {path} do not match this task's expert network "
+                         f"({len(got)} arrays, want {len(leaves)} of its shapes)")
+    return jax.tree_util.tree_unflatten(treedef, [
+        type(x)(g) if isinstance(x, (int, float)) else jnp.asarray(g, x.dtype)
+        for g, x in zip(got, leaves)])
+
+
 def init_params(env: ManipulationTask, cfg: PPOConfig, key):
     """Parameters shaped as :func:`train_expert`'s (to restore a checkpoint into)."""
     from brax.training.acme import running_statistics, specs  # noqa: PLC0415
