@@ -100,10 +100,12 @@ class PPOConfig:
         """A CPU-sized expert with the released SB3 update's shape: 3200 env steps per update
         (128 envs × 25-step unrolls; SB3: 8 envs × 400), minibatches of 400 samples
         (16 trajectories × 25; SB3 ``batch_size=400``), 8 passes (SB3: 15 with a
-        ``target_kl`` 0.05 early stop, which brax lacks), 256×256 networks (SB3: 3200×4)."""
+        ``target_kl`` 0.05 early stop, which brax lacks), 256×256 networks (SB3: 3200×4),
+        an evaluation about every 200k steps (each costs 128 × 100 env steps)."""
+        evals = int(np.clip(num_timesteps // 200_000 + 1, 2, 16))   # one per ~200k steps
         return PPOConfig(**{**dict(num_timesteps=num_timesteps, num_envs=128, unroll_length=25,
                                    batch_size=16, num_minibatches=8, num_updates_per_batch=8,
-                                   hidden=(256, 256), num_evals=16), **kw})
+                                   hidden=(256, 256), num_evals=evals), **kw})
 
     @staticmethod
     def cpu_smoke(num_timesteps: int = 200_000) -> "PPOConfig":

@@ -9,7 +9,12 @@ KEY=VALUE overrides a ``PPOConfig`` field (ints, floats or comma lists). Writes 
 ``curve.jsonl`` (one row per brax evaluation: step, mean return, success of brax's 128
 deterministic 100-step episodes, wall seconds), ``params.npz`` (the parameters at the latest
 evaluation, rewritten at each one, so a killed run keeps its last good expert),
-``summary.json`` (config, budget, the 100-episode success rate and episode lengths).
+``params_best.npz`` (those of the evaluation with the highest mean return so far, as SB3's
+``EvalCallback(best_model_save_path=…)`` in the released ``ppo.py`` keeps its best model),
+``summary.json`` (config, budget, the 100-episode success rate and episode lengths of the
+final parameters; ``ppo_expert_eval.py`` evaluates a saved file the same way).
+
+``INIT=path.npz`` in the environment starts from saved parameters (brax ``restore_params``).
 """
 import dataclasses
 import json
@@ -38,8 +43,13 @@ print(f"{task} spec {spec:g}: {cfg}", flush=True)
 t0 = time.time()
 
 
+best = {"reward": -np.inf}
+pending = {}
+
+
 def save_params(step, params):
     P.save_params_npz(os.path.join(out_dir, "params.npz"), step, params)
+    pending["params"] = params      # scored by the evaluation that follows (progress)
 
 
 with open(os.path.join(out_dir, "curve.jsonl"), "w") as f:
@@ -47,8 +57,15 @@ with open(os.path.join(out_dir, "curve.jsonl"), "w") as f:
         print(json.dumps(row), flush=True)
         f.write(json.dumps(row) + "\n")
         f.flush()
+        if "params" in pending and row["reward"] > best["reward"]:
+            best["reward"] = row["reward"]
+            P.save_params_npz(os.path.join(out_dir, "params_best.npz"), step,
+                              pending["params"])
+    init = os.environ.get("INIT")
+    start = (P.load_params_npz(init, P.init_params(env, cfg, jax.random.key(0)))
+             if init else None)
     params, log = P.train_expert(env, [spec], cfg, seed=0, progress=progress,
-                                 on_params=save_params)
+                                 on_params=save_params, restore_params=start)
 t_train = time.time() - t0
 t1 = time.time()
 ok, length, ret = jax.jit(lambda k: P.evaluate_success(env, cfg, params, [spec], k, 100))(
