@@ -467,7 +467,8 @@ def train_one(algo: str, seed: int, epochs: int, grid, env, ds, run_dir: str) ->
     from hyperjax.hypogen import data as D, meta, models, specs, train as T
     out_dir = os.path.join(run_dir, algo, f"seed_{seed}")
     f_res = os.path.join(out_dir, "result.json")
-    want = {"algo": algo, "seed": seed, **fit_config(epochs)}
+    want = {"algo": algo, "seed": seed, **fit_config(epochs),
+            **dict(zip(TARGET_FLAGS, target_config(algo)))}   # the net this algo builds
     if algo not in meta.META_ALGOS:
         want.pop("meta_finetune")
     if os.path.exists(f_res):
