@@ -204,6 +204,19 @@ def _stale(what: str, path: str, made: dict, want: dict) -> None:
                   f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to redo it")
 
 
+def _restore_experts(path: str, abstract, what: str = "experts"):
+    """``(state, record)`` of the experts' checkpoint ``path``, refused in one line (exit 2)
+    when it does not restore or was made with other settings than this run's."""
+    from hyperjax import checkpoint
+    try:
+        state, record = checkpoint.restore(path, abstract)
+    except Exception as e:  # noqa: BLE001 - damaged or made for another task
+        _fail(f"{what} {path} do not restore ({type(e).__name__}): pass --overwrite (or "
+              f"another --run_dir) to train them again")
+    _stale(what, path, record, expert_config())
+    return state, record
+
+
 def _expert_kind() -> str:
     if FLAGS.expert:
         return FLAGS.expert
@@ -333,24 +346,14 @@ def stage_experts_and_data(run_dir: str):
                                   spec_arr)
         segments = 10 if FLAGS.expert_steps % 10 == 0 else 1
         if checkpoint.latest_step(ckpt) is not None:
-            try:
-                params, record = checkpoint.restore(ckpt, abstract)
-            except Exception as e:  # noqa: BLE001 - damaged or made for another task
-                _fail(f"experts {ckpt} do not restore ({type(e).__name__}): pass --overwrite "
-                      f"(or another --run_dir) to train them again")
-            _stale("experts", ckpt, record, expert_config())
+            params, _ = _restore_experts(ckpt, abstract)
             print(f"experts: {ckpt} exists, made with these settings: reused")
         else:
             # Mid-run checkpoints (the whole TD3 state, replay included) after every segment:
             # a killed expert stage resumes at the last finished segment, bitwise.
             state0, start = None, 0
             if checkpoint.latest_step(partial) is not None:
-                try:
-                    state0, record = checkpoint.restore(partial, abstract)
-                except Exception as e:  # noqa: BLE001 - damaged or made for another task
-                    _fail(f"experts {partial} do not restore ({type(e).__name__}): pass "
-                          f"--overwrite (or another --run_dir) to train them again")
-                _stale("experts", partial, record, expert_config())
+                state0, record = _restore_experts(partial, abstract)
                 start = int(record["segment"]) + 1
                 print(f"experts: resuming TD3 after segment {start}/{segments} ({partial})")
             else:
