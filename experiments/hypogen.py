@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 from absl import app, flags, logging
@@ -367,7 +368,6 @@ def stage_experts_and_data(run_dir: str):
             params = X.train_experts(env, spec_arr, cfg, jax.random.key(0), segments=segments,
                                      state=state0, start_segment=start, on_segment=on_segment)
             checkpoint.save(ckpt, FLAGS.expert_steps, params, expert_config(), keep=1)
-            import shutil
             shutil.rmtree(partial, ignore_errors=True)
             print(f"experts: trained ({time.time() - t:.0f} s)")
         policy, value = X.expert_policy(env.action_dim), X.expert_value()

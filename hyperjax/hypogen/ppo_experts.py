@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import jax
@@ -215,7 +216,6 @@ def save_params_npz(path: str, step: int, params) -> None:
     leaves = jax.tree_util.tree_leaves(params)
     tmp = path + ".tmp.npz"
     np.savez(tmp, step=step, **{f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
-    import os  # noqa: PLC0415
     os.replace(tmp, path)
 
 
