@@ -146,14 +146,16 @@ def selected() -> tuple[list[str], list[str]]:
 
 def suite_budget(env: str, scale: float) -> dict:
     """The paper's budget for ``env`` (notes §2: 100k / 200k / 500k gradient steps, 5,000
-    random steps, evaluation every 5,000 on 10 episodes per context) times ``scale``: the
+    random steps, evaluation every 5,000 on 5 episodes per context: the authors'
+    ``num_eval_episodes``) times ``scale``: the
     evaluation interval ``max(1, round(5000 scale))``, total steps the nearest multiple of it
     (at least one interval), random steps ``max(T, round(5000 scale))``."""
     from hyperjax import envs
+    from hyperjax.envs import PAPER_BUDGET
     total = envs.task_info(env).paper_total_steps
     every = max(1, round(5000 * scale))
     return dict(total_steps=max(every, round(total * scale / every) * every),
-                eval_every=every, eval_episodes=10,
+                eval_every=every, eval_episodes=PAPER_BUDGET["eval_episodes"],
                 learning_starts=max(envs.episode_length(env), round(5000 * scale)))
 
 

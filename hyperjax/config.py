@@ -77,7 +77,9 @@ class Config:
                               "least one episode).")
     batch_size: int = _f(240, "Batch size, stratified evenly over the training contexts (the "
                          "authors' 256 // 20 = 12 per context = 240).")
-    eval_episodes: int = _f(10, "Evaluation episodes per context and split.")
+    eval_episodes: int = _f(5, "Evaluation episodes per context and split (the authors' "
+                            "num_eval_episodes = 5, contexts/config.py; the paper's text "
+                            "says 10).")
     context_size: int | None = _f(None, "Encoder window K (default: the task's, 24 for "
                                   "DI/ODE, 128 for MJX).")
     buffer_size: int = _f(100_000, "Replay capacity per context (transitions).")

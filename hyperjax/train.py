@@ -135,7 +135,7 @@ def _setup(config: Config, sets, sweep, env):
     # the contexts trained in (the method may narrow them: unaware_default); evaluation
     # always covers the three sets
     train_ctx = jnp.asarray(method.training_contexts(np.asarray(sets.train),
-                                                     np.asarray(env.default_context)),
+                                                     np.asarray(env.default_training_context)),
                             jnp.float32)
     n_ctx = train_ctx.shape[0]
     check_batch(cfg.batch_size, n_ctx)
@@ -149,7 +149,11 @@ def _setup(config: Config, sets, sweep, env):
     # a context's m envs share its capacity (buffer_size transitions per context)
     slots = rb.num_slots(cfg.buffer_size // m, cfg.total_steps, T)
     n_eval = sets.train.shape[0]
-    eval_ctx = jnp.asarray(np.repeat(sets.stacked().reshape(-1, n_factors),
+    # the train split is evaluated in the contexts trained in, as the authors' eval_train_envs
+    # (unaware_default: its one context, tiled over the C rows; the mean is unchanged)
+    stacked = sets.stacked().copy()  # [3, C, F]
+    stacked[0] = np.resize(np.asarray(train_ctx), stacked[0].shape)
+    eval_ctx = jnp.asarray(np.repeat(stacked.reshape(-1, n_factors),
                                      cfg.eval_episodes, axis=0))  # [3*C*E, F]
 
     return cfg, env, sets, agent, _Layout(n_ctx, n_envs, m, train_ctx, env_ctx, eval_ctx,

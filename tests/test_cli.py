@@ -287,10 +287,15 @@ def test_checkpoint_round_trips_zero_size_leaves(tmp_path):
 
 def test_paper_suite_budgets_and_selection():
     from experiments import aib as cli
+    from hyperjax.config import Config
+    from hyperjax.envs import PAPER_BUDGET, task_info
+    # evaluation episodes per context: the authors' num_eval_episodes = 5 (contexts/config.py)
+    assert Config().eval_episodes == PAPER_BUDGET["eval_episodes"] == 5
+    assert task_info("cartpole").default_budget()["eval_episodes"] == 5
     assert cli.suite_budget("cheetah", 1.0) == dict(total_steps=200_000, eval_every=5000,
-                                                    eval_episodes=10, learning_starts=5000)
+                                                    eval_episodes=5, learning_starts=5000)
     assert cli.suite_budget("di", 0.1) == dict(total_steps=10_000, eval_every=500,
-                                               eval_episodes=10, learning_starts=500)
+                                               eval_episodes=5, learning_starts=500)
     assert cli.suite_budget("hopper_gym", 0.01)["total_steps"] == 5000
     assert cli.suite_budget("cartpole", 0.01)["learning_starts"] == 1000  # one episode
     cli.FLAGS(["aib", "--suite=paper"])

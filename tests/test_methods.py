@@ -10,6 +10,7 @@ import pytest
 
 import hyperjax as hj
 from hyperjax import methods
+from hyperjax.agents import agent as agent_mod
 from hyperjax.agents import replay as rb
 from hyperjax.agents.agent import GROUPS
 from hyperjax.envs import contexts
@@ -79,6 +80,53 @@ def test_gradient_routing_of_every_preset_is_exact(algo):
             assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(sub)) > 0, group
 
 
+# one preset (both RL losses routed) in the default suite, the rest under -m slow
+RL_ROUTED = [n if n == "dma_sh_actor_critic_grad" else pytest.param(n, marks=pytest.mark.slow)
+             for n in methods.PRESETS if methods.get(n).rl_losses]
+
+
+@pytest.mark.parametrize("algo", RL_ROUTED)
+def test_rl_losses_step_only_the_encoder_like_torch(algo):
+    """The authors step ``dce_optimizer`` (the encoder) after each RL loss and the dynamics
+    model's ``fm_optimizer`` after the dynamics loss only; torch's Adam skips parameters whose
+    gradient is None. So one update moves the dynamics group by exactly one Adam step of the
+    dynamics loss (stepping it again on the RL losses' exact-zero gradients would move it by
+    momentum), and every encoder leaf has a gradient from each routed RL loss (nothing in the
+    stepped group is a torch None)."""
+    prog = _program(algo)
+    agent, m = prog.agent, prog.agent.method
+    state = prog.init(jax.random.PRNGKey(0)).agent
+    batch = _batch(prog, jax.random.PRNGKey(1))
+    contexts = jnp.asarray(prog.sets.train)
+    ctx = contexts[batch.context_id]
+    key = jax.random.PRNGKey(5)
+    hp = state.hparams
+    # a momentum that zero gradients would carry on: Adam states after one dynamics step
+    update = jax.jit(agent.update)
+    for _ in range(2):
+        new, _ = update(state, batch, contexts, key, jnp.bool_(True))
+        state = state.replace(opt_state=new.opt_state)
+    p, o = state.params, state.opt_state
+    new, _ = update(state, batch, contexts, key, jnp.bool_(True))
+    if m.has_aux():
+        k_m = jax.random.split(key, 3)[0]
+        g = jax.grad(lambda mp: agent.aux_loss(mp, batch, k_m, hp)[0])(p.method)
+        want, want_o = jax.jit(lambda: agent_mod._step_groups(p.method, o.method, g,
+                                                              hp.model_lr))()
+        for a, b in zip(jax.tree.leaves(new.params.method["dynamics"]),
+                        jax.tree.leaves(want["dynamics"])):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)  # rounding: ~3e-7
+        for a, b in zip(jax.tree.leaves(new.opt_state.method["dynamics"]),
+                        jax.tree.leaves(want_o["dynamics"])):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    losses = {"critic": lambda pp: agent.critic_loss(pp, batch, ctx, key, hp)[0],
+              "actor": lambda pp: agent.actor_loss(pp, batch, ctx, key, hp)[0]}
+    for loss in m.rl_losses:
+        g = jax.grad(losses[loss])(p)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(g.method["encoder"]):
+            assert float(jnp.max(jnp.abs(leaf))) > 0, (algo, loss, path)
+
+
 def test_shared_omega_is_the_dynamics_models_and_lifting_reaches_eta():
     """DMA*-SH: the actor's adapter uses h_eta(z); with the stop-gradient lifted (shadow
     gradients only) the actor's objective reaches eta, so the zeros above are its doing."""
@@ -118,6 +166,25 @@ def test_unaware_default_trains_in_the_default_context_only():
     assert state.replay.obs.shape[0] == 1  # one training env: the default context
     state, m = jax.jit(hj.make_train(prog.cfg))(jax.random.PRNGKey(0))
     assert m["eval_return"].shape == (3, 3, 20)  # evaluated on the three 20-context sets
+
+
+def test_unaware_default_trains_and_is_evaluated_in_the_authors_ode_default():
+    """``--method unaware_default`` trains in ``CONTEXT_DEFAULTS``' defaults, (0, 0) on ODE
+    (``dmash/contexts/context.py``), not the env's constructor default (1, 0); its train split
+    is evaluated there too (the authors' ``eval_train_envs`` are the training contexts)."""
+    from hyperjax import train
+    cfg = hj.Config(env="ode", algo="unaware_default", **{**TINY, "learning_starts": 200})
+    _, env, _, _, lay = train._setup(cfg, None, (), None)
+    np.testing.assert_array_equal(env.default_context, [1.0, 0.0])
+    np.testing.assert_array_equal(lay.train_ctx, [[0.0, 0.0]])
+    split_rows = np.asarray(lay.eval_ctx).reshape(3, lay.n_eval, 1, 2)
+    np.testing.assert_array_equal(split_rows[0], 0.0)
+    sets = hj.context_sets("ode")
+    np.testing.assert_array_equal(split_rows[1, :, 0], sets.eval_in)
+    # every other method evaluates its train split on the 20 training contexts
+    *_, lay_dr = train._setup(dataclasses.replace(cfg, algo="dr"), None, (), None)
+    np.testing.assert_array_equal(np.asarray(lay_dr.eval_ctx).reshape(3, 20, 1, 2)[0, :, 0],
+                                  sets.train)
 
 
 class OwnContextGate(ContextMethod):

@@ -245,8 +245,9 @@ class Agent:
     def update(self, state: AgentState, batch: Batch, contexts, key, do_actor) -> tuple:
         """Method loss, then critics, then (every ``policy_frequency``-th step, that many
         times) actor and alpha, then the target critics (notes §3.6 order). A loss that the
-        method routes into its parameters (``rl_losses``) steps their Adams too, as the
-        authors step ``dce_optimizer`` after every loss.
+        method routes into its parameters (``rl_losses``) steps the Adams of its
+        ``rl_groups`` too, as the authors step ``dce_optimizer`` (the encoder) after every
+        loss; the other groups keep values and moments (torch skips None gradients).
 
         Args:
           state: ``AgentState``.
@@ -276,7 +277,8 @@ class Agent:
                                         k_q, hp)
             (ql, q_mean), (g, g_m) = jax.value_and_grad(q_loss, has_aux=True)(
                 (p.critic, p.method))
-            method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr)
+            method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr,
+                                       self.method.rl_groups)
             p, o = p.replace(method=method), o.replace(method=o_m)
         else:
             (ql, q_mean), g = jax.value_and_grad(
@@ -297,7 +299,8 @@ class Agent:
                         return self.actor_loss(pp, batch, context, k_l, hp, conds)
                     (al, _), (g, g_m) = jax.value_and_grad(loss_fn, has_aux=True)(
                         (p.actor, p.method))
-                    method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr)
+                    method, o_m = _step_groups(p.method, o.method, g_m, hp.model_lr,
+                                               self.method.rl_groups)
                     p, o = p.replace(method=method), o.replace(method=o_m)
                     conds = self.condition(p, batch.window, context, k_c, True, hp)
                 else:
@@ -329,10 +332,14 @@ class Agent:
         return AgentState(p, o, hp), metrics
 
 
-def _step_groups(params: dict, opt: dict, grads: dict, lr):
-    """One Adam step of every method group (each its own state)."""
-    new_p, new_o = {}, {}
+def _step_groups(params: dict, opt: dict, grads: dict, lr, only=None):
+    """One Adam step of every method group (each its own state), or of the groups in ``only``
+    (the others keep their values and Adam states: torch skips parameters whose gradient is
+    None)."""
+    new_p, new_o = dict(params), dict(opt)
     for name in params:
+        if only is not None and name not in only:
+            continue
         new_p[name], new_o[name] = sac.apply_gradients(ADAM, grads[name], opt[name],
                                                        params[name], lr)
     return new_p, new_o

@@ -27,7 +27,10 @@ class Factor:
 
     Attributes:
       name: factor name (``"mass"``, ``"action_factor"``, ...).
-      default: value in the unmodified task.
+      default: the authors' ``CONTEXT_DEFAULTS`` default (``dmash/contexts/context.py``):
+        the context ``unaware_default`` trains in (``Env.default_training_context``). It is
+        the unmodified task's value except for ODE / ODE-k, whose default is 0 here while the
+        env's constructor default is (1, 0, ...).
       in_range: ``(lo, hi)`` interpolation range (train and eval-in).
       out_range: ``(lo, hi)`` extrapolation range (eval-out).
       values: for discrete factors (``action_factor``), the values every split takes.
@@ -69,16 +72,16 @@ MASS = Factor("mass", 1.0, (0.5, 1.5), (0.1, 2.0))
 FRICTION = Factor("friction", 1.0, (0.5, 1.5), (0.1, 2.0))
 ACTION_FACTOR = Factor("action_factor", 1.0, (-1.0, 1.0), (-1.0, 1.0), values=(-1.0, 1.0))
 PERMUTATION = Factor("permutation", 0.0, (0.0, 1.0), (0.0, 1.0), values=(0.0, 1.0))
-ODE_P0 = Factor("parameter_0", 1.0, (-5.0, 5.0), (-10.0, 10.0))
+ODE_P0 = Factor("parameter_0", 0.0, (-5.0, 5.0), (-10.0, 10.0))
 ODE_P1 = Factor("parameter_1", 0.0, (-5.0, 5.0), (-10.0, 10.0))
 
 SPLITS = ("train", "eval_in", "eval_out")
 
 
 def ode_k_factors(k: int) -> tuple[Factor, ...]:
-    """ODE-k's factors: ``parameter_0 .. parameter_{k-1}``, default 1.0 (the authors'
-    registration kwargs), in [-5, 5], out [-10, 10] (``CONTEXT_DEFAULTS["dmash/ODE-{k}-v0"]``)."""
-    return tuple(Factor(f"parameter_{j}", 1.0, (-5.0, 5.0), (-10.0, 10.0)) for j in range(k))
+    """ODE-k's factors: ``parameter_0 .. parameter_{k-1}``, default 0.0, in [-5, 5], out
+    [-10, 10] (``CONTEXT_DEFAULTS["dmash/ODE-{k}-v0"]``)."""
+    return tuple(Factor(f"parameter_{j}", 0.0, (-5.0, 5.0), (-10.0, 10.0)) for j in range(k))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,19 @@ class Env:
 
     _default_context: tuple[float, ...] = ()
 
+    @property
+    def default_training_context(self) -> jax.Array:
+        """``float32[n_factors]``: the one context ``unaware_default`` trains in and is
+        evaluated in on the train split, the authors' ``--context_default``
+        (``CONTEXT_DEFAULTS[env_id][factor][0]``, ``dmash/contexts/context.py``): each varied
+        factor's ``Factor.default``. It differs from ``default_context`` on ODE / ODE-k
+        ((0, 0) against the env's constructor default (1, 0)). Envs without ``varied``
+        factors return ``default_context``."""
+        varied = getattr(self, "varied", None)
+        if not varied:
+            return self.default_context
+        return jnp.asarray([f.default for f in varied], jnp.float32)
+
     # --- the public, pure API -------------------------------------------------------
     def reset(self, key: jax.Array, context: jax.Array) -> tuple[Any, Timestep]:
         """Starts an episode.

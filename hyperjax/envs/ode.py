@@ -77,7 +77,7 @@ class ComplexODEk(ComplexODE):
         self.name = f"ode_{k}"
         self.varied = ctx.ode_k_factors(k)
         self.factors = tuple(f.name for f in self.varied)
-        self._default_context = tuple(f.default for f in self.varied)
+        self._default_context = (1.0,) * k  # the authors' registration kwargs
 
     def _step(self, key, x, action, context):
         a_re, a_im = action[0], action[1]

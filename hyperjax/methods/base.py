@@ -9,7 +9,8 @@ weights), and its losses take whatever conditioning the method returns. A method
   ``concat``, ``own``: a hypernetwork of their own fed with ``Cond.vec``, ``shared``: adapter
   weights ``Cond.omega`` generated elsewhere; ``hyperjax.nets.networks.Torso``);
 * ``init(key, spec)``: its own parameters, ``{group: pytree}`` (``{}`` for none); every group
-  gets its own Adam (learning rate ``HParams.model_lr``);
+  gets its own Adam (learning rate ``HParams.model_lr``); ``rl_groups`` names the groups a
+  loss in ``rl_losses`` steps (default: all);
 * ``condition(params, window, context, key, training, hp, loss)``: the ``(actor Cond, critic
   Cond)`` for ``loss`` in ``"act"`` (acting), ``"critic"`` or ``"actor"``, with the method's
   stop-gradients applied: RL losses reach the method's parameters only for the losses in
@@ -55,6 +56,9 @@ class ContextMethod:
     policy_merge: str = "none"
     q_merge: str = "none"
     rl_losses: tuple[str, ...] = ()   # networks whose conditioning is not detached
+    # the parameter groups a loss in ``rl_losses`` steps (None: every group); the others keep
+    # their values and Adam states, as torch's Adam skips parameters without a gradient
+    rl_groups: tuple[str, ...] | None = None
     inferred: bool = False     # has an encoder (a window of K transitions)
     mask_rate: float = 0.0     # the encoder's input mask rate
 

@@ -21,9 +21,12 @@ A point of the grid (``GridMethod``) fixes:
 * ``default_context``: train in the task's default context only (``unaware_default``).
 
 Method parameters are two groups, ``encoder`` (phi) and ``dynamics`` (theta, eta), each with its
-own Adam like the authors' ``dce_optimizer`` and ``fm_optimizer``: the dynamics loss steps both,
-and a loss in ``rl_losses`` steps them again with its own gradient, as the authors' code steps
-``dce_optimizer`` after every loss.
+own Adam like the authors' ``dce_optimizer`` and ``fm_optimizer``: the dynamics loss steps both;
+a loss in ``rl_losses`` steps the encoder again with its own gradient, as the authors' code steps
+``dce_optimizer`` (the encoder's parameters only) after every loss (``rl_groups``). The
+dynamics group is stepped by the dynamics loss alone: torch's Adam skips parameters whose
+gradient is None, so an RL loss leaves theta, eta and their Adam moments as they are (stepping
+them on exact-zero gradients would move them by momentum).
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class GridMethod(ContextMethod):
     shared_from: str = "model"
     rl_losses: tuple[str, ...] = ()
     default_context: bool = False
+    rl_groups = ("encoder",)  # the authors' dce_optimizer (module doc); not a field
 
     def __post_init__(self):
         if self.source not in SOURCES:
