@@ -33,6 +33,10 @@ import os
 import shutil
 import time
 
+# XLA's C++ warnings (one per cache hit: "Assume version compatibility...") stay quiet unless
+# asked for (TF_CPP_MIN_LOG_LEVEL=0); errors still print. Read when jax loads: set it first.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from absl import app, flags, logging
 
 from hyperjax import config as _config, envs as _envs, methods as _methods

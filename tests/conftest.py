@@ -3,6 +3,7 @@ import sys
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as the CLIs (experiments/aib.py)
 
 from hyperjax.utils import enable_compilation_cache  # noqa: E402
 

@@ -243,3 +243,42 @@ def test_a_long_random_phase_still_trains():
     state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
     assert int(state.agent.opt_state.critic.count) == 101
     assert np.isfinite(m["q_loss"]).all()
+
+
+# --- the persistent compilation cache: quiet, and off where this host refuses its entries ---
+
+def test_captured_stderr_fd_holds_what_cxx_code_writes_to_fd_2():
+    from hyperjax.utils import captured_stderr_fd
+    with captured_stderr_fd() as log:
+        os.write(2, b"E0000 cpu_aot_loader.cc:220] Loading XLA:CPU AOT result.\n")
+    assert "cpu_aot_loader" in log[0]
+
+
+def test_the_cache_is_turned_off_where_the_host_refuses_its_entries(tmp_path, monkeypatch):
+    import jax
+    from hyperjax import utils
+    monkeypatch.setattr(utils, "cache_entries_load", lambda: False)
+    try:
+        assert utils.enable_compilation_cache(str(tmp_path)) is None
+        assert not jax.config.jax_enable_compilation_cache
+    finally:
+        monkeypatch.undo()
+        utils.enable_compilation_cache(probe=False)  # the suite's cache, as conftest sets it
+    assert jax.config.jax_enable_compilation_cache
+
+
+def test_a_cached_run_prints_no_xla_cache_lines(tmp_path):
+    """Two processes through the CLI module's setup: the second reads the first's entries
+    (or, on a host whose XLA refuses them, runs without the cache); neither prints XLA's
+    loader errors or its per-hit warnings."""
+    code = ("import sys, experiments.aib, jax, jax.numpy as jnp\n"
+            "from hyperjax.utils import enable_compilation_cache\n"
+            "print(enable_compilation_cache(sys.argv[1]))\n"
+            "print(float(jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((4, 4))).sum()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "cpu_aot_loader" not in out.stderr and "pjrt_executable" not in out.stderr, \
+            out.stderr
