@@ -4,6 +4,9 @@ parallel envs per seed; one subprocess per cell so peak memory is the cell's own
 
     python benchmarks/train_throughput.py                      # all methods, DI, 1 and 4 seeds
     python benchmarks/train_throughput.py --algos=dr,dma_sh --seeds=1,8 --episodes=3
+    # DMA*-SH against Concat on an MJX task with K = 128 (prints their step-time ratio)
+    python benchmarks/train_throughput.py --algos=concat,dma_sh --tasks=cartpole --seeds=1 \
+        --episodes=1 --no_warm
     # scaling curves: seeds 1, 2, 4, ... (at 20 envs) until a cell fails or exceeds
     # --max_mem_gib, then envs per seed (at 1 seed)
     python benchmarks/train_throughput.py --algos=dr,dma_sh --tasks=di,cheetah \
@@ -216,9 +219,28 @@ def main():
                         print(f"  (stopping this axis: peak memory above {args.max_mem_gib} "
                               f"GiB)", flush=True)
                         break
+    for line in ratio_lines(results):
+        print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def ratio_lines(results, algo: str = "dma_sh", base: str = "concat",
+                target: float = 4.0) -> list[str]:
+    """``algo``'s time per gradient step over ``base``'s, per (task, seeds, envs) cell that
+    has both (issue 26: DMA*-SH at most 4x Concat on Cartpole)."""
+    cells = {(r["env"], r["seeds"], r["num_envs"], r["algo"]): r for r in results}
+    out = []
+    for (task, seeds, n, a), r in cells.items():
+        other = cells.get((task, seeds, n, base))
+        if a != algo or other is None:
+            continue
+        ratio = other["grad_steps_per_s"] / r["grad_steps_per_s"]
+        out.append(f"{task}, {seeds} seed(s), {n} envs: {algo} takes {ratio:.2f}x {base}'s "
+                   f"time per gradient step (target <= {target:g}x); {algo} at "
+                   f"{r['gflops'] / r['matmul_gflops']:.0%} of the matmul rate")
+    return out
 
 
 if __name__ == "__main__":

@@ -67,3 +67,15 @@ def test_gpu_manipulation_tiny_writes_its_results(tmp_path):
     with tarfile.open(out / "gpu_manipulation.tar.gz") as tar:
         names = tar.getnames()
     assert "summary.json" in names and "run/experts_log.jsonl" in names
+
+
+def test_train_throughput_prints_the_dma_sh_to_concat_ratio():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import train_throughput as tt
+    cell = dict(env="cartpole", seeds=1, num_envs=20, matmul_gflops=100.0)
+    rows = [dict(cell, algo="concat", grad_steps_per_s=100.0, gflops=10.0),
+            dict(cell, algo="dma_sh", grad_steps_per_s=20.0, gflops=40.0),
+            dict(cell, algo="dr", seeds=4, grad_steps_per_s=50.0, gflops=1.0)]
+    (line,) = tt.ratio_lines(rows)
+    assert "dma_sh takes 5.00x concat's time per gradient step" in line
+    assert "40% of the matmul rate" in line
