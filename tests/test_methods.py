@@ -154,8 +154,8 @@ def test_aware_hypernet_shared_critic_uses_the_actors_omega():
     assert "hypernet" not in str(jax.tree_util.tree_structure(params.critic))
     ctx = jnp.asarray(prog.sets.train[:3])
     cond_a, cond_q = prog.agent.condition(params, None, ctx, jax.random.PRNGKey(0), False, None)
-    from hyperjax.nets.hypernet import HyperNet
-    om = HyperNet().apply({"params": params.actor["params"]["Torso_0"]["hypernet"]}, ctx)
+    from hyperjax.nets.networks import own_omega
+    om = own_omega(params.actor, ctx)
     np.testing.assert_array_equal(cond_q.omega.w_down, om.w_down)
     np.testing.assert_array_equal(cond_a.vec, ctx)
 
@@ -206,7 +206,8 @@ def test_a_method_defined_here_trains_through_make_train():
     state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
     assert np.isfinite(m["q_loss"]).all() and m["aer"].shape == (3, 3)
     # its conditioning is in the networks: the actor's first layer takes obs + 2 factors
-    k = state.agent.params.actor["params"]["Torso_0"]["TorchDense_0"]["kernel"]
+    from hyperjax.nets.networks import TORSO
+    k = state.agent.params.actor["params"][TORSO]["TorchDense_0"]["kernel"]
     assert k.shape == (4 + 2, 256)
     with pytest.raises(ValueError, match="registered already"):
         methods.register(OwnContextGate())

@@ -37,8 +37,7 @@ import jax.numpy as jnp
 
 from hyperjax.methods.base import ContextMethod, MethodSpec
 from hyperjax.nets.encoder import ContextEncoder
-from hyperjax.nets.hypernet import HyperNet
-from hyperjax.nets.networks import Cond, DynamicsModel
+from hyperjax.nets.networks import Cond, DynamicsModel, own_omega
 
 ENCODERS = {
     # name: (input_norm, output_norm, pearl)
@@ -162,8 +161,7 @@ class GridMethod(ContextMethod):
     def omega(self, spec, params, vec):
         """Adapter weights of a ``shared`` merge for ``vec`` (z or c)."""
         if self.shared_from == "actor":
-            p = params.actor["params"]["Torso_0"]["hypernet"]
-            return HyperNet().apply({"params": p}, vec)
+            return own_omega(params.actor, vec)
         return self._model(spec).dynamics.apply({"params": params.method["dynamics"]}, vec,
                                                 method=DynamicsModel.omega)
 

@@ -20,6 +20,9 @@ from hyperjax.nets.hypernet import AdapterWeights, HyperNet, adapter_apply
 from hyperjax.nets.layers import TorchDense
 
 MERGES = ("none", "concat", "shared", "own")
+# The trunk's name in the actor's and the critics' parameter trees: the name flax gave it
+# automatically before it was explicit, so initial values (rng folded by name) are unchanged.
+TORSO = "Torso_0"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
@@ -50,6 +53,24 @@ class Torso(nn.Module):
         return adapter_apply(h, omega)
 
 
+def own_hypernet_params(net_params) -> dict:
+    """The parameters of a ``merge="own"`` actor's hypernetwork (``actor.init``'s tree): the
+    one place that knows where they live (``aware_hypernet_shared``'s critics share them).
+
+    Raises:
+      ValueError: the network has no hypernetwork of its own.
+    """
+    torso = net_params["params"].get(TORSO, {})
+    if "hypernet" not in torso:
+        raise ValueError("this network has no hypernetwork of its own (merge='own')")
+    return torso["hypernet"]
+
+
+def own_omega(net_params, vec) -> AdapterWeights:
+    """omega = h(vec) from a ``merge="own"`` network's hypernetwork, ``vec`` ``float32[B, d]``."""
+    return HyperNet().apply({"params": own_hypernet_params(net_params)}, vec)
+
+
 class Actor(nn.Module):
     """Tanh-Gaussian policy head (CleanRL SAC): returns ``(mean, log_std)``, ``[B, act_dim]``.
 
@@ -61,7 +82,7 @@ class Actor(nn.Module):
 
     @nn.compact
     def __call__(self, obs, cond: Cond = Cond()):
-        h = Torso(self.merge)(obs, cond)
+        h = Torso(self.merge, name=TORSO)(obs, cond)
         mean = TorchDense(self.action_dim, name="mean")(h)
         log_std = jnp.tanh(TorchDense(self.action_dim, name="log_std")(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
@@ -75,7 +96,7 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, obs, action, cond: Cond = Cond()):
-        h = Torso(self.merge)(jnp.concatenate([obs, action], axis=-1), cond)
+        h = Torso(self.merge, name=TORSO)(jnp.concatenate([obs, action], axis=-1), cond)
         return TorchDense(1, name="q")(h)[..., 0]
 
 
