@@ -44,6 +44,8 @@ from hyperjax.methods import MethodSpec
 from hyperjax.config import Config, check_batch
 from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window, push_window,
                                     window_features)
+from hyperjax.evaluation import Trajectory, random_policy, run_episodes  # noqa: F401
+from hyperjax.policy import make_policy
 
 SPLITS = envs.contexts.SPLITS
 
@@ -59,14 +61,6 @@ class TrainState:
     episode_return: jax.Array  # float32[n_envs], return of the running episode
     segments_done: jax.Array   # int32[]
     eval_key: jax.Array        # uint32[2], the key of the last evaluation (to reproduce it)
-
-
-class Trajectory(NamedTuple):
-    """Recorded evaluation episodes (``Program.rollout``), leading axes ``[N, P + T]``."""
-
-    obs: jax.Array       # float32[N, P+T, obs_dim]
-    action: jax.Array    # float32[N, P+T, act_dim]
-    next_obs: jax.Array  # float32[N, P+T, obs_dim]
 
 
 class Program(NamedTuple):
@@ -304,57 +298,20 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         return state, {n: tot / cnt for n, (tot, cnt) in acc.items()}
 
     # --- evaluation ------------------------------------------------------------------------
+    policy = make_policy(agent)
+    baseline = random_policy(A, low, high)
+
     def rollout(params, key, contexts, record: bool = True, random_actions: bool = False):
-        """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch.
-
-        The encoder runs in eval mode after the DMA warm-up (notes §3.6, §9.9), which starts
-        from K x ``(s0', 0, s0')`` of an extra reset (the authors' evaluation deques). Returns
-        ``(returns float32[N], Trajectory)``; the trajectory's arrays are ``[N, P + T, ...]``
-        with the P = K warm-up transitions first (as in the replay), or None when ``record``
-        is False. ``random_actions``: uniform-random actions instead of the policy (no warm-up;
-        ``params`` unused), the baseline every task's scores are compared with.
+        """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch:
+        ``hyperjax.evaluation.run_episodes`` with this agent's policy (the DMA warm-up, the
+        encoder in eval mode; notes §3.6, §9.9). Returns ``(returns float32[N], Trajectory)``;
+        the trajectory's arrays are ``[N, P + T, ...]`` with the P = K warm-up transitions
+        first (as in the replay), or None when ``record`` is False. ``random_actions``:
+        uniform-random actions instead of the policy (no warm-up; ``params`` unused), the
+        baseline every task's scores are compared with.
         """
-        n = contexts.shape[0]
-        k_reset, k_run = jax.random.split(key)
-        P = K if (K and not random_actions) else 0  # warm-up steps before the episode
-        if P:
-            # the authors' evaluation: a reset whose s0' fills the deques, the warm-up's own
-            # reset, the episode's reset (one batched call). The warm-up and the episode run
-            # in one scan with the same deterministic eval-mode policy, the env switching to
-            # the episode's reset state after step P (one compiled env step, not two).
-            (ep_state, ep_ts), (_, ts0), (state, ts) = resets(k_reset, contexts, 3)
-            window = initial_window(ts0.obs, K, A)
-        else:
-            window = None
-            state, ts = reset(k_reset, contexts)
-
-        def body(carry, inp):
-            env_state, obs, window, ret = carry
-            i, key = inp
-            k_act, k_env = jax.random.split(key)
-            if random_actions:
-                action = jax.random.uniform(k_act, (n, A), jnp.float32, low, high)
-            else:
-                action = agent.act(params, obs, window_features(window) if K else None,
-                                   contexts, k_act, deterministic=True, encoder_training=False)
-            env_state, ts = jax.vmap(env.step)(jax.random.split(k_env, n), env_state, action,
-                                               contexts)
-            if window is not None:
-                window = jax.vmap(push_window)(window, obs, action, ts.obs)
-            ret = ret + jnp.where(i >= P, ts.reward, 0.0)
-            out = (obs, action, ts.obs) if record else None
-            next_obs = ts.obs
-            if P:
-                env_state, next_obs = jax.lax.cond(
-                    i == P - 1, lambda: (ep_state, ep_ts.obs), lambda: (env_state, ts.obs))
-            return (env_state, next_obs, window, ret), out
-
-        carry = (state, ts.obs, window, jnp.zeros(n))
-        (_, _, _, ret), traj = jax.lax.scan(
-            body, carry, (jnp.arange(P + T), jax.random.split(k_run, P + T)))
-        if not record:
-            return ret, None
-        return ret, Trajectory(*(jnp.swapaxes(x, 0, 1) for x in traj))  # [N, P + T, ...]
+        return run_episodes(baseline if random_actions else policy, params, env, contexts, key,
+                            record)
 
     def evaluate(params, key, random_actions: bool = False):
         """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (notes §3.6).

@@ -1,5 +1,5 @@
-"""Trained policies: ``load_policy`` from a CLI run reproduces the CLI's last evaluation in a
-``lax.scan`` loop written here, and ``make_policy`` serves every preset."""
+"""Trained policies: ``load_policy`` from a CLI run reproduces the CLI's last evaluation through
+``hj.evaluate``, and ``make_policy`` serves every preset."""
 import json
 import os
 
@@ -15,10 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_loaded_policy_reproduces_the_clis_last_evaluation(tiny_dma_sh_run):
-    """The CLI's last evaluation, step by step with the loaded policy: the same resets (the
-    evaluation's key, kept in the train state), K warm-up steps from K x (s0', 0, s0'), a reset
-    to the episode's start, T steps. DI is deterministic and the batch is the same, so the
-    returns are equal (tolerance 1e-4: metrics.jsonl rounds to 4 decimals)."""
+    """The CLI's last evaluation through the library's ``hj.evaluate`` with the loaded policy:
+    the same resets (the evaluation's key, kept in the train state), K warm-up steps from
+    K x (s0', 0, s0'), a reset to the episode's start, T steps. DI is deterministic and the
+    batch is the same, so the returns are equal (tolerance 1e-4: metrics.jsonl rounds to 4
+    decimals)."""
     cli_run = tiny_dma_sh_run
     params, policy = hj.load_policy(cli_run)
     prog = hj.make_program(hj.Config(env="di", algo="dma_sh", total_steps=20, eval_every=10,
@@ -26,35 +27,9 @@ def test_loaded_policy_reproduces_the_clis_last_evaluation(tiny_dma_sh_run):
     state, _ = checkpoint.restore(os.path.join(cli_run, "checkpoints"),
                                   run.abstract_state(prog, 1))
     k_eval = state.eval_key[0]
-    env, K, T = prog.env, policy.warmup_steps, prog.env.episode_length
     ctx = jnp.asarray(prog.sets.stacked().reshape(-1, 2))  # [60, 2]: train, in, out
-    n = ctx.shape[0]
-
-    def evaluate(params, key):
-        k_reset, k_run = jax.random.split(key)
-        keys = jax.random.split(k_reset, 3 * n)   # the rollout's batched resets
-        reset = jax.vmap(env.reset)
-        ep_state, ep_ts = reset(keys[:n], ctx)
-        _, ts0 = reset(keys[n:2 * n], ctx)
-        w_state, w_ts = reset(keys[2 * n:], ctx)
-        step_keys = jax.random.split(k_run, K + T)
-
-        def step(carry, key):
-            s, obs, ps, ret = carry
-            k_act, k_env = jax.random.split(key)
-            action, ps = policy.act(params, ps, obs, k_act)
-            s, ts = jax.vmap(env.step)(jax.random.split(k_env, n), s, action, ctx)
-            return (s, ts.obs, ps, ret + ts.reward), None
-
-        ps = policy.init(ts0.obs, ctx)
-        (_, last_obs, ps, _), _ = jax.lax.scan(step, (w_state, w_ts.obs, ps, jnp.zeros(n)),
-                                               step_keys[:K])
-        ps = policy.reset(ps, last_obs, ep_ts.obs)
-        (_, _, _, ret), _ = jax.lax.scan(step, (ep_state, ep_ts.obs, ps, jnp.zeros(n)),
-                                         step_keys[K:])
-        return ret
-
-    ret = np.asarray(jax.jit(evaluate)(params, k_eval)).reshape(3, 20)
+    ret = np.asarray(jax.jit(lambda p, k: hj.evaluate(policy, p, prog.env, ctx, k))(
+        params, k_eval)).reshape(3, 20)
     rows = [json.loads(x) for x in open(os.path.join(cli_run, "metrics.jsonl"))]
     last = {r["split"]: r["returns"] for r in rows if r["step"] == 20}
     want = np.array([last[s] for s in ("train", "eval_in", "eval_out")])
@@ -86,3 +61,21 @@ def test_make_policy_serves_every_kind_of_preset(algo):
 def test_load_policy_errors(tmp_path):
     with pytest.raises(ValueError, match="is not a run directory"):
         hj.load_policy(str(tmp_path))
+
+
+def test_evaluate_lays_out_episodes_as_the_cli_and_refuses_bad_input():
+    """``hj.evaluate`` repeats each context ``episodes`` times in place, as the CLI's
+    evaluation batch does, so its [N, E] returns equal ``Program.evaluate``'s split rows."""
+    prog = hj.make_program(hj.Config(algo="dr", total_steps=20, eval_every=10,
+                                     learning_starts=100, eval_episodes=2))
+    params = prog.init(jax.random.PRNGKey(0)).agent.params
+    policy = hj.make_policy(prog.agent)
+    key = jax.random.PRNGKey(3)
+    ctx = jnp.asarray(prog.sets.stacked().reshape(-1, 2))
+    ret = hj.evaluate(policy, params, prog.env, ctx, key, episodes=2)
+    assert ret.shape == (60, 2)
+    np.testing.assert_array_equal(ret.reshape(3, 20, 2), prog.evaluate(params, key))
+    with pytest.raises(ValueError, match="episodes must be a positive integer"):
+        hj.evaluate(policy, params, prog.env, ctx, key, episodes=0)
+    with pytest.raises(ValueError, match=r"contexts must be \[N, n_factors\]"):
+        hj.evaluate(policy, params, prog.env, ctx[0], key)
