@@ -34,8 +34,8 @@ def test_every_readme_python_block_runs(tiny_dma_sh_run):
         methods._REGISTRY.pop("tanh_context", None)
     # what the blocks claim
     import numpy as np
-    assert ns["returns"].shape == (20,) and np.isfinite(ns["returns"]).all()
-    assert ns["returns_seed1"].shape == (20,)
+    assert ns["returns"].shape == (20, 2) and np.isfinite(ns["returns"]).all()  # hj.evaluate
+    assert ns["returns_seed1"].shape == (20, 1)
     assert np.isfinite(ns["line_metrics"]["q_loss"]).all()
     assert len(ns["rows"]) > 0
 
