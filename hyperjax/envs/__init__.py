@@ -60,8 +60,8 @@ class TaskInfo:
 
 
 # The paper's evaluation and random phase (notes §2): 5,000 random vector steps, evaluation
-# every 5,000 on 10 episodes per context.
-PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=5)  # num_eval_episodes: the authors' 5
+# every 5,000 on 5 episodes per context (the authors' num_eval_episodes; the paper's text: 10).
+PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=5)
 # The jnp tasks' CPU budget when --total_steps is not given: what fits `make run` on the
 # 2-core CPU: 1,000 uniform-random vector steps, then 9,000 + 1 gradient steps, evaluation
 # every 1,000 on 5 episodes per context (an explicit deviation, listed in the README).
