@@ -25,6 +25,7 @@ are sharded over every local device (``hyperjax.run.run_mesh``). GFLOP/s: XLA's 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -66,7 +67,8 @@ def step_gflop(prog, n_envs: int) -> float:
     """XLA's FLOP count of one vector step of one seed: the policy on ``n_envs`` envs plus
     the gradient step averaged over the actor / critic-only pair (``lax.cond`` branches are
     compiled apart: XLA's count of the scan body would charge the costlier one every step
-    and also count the DMA warm-up scan's body). The env step is left out (DI: ~0 FLOPs;
+    and also count the DMA warm-up scan's body), with the actor loop unrolled for the count
+    (XLA counts a loop body once, whatever its trip count). The env step is left out (DI: ~0 FLOPs;
     MJX: not matmul work)."""
     import jax
     import jax.numpy as jnp
@@ -82,7 +84,9 @@ def step_gflop(prog, n_envs: int) -> float:
     batch = rb.sample(buf, key, cfg.per_context_batch(n_ctx), T, K,
                       n_ctx if n_envs > n_ctx else None)
     ctx = jnp.asarray(prog.sets.train)
-    update = [_gflop(lambda s: agent.update(s, batch, ctx, key, a), state.agent)
+    counting = copy.copy(agent)
+    counting.unroll_actor_loop = True  # XLA's count of a loop body is once, not per iteration
+    update = [_gflop(lambda s: counting.update(s, batch, ctx, key, a), state.agent)
               for a in (True, False)]
     obs = jnp.zeros((n_envs, env.obs_dim))
     window = jnp.zeros((n_envs, *agent.window_shape))  # features [n, K, D]

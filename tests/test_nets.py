@@ -100,6 +100,69 @@ def test_encoder_shapes_modes_and_masking():
         enc.apply(p, w[:, :5], None, False)
 
 
+def test_bernoulli_at_draws_the_same_bits_as_the_full_bernoulli():
+    """``bernoulli_at`` computes only the indexed elements of ``jax.random.bernoulli``, bit for
+    bit (partitionable threefry: an element's bits depend on the key and its index alone)."""
+    from hyperjax.nets.encoder import bernoulli_at
+    key = jax.random.PRNGKey(7)
+    shape = (6, 128, 3)
+    pos = jax.random.randint(jax.random.PRNGKey(8), (6, 25), 0, 128)
+    index = (jnp.arange(6)[:, None, None], pos[..., None], jnp.arange(3))
+    for p in (0.6, jnp.float32(0.25)):
+        full = jax.random.bernoulli(key, p, shape)
+        np.testing.assert_array_equal(bernoulli_at(key, p, shape, index), full[index])
+        np.testing.assert_array_equal(jax.jit(bernoulli_at, static_argnums=2)(
+            key, p, shape, index), full[index])
+    typed = jax.random.key(7)
+    np.testing.assert_array_equal(bernoulli_at(typed, 0.6, shape, index),
+                                  jax.random.bernoulli(typed, 0.6, shape)[index])
+
+
+def test_encoder_mask_drawn_only_where_read_equals_the_full_mask():
+    """The training encoder draws the input mask only at the n timesteps the LSTM reads; z is
+    bit for bit the authors' order: shuffle, mask all K, embed all K, select n."""
+    import hyperjax.nets.encoder as enc_mod
+    enc = ContextEncoder(obs_dim=5, action_dim=1, context_size=128, mask_rate=0.4)
+    w = jax.random.normal(jax.random.PRNGKey(0), (12, 128, 11))
+    p = enc.init(jax.random.PRNGKey(1), w, jax.random.PRNGKey(2), True)
+    key = jax.random.PRNGKey(3)
+    z = enc.apply(p, w, key, True).z
+
+    def reference(params, window, key):
+        e = params["params"]
+        k_perm, k_mask, k_sub, _ = jax.random.split(key, 4)
+        window = window[:, jax.random.permutation(k_perm, 128)]
+        keep = jax.random.bernoulli(k_mask, 1.0 - 0.4, (12, 128, 3))
+        window = window * keep[..., np.repeat([0, 1, 2], [5, 1, 5])].astype(window.dtype)
+        x = avg_l1_norm(window @ e["embed"]["kernel"])
+        idx = jnp.sort(jax.lax.top_k(jax.random.uniform(k_sub, (12, 128)), 25)[1], axis=-1)
+        x = jnp.take_along_axis(x, idx[..., None], axis=1)
+        lstm = e["lstm"]
+        h = enc_mod.lstm_last_hidden(x, lstm["w_ih"], lstm["w_hh"],
+                                     lstm["b_ih"] + lstm["b_hh"])
+        return sim_norm(h @ e["summarize"]["kernel"], 4)
+
+    np.testing.assert_array_equal(z, reference(p, w, key))
+
+
+def test_lstm_gradient_equals_autodiff_to_rounding():
+    """``lstm_last_hidden``: the forward is the plain recurrence bit for bit; its hand-written
+    gradient (weight gradients as one matmul over the steps) equals autodiff of the unrolled
+    recurrence to float rounding."""
+    from hyperjax.nets.encoder import _lstm_steps, lstm_last_hidden
+    ks = jax.random.split(jax.random.PRNGKey(0), 4)
+    args = (jax.random.normal(ks[0], (32, 25, 32)),
+            0.2 * jax.random.normal(ks[1], (32, 128)),
+            0.2 * jax.random.normal(ks[2], (32, 128)),
+            0.2 * jax.random.normal(ks[3], (128,)))
+    plain = lambda *a: _lstm_steps(*a)[0]
+    np.testing.assert_array_equal(jax.jit(lstm_last_hidden)(*args), jax.jit(plain)(*args))
+    loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(3 * f(*a))),
+                                      argnums=(0, 1, 2, 3)))
+    for ours, ref in zip(loss(lstm_last_hidden)(*args), loss(plain)(*args)):
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6 * float(jnp.abs(ref).max()))
+
+
 def test_pearl_encoder_kl_and_mean_at_eval():
     enc = _encoder(mask_rate=0.0, input_norm=False, output_norm=False, pearl=True)
     w = jax.random.normal(jax.random.PRNGKey(0), (4, 24, 10))

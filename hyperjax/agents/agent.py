@@ -114,6 +114,13 @@ class Agent:
       low, high: scalar action bounds.
     """
 
+    # Detached inferred methods encode every actor iteration's z in one batched call before the
+    # actor loop (same values as encoding inside each iteration; a test compares both)
+    hoist_encoder = True
+    # True only to count FLOPs (XLA's cost analysis counts a loop body once); unrolling
+    # changes float rounding, so training keeps the loop
+    unroll_actor_loop = False
+
     def __init__(self, config: AgentConfig, method: ContextMethod, spec: MethodSpec,
                  low: float = -1.0, high: float = 1.0):
         for name in config.swept:
@@ -288,10 +295,37 @@ class Agent:
         p, o = p.replace(critic=critic), o.replace(critic=o_c)
         metrics.update(q_loss=ql, q_mean=q_mean)
 
-        def actor_phase(carry):
-            def one(carry, k):
-                p, o = carry
-                k_c, k_l, k_a = jax.random.split(k, 3)
+        # The actor phase carries only what it changes (the actor, log alpha, their Adam
+        # states, and the method's groups when an RL loss reaches them); the critics and a
+        # detached method are read from the closure, not copied through the loop and branch.
+        fixed_p, fixed_o = p, o
+
+        def moving(p, o):
+            return (p.actor, p.log_alpha, o.actor, o.alpha) + ((p.method, o.method) if rl
+                                                               else ())
+
+        def full(m):
+            p = fixed_p.replace(actor=m[0], log_alpha=m[1])
+            o = fixed_o.replace(actor=m[2], alpha=m[3])
+            return (p.replace(method=m[4]), o.replace(method=m[5])) if rl else (p, o)
+
+        # Detached inferred methods: the encoder is fixed for the rest of the update, so every
+        # iteration's z (its own key: re-encoded per loss, notes §3.6) comes from one batched
+        # encoder call before the loop; omega = h_eta(z) is generated inside each iteration.
+        hoist = (self.hoist_encoder and self.method.inferred and not rl
+                 and not self.method.reads_actor)
+
+        def actor_phase(m):
+            # each actor iteration draws its keys as the authors' loop does: encoder, policy
+            # sample, alpha's fresh sample
+            keys = jax.vmap(lambda k: jax.random.split(k, 3))(
+                jax.random.split(k_pi, self.config.policy_frequency))  # [pf, 3, 2]
+            zs = (jax.vmap(lambda k: self.encode(fixed_p, batch.window, k, True, hp))(
+                keys[:, 0]) if hoist else None)
+
+            def one(m, inp):
+                p, o = full(m)
+                (k_c, k_l, k_a), z = inp
                 if rl:  # RL gradients reach the method: condition inside the loss
                     def loss_fn(am):
                         pp = p.replace(actor=am[0], method=am[1])
@@ -304,7 +338,8 @@ class Agent:
                     p, o = p.replace(method=method), o.replace(method=o_m)
                     conds = self.condition(p, batch.window, context, k_c, True, hp)
                 else:
-                    conds = self.condition(p, batch.window, context, k_c, True, hp)
+                    conds = (self.cond_from_z(p, z) if hoist else
+                             self.condition(p, batch.window, context, k_c, True, hp))
                     (al, _), g = jax.value_and_grad(
                         lambda a: self.actor_loss(p.replace(actor=a), batch, context, k_l,
                                                   hp, conds), has_aux=True)(p.actor)
@@ -317,16 +352,17 @@ class Agent:
                 log_alpha, o_al = sac.apply_gradients(ADAM, g_a, o.alpha, p.log_alpha,
                                                       hp.alpha_lr)
                 p, o = p.replace(log_alpha=log_alpha), o.replace(alpha=o_al)
-                return (p, o), (al, -jnp.mean(logp))
+                return moving(p, o), (al, -jnp.mean(logp))
 
-            (p, o), (al, ent) = jax.lax.scan(one, carry, jax.random.split(
-                k_pi, self.config.policy_frequency))
-            return (p, o), (jnp.mean(al), jnp.mean(ent))
+            m, (al, ent) = jax.lax.scan(one, m, (tuple(keys.transpose(1, 0, 2)), zs),
+                                        unroll=self.unroll_actor_loop)
+            return m, (jnp.mean(al), jnp.mean(ent))
 
-        def skip(carry):
-            return carry, (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+        def skip(m):
+            return m, (jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
-        (p, o), (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, (p, o))
+        m, (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, moving(p, o))
+        p, o = full(m)
         p = p.replace(target_critic=sac.polyak(p.target_critic, p.critic, hp.tau))
         metrics.update(actor_loss=al, entropy=ent, alpha=jnp.exp(p.log_alpha))
         return AgentState(p, o, hp), metrics

@@ -60,6 +60,7 @@ class ContextMethod:
     # their values and Adam states, as torch's Adam skips parameters without a gradient
     rl_groups: tuple[str, ...] | None = None
     inferred: bool = False     # has an encoder (a window of K transitions)
+    reads_actor: bool = False  # its conditioning reads the actor's parameters
     mask_rate: float = 0.0     # the encoder's input mask rate
 
     def describe(self) -> tuple[str, ...]:

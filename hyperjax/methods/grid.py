@@ -111,6 +111,8 @@ class GridMethod(ContextMethod):
         if not 0.0 <= self.mask_rate < 1.0:
             raise ValueError(f"mask_rate must be in [0, 1), got {self.mask_rate}")
         object.__setattr__(self, "inferred", inferred)
+        object.__setattr__(self, "reads_actor", self.shared_from == "actor" and
+                           "shared" in (self.policy_merge, self.q_merge))
 
     def describe(self) -> tuple[str, ...]:
         merge = {"none": "–", "concat": "concat", "own": "own hypernet",
@@ -177,12 +179,18 @@ class GridMethod(ContextMethod):
         return Cond(vec=vec)
 
     def conds_from(self, spec, params, vec, stop_gradient: bool = True):
-        cond_a = self.net_cond(spec, params, vec, self.policy_merge,
-                               stop_gradient and "actor" not in self.rl_losses)
+        detach_a = stop_gradient and "actor" not in self.rl_losses
+        detach_q = stop_gradient and "critic" not in self.rl_losses
+        cond_a = self.net_cond(spec, params, vec, self.policy_merge, detach_a)
         if self.shared_from == "actor" and self.q_merge == "shared" and params.actor is None:
             return cond_a, None  # during init, before the actor (its hypernet) exists
-        return cond_a, self.net_cond(spec, params, vec, self.q_merge,
-                                     stop_gradient and "critic" not in self.rl_losses)
+        if (self.policy_merge == self.q_merge == "shared" and self.shared_from == "model"
+                and detach_a and detach_q):
+            # DMA*-SH: the actor and the critics take the same constant omega = h_eta(z);
+            # computing it once instead of per network gives the same numbers for half the
+            # hypernetwork FLOPs of every RL loss
+            return cond_a, cond_a
+        return cond_a, self.net_cond(spec, params, vec, self.q_merge, detach_q)
 
     def condition(self, spec, params, window, context, key, training, hp):
         if self.source == "none":
