@@ -115,6 +115,8 @@ class TaskSpec:
       edits: per factor name, either ``("spec", fn)`` (an MjSpec edit) or ``("model", fn)``
         (an edit of the compiled ``MjModel``) or ``("action", None)`` (applied to actions).
       episode_length, obs_dim, action_dim: as ``Env`` (return bounds: ``envs.TASKS``).
+      physics: dm_control's physics options (``DmcPhysics``) applied to the backend's model;
+        None keeps the backend's own (the gym tasks: gymnasium's XMLs as they are).
     """
 
     name: str
@@ -125,6 +127,53 @@ class TaskSpec:
     obs_dim: int
     action_dim: int
     episode_length: int = 1000
+    physics: "DmcPhysics | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DmcPhysics:
+    """The physics settings of a dm_control suite domain, which the authors simulate (their DMC
+    tasks load dm_control 1.0.31's XMLs): ``timestep`` and ``integrator`` from the XML's
+    ``<option>``, ``n_substeps`` = the task's control timestep / timestep, and everything else
+    at MuJoCo's defaults (constraint solver iterations 100, line search 50, implicit joint
+    damping on). Playground's ports of the same XMLs change these for speed (1-4 solver
+    iterations, ``eulerdamp`` off, Euler for Cartpole's RK4, Reacher at 4 x 5 ms instead of
+    20 ms, contact caps for Walker / Cheetah); ``tests/test_mjx.py`` checks every value against
+    dm_control's own loaded physics.
+    """
+
+    timestep: float
+    n_substeps: int
+    integrator: int = int(mujoco.mjtIntegrator.mjINT_EULER)
+
+    @property
+    def control_timestep(self) -> float:
+        return self.timestep * self.n_substeps
+
+    def apply(self, spec: mujoco.MjSpec) -> None:
+        """Sets these options on ``spec``, and MuJoCo's defaults where Playground's XML
+        changed them."""
+        default = mujoco.MjSpec().option
+        spec.option.timestep = self.timestep
+        spec.option.integrator = self.integrator
+        spec.option.iterations = default.iterations          # 100
+        spec.option.ls_iterations = default.ls_iterations    # 50
+        spec.option.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_EULERDAMP)
+        # Playground's MJX contact caps (custom numerics read by MJX's collision driver)
+        for numeric in list(spec.numerics):
+            if numeric.name in ("max_contact_points", "max_geom_pairs"):
+                spec.delete(numeric)
+
+
+# dm_control 1.0.31 suite: <option timestep integrator> of each XML and the control timestep of
+# the AIB task (cartpole balance, ball_in_cup catch, walker walk, cheetah run, reacher easy/hard)
+DMC_PHYSICS = {
+    "cartpole": DmcPhysics(0.01, 1, int(mujoco.mjtIntegrator.mjINT_RK4)),
+    "ball_in_cup": DmcPhysics(0.002, 10),
+    "walker": DmcPhysics(0.0025, 10),
+    "cheetah": DmcPhysics(0.01, 1),
+    "reacher": DmcPhysics(0.02, 1),
+}
 
 
 class MjxPhysics(NamedTuple):
@@ -195,6 +244,14 @@ class MjxTask(Env):
         self.obs_dim, self.action_dim = task.obs_dim, task.action_dim
         self.episode_length = task.episode_length
         self.backend = task.backend()
+        if task.physics is not None:
+            # the backend's own model (its resets size their data from it) with dm_control's
+            # physics options, like every model of the table
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*settotalmass.*")
+                model = self.base_spec().compile()
+            self.backend._mj_model = model
+            self.backend._mjx_model = mjx.put_model(model, impl="jax")
         if table_rows is None:
             rows = [np.asarray(self._default_context, np.float32)[None]]
             rows += list(ctx.make_context_sets(task.varied).stacked())
@@ -213,7 +270,7 @@ class MjxTask(Env):
     # --- host side ---------------------------------------------------------------------
     def mj_model(self, context) -> mujoco.MjModel:
         """The C MuJoCo model of ``context`` (``float[F]``), compiled on the host."""
-        spec = self.task.base_spec(self.backend)
+        spec = self.base_spec()
         model_edits = []
         for f, value in zip(self.factors, np.asarray(context, np.float32)):
             value = round(float(value), 6)  # float32 rows -> the recipe's decimals
@@ -225,10 +282,19 @@ class MjxTask(Env):
         with warnings.catch_warnings():  # cheetah.xml's ``settotalmass`` (kept: dm_control's)
             warnings.filterwarnings("ignore", message=".*settotalmass.*")
             model = spec.compile()
-        model.opt.timestep = self.backend.mj_model.opt.timestep
+        if self.task.physics is None:
+            model.opt.timestep = self.backend.mj_model.opt.timestep
         for fn, value in model_edits:
             fn(model, value)
         return model
+
+    def base_spec(self) -> mujoco.MjSpec:
+        """The task's model before any context edit: the backend's XML with dm_control's
+        physics options (``TaskSpec.physics``)."""
+        spec = self.task.base_spec(self.backend)
+        if self.task.physics is not None:
+            self.task.physics.apply(spec)
+        return spec
 
     def _mjx_model(self, context):
         return mjx.put_model(self.mj_model(context), impl="jax")
@@ -309,8 +375,11 @@ def _canonical(state):
 
 # --- backends ----------------------------------------------------------------------------
 
-def _playground(name: str, **overrides):
-    """A Playground DM Control Suite env on pure MJX (``impl="jax"``; 0.2.0 defaults to warp)."""
+def _playground(name: str, physics: DmcPhysics | None = None, **overrides):
+    """A Playground DM Control Suite env on pure MJX (``impl="jax"``; 0.2.0 defaults to warp),
+    stepping at ``physics``' timestep and control timestep (dm_control's)."""
+    if physics is not None:
+        overrides.update(sim_dt=physics.timestep, ctrl_dt=physics.control_timestep)
     from mujoco_playground import dm_control_suite  # noqa: PLC0415  (3 s import)
     from mujoco_playground._src.dm_control_suite import reacher  # noqa: PLC0415
     # Playground 0.2.0's ``reacher._make_model`` tests ``mujoco.__version__ >= "3.3.0"`` as
@@ -322,19 +391,7 @@ def _playground(name: str, **overrides):
 def _reacher_model(xml_path, target_size, assets) -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_string(xml_path.read_text(), assets)
     spec.body("target").first_geom().size[0] = target_size
-    _reacher_implicit_damping(spec)
     return spec.compile()
-
-
-def _reacher_implicit_damping(spec: mujoco.MjSpec) -> None:
-    """Re-enables MuJoCo's implicit joint damping (``eulerdamp``), as dm_control's reacher has.
-
-    Playground's reacher XML disables it (explicit damping, 4 x 5 ms substeps). With the arm
-    scaled to AIB's eval-out lengths (0.4-0.8) the links' inertia falls by up to 0.4^3, and
-    explicit damping (0.01 N m s/rad) then diverges within a few steps under full torque, in
-    MJX and in C MuJoCo alike. Implicit damping is stable there and matches dm_control.
-    """
-    spec.option.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_EULERDAMP)
 
 
 def _playground_spec(env) -> mujoco.MjSpec:
@@ -343,7 +400,6 @@ def _playground_spec(env) -> mujoco.MjSpec:
         spec = mujoco.MjSpec.from_string(f.read(), env._model_assets)
     if type(env).__name__ == "Reacher":  # ``reacher._make_model``
         spec.body("target").first_geom().size[0] = env._target_size
-        _reacher_implicit_damping(spec)
     return spec
 
 
@@ -361,7 +417,9 @@ def _ball_in_cup():
 
     class BallInCupDMC(ball_in_cup.BallInCup):
         def __init__(self):
-            super().__init__(config_overrides={"impl": "jax"})
+            p = DMC_PHYSICS["ball_in_cup"]
+            super().__init__(config_overrides={"impl": "jax", "sim_dt": p.timestep,
+                                               "ctrl_dt": p.control_timestep})
             m = self._mj_model
             d = mujoco.MjData(m)
             mujoco.mj_forward(m, d)
@@ -410,27 +468,32 @@ _GEAR = ("spec", _gear)
 
 def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> TaskSpec:
     """Reacher: arm length x ``mode`` (``action_factor`` or ``permutation``, both on actions)."""
-    return TaskSpec(name, lambda: _playground(playground_name), _playground_spec,
+    p = DMC_PHYSICS["reacher"]
+    return TaskSpec(name, lambda: _playground(playground_name, p), _playground_spec,
                     (LIMB_LENGTH, mode), {"length": ("spec", _reacher_arm), mode.name: _AF},
-                    obs_dim=6, action_dim=2)
+                    obs_dim=6, action_dim=2, physics=p)
 
 
 TASKS: dict[str, TaskSpec] = {
     "cartpole": TaskSpec(
-        "cartpole", lambda: _playground("CartpoleBalance"), _playground_spec,
-        (POLE_LENGTH, ctx.ACTION_FACTOR),
-        {"length": ("spec", _pole_length), "action_factor": _AF}, obs_dim=5, action_dim=1),
+        "cartpole", lambda: _playground("CartpoleBalance", DMC_PHYSICS["cartpole"]),
+        _playground_spec, (POLE_LENGTH, ctx.ACTION_FACTOR),
+        {"length": ("spec", _pole_length), "action_factor": _AF}, obs_dim=5, action_dim=1,
+        physics=DMC_PHYSICS["cartpole"]),
     "ball_in_cup": TaskSpec(
         "ball_in_cup", _ball_in_cup, _playground_spec, (BIC_GRAVITY, BIC_DISTANCE),
-        {"gravity": _GRAVITY, "distance": ("spec", _string_distance)}, obs_dim=8, action_dim=2),
+        {"gravity": _GRAVITY, "distance": ("spec", _string_distance)}, obs_dim=8, action_dim=2,
+        physics=DMC_PHYSICS["ball_in_cup"]),
     "walker": TaskSpec(
-        "walker", lambda: _playground("WalkerWalk"), _playground_spec,
+        "walker", lambda: _playground("WalkerWalk", DMC_PHYSICS["walker"]), _playground_spec,
         (WALKER_GRAVITY, ACTUATOR_STRENGTH),
-        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=24, action_dim=6),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=24, action_dim=6,
+        physics=DMC_PHYSICS["walker"]),
     "cheetah": TaskSpec(
-        "cheetah", lambda: _playground("CheetahRun"), _playground_spec,
+        "cheetah", lambda: _playground("CheetahRun", DMC_PHYSICS["cheetah"]), _playground_spec,
         (LIMB_LENGTH, ctx.ACTION_FACTOR),
-        {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6),
+        {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6,
+        physics=DMC_PHYSICS["cheetah"]),
     "reacher_easy": _reacher("reacher_easy", "ReacherEasy", ctx.ACTION_FACTOR),
     "reacher_hard": _reacher("reacher_hard", "ReacherHard", ctx.ACTION_FACTOR),
     "reacher_perm": _reacher("reacher_perm", "ReacherHard", PERMUTATION),
