@@ -120,16 +120,13 @@ def init_distributed() -> None:
 
 
 def is_main() -> bool:
-    """Process 0 (the only one that prints and writes files other than checkpoints)."""
-    import jax
-    return jax.process_index() == 0
+    from hyperjax.run import is_main as main_process
+    return main_process()
 
 
 def barrier(name: str) -> None:
-    import jax
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
+    from hyperjax.run import barrier as meet
+    meet(name)
 
 
 def selected() -> tuple[list[str], list[str]]:
@@ -220,42 +217,13 @@ def load_context_sets(cfg):
     return dataclasses.replace(sets, **new)
 
 
-_HELD_LOCKS: list = []   # run-directory locks, held until the process exits
-
-
 def prepare_run_dir(default_name: str) -> tuple[str, bool]:
-    """Returns ``(run_dir, resuming)``; refuses to overwrite silently."""
+    """Returns ``(run_dir, resuming)`` (``hyperjax.run.prepare_run_dir``: refuses to overwrite
+    silently)."""
+    from hyperjax.run import prepare_run_dir as prepare
     run_dir = FLAGS.out_dir or os.path.join(
         "runs", f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = os.path.abspath(run_dir)
-    if is_main():  # one writer per run directory (multi-process runs: process 0 holds it)
-        from hyperjax.run import lock_run_dir
-        _HELD_LOCKS.append(lock_run_dir(run_dir))
-    exists = os.path.isdir(run_dir) and bool(os.listdir(run_dir))
-    barrier("run_dir_checked")  # every process has looked before process 0 changes it
-    if FLAGS.resume and FLAGS.overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
-    if exists and FLAGS.overwrite:
-        if is_main():
-            shutil.rmtree(run_dir)
-        barrier("run_dir_cleared")
-        exists = False
-    if exists and not FLAGS.resume:
-        raise ValueError(f"run directory {run_dir} exists: pass --resume to continue it or "
-                         f"--overwrite to replace it")
-    if FLAGS.resume and not exists:
-        raise ValueError(f"--resume: run directory {run_dir} does not exist")
-    if not is_main():
-        return run_dir, exists
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"output directory {run_dir} is not writable ({e.strerror})") from None
-    return run_dir, exists
+    return prepare(run_dir, FLAGS.resume, FLAGS.overwrite)
 
 
 def main(argv):
@@ -334,11 +302,9 @@ def write_report(top, env_list, algo_list, results) -> None:
 def run_config(cfg) -> dict:
     """What defines a run: the resolved Config plus the seeds (diagnostics flags excluded:
     they do not change training)."""
-    out = {**dataclasses.asdict(cfg), "seeds": FLAGS.seeds, "seed": FLAGS.seed,
-           "context_file": FLAGS.context_file}
-    if FLAGS.sweep:
-        out["sweep"] = list(FLAGS.sweep)
-    return out
+    from hyperjax.run import run_record
+    return run_record(cfg, FLAGS.seeds, FLAGS.seed, FLAGS.sweep,
+                      context_file=FLAGS.context_file)
 
 
 def _check_same(saved: dict, current: dict) -> None:
@@ -350,195 +316,24 @@ def _check_same(saved: dict, current: dict) -> None:
 
 
 def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None):
-    """Trains one (env, algo) pair over the seeds (x sweep points), resuming from its last
-    checkpoint, with the runs sharded over every device (``hyperjax.run.run_mesh``).
-
-    Returns ``(cfg, rows, final_scores, diagnostics or None)`` (scores of the first point
-    under a sweep). A finished run that is resumed is not recompiled: its files are read back.
-    Only process 0 prints and writes files; every process saves its part of the checkpoints.
-    """
-    import jax
-    import numpy as np
-
+    """One (env, algo) pair through ``hyperjax.run.train_run`` with the flags' settings;
+    returns ``(cfg, rows, final_scores, diagnostics or None)``. Errors end the process with
+    one line: exit 2 for bad input or checkpoints, 1 for a non-finite run."""
     from hyperjax import checkpoint, run
-    from hyperjax.train import make_program
-    from hyperjax.utils import enable_compilation_cache
-
-    enable_compilation_cache()
-    config_dict = run_config(cfg)
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    diag_path = os.path.join(run_dir, "diagnostics.json")
-    sweep = sweep or {}
-    points = run.sweep_points(sweep)
-    hparams = run.sweep_hparams(points, FLAGS.seeds)
-    n_runs = len(points) * FLAGS.seeds
-    want_diag = FLAGS.diagnostics and cfg.inferred and not sweep
-    main_proc = is_main()
-    say = (lambda msg: print(msg, flush=True)) if main_proc else (lambda msg: None)
-    if main_proc:
-        os.makedirs(run_dir, exist_ok=True)
-    barrier("run_dir_made")
-    if resuming and os.path.exists(os.path.join(run_dir, "summary.json")) and (
-            not want_diag or os.path.exists(diag_path)):
-        rows = _finished_rows(cfg, config_dict, ckpt_dir, metrics_path, say)
-        if rows is not None:
-            say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}")
-            diag = json.load(open(diag_path)) if want_diag else None
-            return cfg, rows, run.final_scores(run.rows_by_point(rows)[0][1]), diag
-    prog = make_program(cfg, sets, tuple(points[0]))
-    mesh = run.run_mesh(n_runs, n_envs=cfg.num_envs or len(sets.train),
-                        shard_envs=FLAGS.shard_envs)
-    what = f"{FLAGS.seeds} seed(s)" + (f" x {len(points)} sweep points" if sweep else "")
-    say(f"hyperjax: {cfg.algo} on {cfg.env}, {what}, {cfg.total_steps} steps, "
-        f"eval every {cfg.eval_every}; run dir {run_dir}")
-    if mesh.size < jax.device_count():
-        say(f"note: {n_runs} run(s) split evenly over {mesh.size} of the "
-            f"{jax.device_count()} devices (use a multiple of {jax.device_count()} runs, or "
-            f"--shard_envs with --num_envs, to use all)")
-    if not FLAGS.skip_memory_check:
-        try:
-            run.check_fits(prog, n_runs, hparams)
-        except ValueError as e:
-            _fail(str(e))
-    init, seg, compile_s = run.compile_program(prog, n_runs, FLAGS.seed, hparams, mesh)
-    say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
-        f"{f', envs over {mesh.shape[run.ENV_AXIS]}' if mesh.shape[run.ENV_AXIS] > 1 else ''}"
-        f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
-
-    keys = run.seed_keys(FLAGS.seed, FLAGS.seeds, len(points))
-    start, rows = 0, []
-    if resuming and checkpoint.all_steps(ckpt_dir):
-        abstract = run.abstract_state(prog, n_runs, hparams, mesh)
-        try:
-            state, record, step, skipped = checkpoint.restore_good(
-                ckpt_dir, abstract, lambda r: checkpoint.check_compatible(r, config_dict))
-        except checkpoint.CheckpointError as e:
-            _fail(str(e))
-        for s, why in skipped:
-            say(f"checkpoint {s} skipped: it does not restore ({why}); using {step}")
-        start, rows = int(record["segments"]), record["rows"]
-        say(f"resumed from checkpoint after {start} segment(s) "
-            f"(step {(start - 1) * cfg.eval_every})")
-    else:
-        if main_proc:
-            with open(os.path.join(run_dir, "config.json"), "w") as f:
-                json.dump(config_dict, f, indent=2, sort_keys=True)
-            if os.path.exists(metrics_path):
-                os.remove(metrics_path)
-        state = init(keys) if hparams is None else init(keys, hparams)
-    if main_proc:
-        _write_rows(metrics_path, rows)
-
-    t_start = time.time()
-
-    def on_segment(i, state, seg_rows, seconds):
-        step = i * cfg.eval_every
-        first, stop = prog.segment_steps(i)
-        updates = stop - max(first, cfg.learning_starts)
-        bad = run.non_finite(state, seg_rows, updates, FLAGS.seed, FLAGS.seeds)
-        if bad:
-            n = checkpoint.latest_step(ckpt_dir)
-            kept = (f"the last finite checkpoint, {os.path.join(ckpt_dir, str(n))} ({n} "
-                    f"segment(s), up to the evaluation at step {(n - 1) * cfg.eval_every}), "
-                    f"is kept; --resume continues from it"
-                    if n and os.path.isdir(os.path.join(ckpt_dir, str(n))) else
-                    "no checkpoint had been written before it (nothing to resume)")
-            _fail(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; stopping: {kept}",
-                  code=1)
-        rows.extend(seg_rows)
-        checkpoint.save(ckpt_dir, i + 1, state,
-                        {"config": config_dict, "segments": i + 1, "rows": rows},
-                        keep=FLAGS.keep_checkpoints)
-        if not main_proc:
-            return
-        _write_rows(metrics_path, rows)
-        aer = {s: np.mean([r["aer"] for r in seg_rows if r["split"] == s])
-               for s in ("train", "eval_in", "eval_out")}
-        tr = np.nanmean([r["train_return"] for r in seg_rows])
-        sps = (stop - first) / seconds
-        say(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
-            f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
-            f"train return {tr:7.2f}  {sps:6.1f} steps/s  "
-            f"[{time.time() - t_start:6.0f} s]")
-
-    state = run.run_segments(prog, state, seg, start, FLAGS.seed, on_segment,
-                             points if sweep else None)
-    by_point = run.rows_by_point(rows)
-    per_point = [dict(hparams=hp, aer=run.final_scores(r)) for hp, r in by_point]
-    scores = per_point[0]["aer"]
-    train_s = time.time() - t_start
-    random_aer = None
-    if FLAGS.random_baseline:
-        ret = jax.jit(lambda k: prog.evaluate(None, k, random_actions=True))(
-            jax.random.PRNGKey(FLAGS.seed + 2 * 10**6))
-        random_aer = dict(zip(("train", "eval_in", "eval_out"),
-                              np.asarray(ret).mean(axis=(1, 2)).tolist()))
-        say("uniform-random policy, same episodes: " + "  ".join(
-            f"{k} {v:.2f}" for k, v in random_aer.items()))
-    if main_proc:
-        with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump({"compile_seconds": compile_s, "train_seconds": train_s,
-                       "devices": mesh.size, "mesh": dict(mesh.shape),
-                       "processes": jax.process_count(), "aer": scores,
-                       **({"random_aer": random_aer} if random_aer else {}),
-                       **({"sweep": per_point} if sweep else {})}, f, indent=2)
-        for p in per_point:
-            if sweep:
-                say("sweep point " + ", ".join(f"{k}={v:g}" for k, v in p["hparams"].items()))
-            say(run.format_table(p["aer"], cfg.algo, cfg.env, FLAGS.seeds))
-    if FLAGS.diagnostics and cfg.inferred and sweep:
-        say("--sweep: no z diagnostics (they compare methods at their settings)")
-    diag = None
-    if want_diag:
-        from hyperjax.analysis.study import run_diagnostics
-        t0 = time.time()
-        diag = run_diagnostics(prog, state, FLAGS.seeds, jax.random.PRNGKey(FLAGS.seed + 10**6),
-                               FLAGS.diag_windows, FLAGS.diag_encoder_training)
-        if main_proc:
-            with open(diag_path, "w") as f:
-                json.dump(diag, f)
-        d = diag["splits"]["eval_out"]
-        say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
-            f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
-            f"{np.mean([x['variability'] for x in d]):.3g}, RO "
-            f"{np.mean([x['overlap'] for x in d]):.3f}")
-    return cfg, rows, scores, diag
-
-
-def _finished_rows(cfg, config_dict, ckpt_dir, metrics_path, say):
-    """A finished run's rows, from its final checkpoint's record (which holds every row);
-    ``metrics.jsonl`` is rewritten from it when missing, damaged or incomplete. None when no
-    final checkpoint is readable (the run then resumes from its newest good checkpoint)."""
-    from hyperjax import checkpoint
-    n = cfg.total_steps // cfg.eval_every + 1
-    record = checkpoint.read_record(ckpt_dir, n) if n in checkpoint.all_steps(ckpt_dir) \
-        else None
-    if record is None or int(record.get("segments", -1)) != n:
-        return None
     try:
-        checkpoint.check_compatible(record, config_dict)
-    except checkpoint.CheckpointError as e:
+        out = run.train_run(
+            cfg, run_dir, sets=sets, seeds=FLAGS.seeds, seed=FLAGS.seed, sweep=FLAGS.sweep,
+            resume=resuming, keep_checkpoints=FLAGS.keep_checkpoints,
+            random_baseline=FLAGS.random_baseline, diagnostics=FLAGS.diagnostics,
+            diag_windows=FLAGS.diag_windows, diag_encoder_training=FLAGS.diag_encoder_training,
+            shard_envs=FLAGS.shard_envs, skip_memory_check=FLAGS.skip_memory_check,
+            extra_record={"context_file": FLAGS.context_file},
+            log=lambda msg: print(msg, flush=True))
+    except run.NonFiniteError as e:
+        _fail(str(e), code=1)
+    except (ValueError, checkpoint.CheckpointError) as e:
         _fail(str(e))
-    rows = record["rows"]
-    try:
-        with open(metrics_path) as f:
-            same = [json.loads(x) for x in f] == rows
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        say(f"{metrics_path} was missing, damaged or incomplete: rewritten from checkpoint {n}")
-        if is_main():
-            _write_rows(metrics_path, rows)
-    return rows
-
-
-def _write_rows(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    return out.config, out.rows, out.scores, out.diagnostics
 
 
 if __name__ == "__main__":

@@ -183,6 +183,45 @@ def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
     assert "EQUAL" in out.stdout, out.stderr[-3000:]
 
 
+def test_library_run_killed_then_resumed_equals_the_cli_run(reference_run, tmp_path):
+    """``hyperjax.run.train_run`` from plain library code, no CLI: SIGKILL after the third
+    checkpoint, then ``resume=True`` in this process; every row and the summary's AER equal
+    the uninterrupted CLI run's (same config), and ``progress_fn`` saw the resumed
+    evaluations."""
+    ref, _ = reference_run
+    d = str(tmp_path / "run")
+    lib = textwrap.dedent(f"""
+        import hyperjax as hj
+        from hyperjax import run
+        cfg = hj.Config(algo="dr", total_steps=500, eval_every=100, learning_starts=100,
+                        eval_episodes=1)
+        run.train_run(cfg, "{d}", extra_record={{"context_file": None}}, log=None)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", lib], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    ckpt = os.path.join(d, "checkpoints", "3")
+    deadline = time.time() + 300
+    while not os.path.isdir(ckpt) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert not os.path.exists(os.path.join(d, "summary.json"))
+
+    import hyperjax as hj
+    from hyperjax import run
+    seen = []
+    out = run.train_run(hj.Config(algo="dr", total_steps=500, eval_every=100,
+                                  learning_starts=100, eval_episodes=1), d, resume=True,
+                        extra_record={"context_file": None}, log=None,
+                        progress_fn=lambda step, m: seen.append((step, m["aer"])))
+    assert [s for s, _ in seen] == [s for s in range(0, 501, 100)][-len(seen):]
+    assert 0 < len(seen) < 6  # only the evaluations after the resumed checkpoint
+    assert out.rows == _rows(ref) == _rows(d)
+    assert json.load(open(os.path.join(d, "summary.json")))["aer"] == \
+        json.load(open(os.path.join(ref, "summary.json")))["aer"]
+
+
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     d = str(tmp_path / "ckpt")
     script = textwrap.dedent(f"""
