@@ -7,9 +7,10 @@ from hyperjax.config import Config
 from hyperjax.envs import context_sets, env_names, make_env
 from hyperjax.evaluation import evaluate, random_policy, run_episodes
 from hyperjax.policy import Policy, load_policy, make_policy
+from hyperjax.run import RunResult, train_run
 from hyperjax.train import Program, TrainState, make_program, make_train
 
 __all__ = ["AgentConfig", "Config", "HParams", "Policy", "Program", "evaluate", "load_policy",
-           "random_policy", "run_episodes",
+           "random_policy", "run_episodes", "RunResult", "train_run",
            "make_policy", "methods", "TrainState", "context_sets", "env_names",
            "make_env", "make_program", "make_train"]

@@ -1,6 +1,7 @@
-"""The README's examples run: every ```python block, in order, in one namespace (so a later
-block may use an earlier block's names, as a reader would). ``run_dir`` is provided by a tiny
-CLI run, as the README says."""
+"""The README's and the docs' examples run: every ```python block of a page, in order, in one
+namespace per page (so a later block may use an earlier block's names, as a reader would).
+``run_dir`` is provided by a tiny CLI run, as docs/library.md says."""
+import glob
 import os
 import re
 
@@ -13,35 +14,66 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_the_readme_has_python_blocks():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        assert len(python_blocks(f.read())) >= 4
+PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT)
+                              for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 
 
-def test_every_readme_python_block_runs(tiny_dma_sh_run):
-    run_dir = tiny_dma_sh_run
+def _run_page(page: str, run_dir: str) -> dict:
+    """Every python block of ``page`` in one namespace; returns the namespace."""
     from hyperjax import methods
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, page)) as f:
         blocks = python_blocks(f.read())
     ns = {"__name__": "readme", "run_dir": run_dir}
     try:
         for i, block in enumerate(blocks):
             try:
-                exec(compile(block, f"README.md python block {i}", "exec"), ns)
+                exec(compile(block, f"{page} python block {i}", "exec"), ns)
             except Exception as e:  # name the block in the failure
-                raise AssertionError(f"README python block {i} failed: {e!r}\n{block}") from e
+                raise AssertionError(f"{page} python block {i} failed: {e!r}\n{block}") from e
     finally:
         methods._REGISTRY.pop("tanh_context", None)
-    # what the blocks claim
+    return ns
+
+
+def test_the_readme_and_the_library_page_have_python_blocks():
+    for page, least in (("README.md", 1), ("docs/library.md", 4)):
+        with open(os.path.join(ROOT, page)) as f:
+            assert len(python_blocks(f.read())) >= least, page
+
+
+def test_every_readme_python_block_runs(tiny_dma_sh_run):
     import numpy as np
-    assert ns["returns"].shape == (20, 2) and np.isfinite(ns["returns"]).all()  # hj.evaluate
-    assert ns["returns_seed1"].shape == (20, 1)
-    assert np.isfinite(ns["line_metrics"]["q_loss"]).all()
-    assert len(ns["rows"]) > 0
+    ns = _run_page("README.md", tiny_dma_sh_run)
+    assert ns["returns"].shape == (20, 1) and np.isfinite(ns["returns"]).all()
+    assert np.isfinite(ns["out"].scores["eval_out"][0])
 
 
-def test_the_readme_preset_table_is_the_registry():
+def test_every_docs_python_block_runs(tiny_dma_sh_run):
+    import numpy as np
+    for page in PAGES[1:]:
+        ns = _run_page(page, tiny_dma_sh_run)
+        if page == os.path.join("docs", "library.md"):  # what its blocks claim
+            assert ns["returns"].shape == (20, 2) and np.isfinite(ns["returns"]).all()
+            assert ns["returns_seed1"].shape == (20, 1)
+            assert np.isfinite(ns["line_metrics"]["q_loss"]).all()
+            assert len(ns["rows"]) > 0
+
+
+def test_the_docs_preset_table_is_the_registry():
     from hyperjax import methods
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "aib.md")) as f:
         assert methods.table_markdown() in f.read(), (
-            "README preset table is stale: paste hyperjax.methods.table_markdown()")
+            "docs/aib.md preset table is stale: paste hyperjax.methods.table_markdown()")
+
+
+def test_readme_is_a_front_page_whose_links_resolve():
+    """README at most ~250 lines; every relative link and every results/ or docs/ path it
+    names exists in the repository."""
+    import re
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    assert len(text.splitlines()) <= 250
+    paths = set(re.findall(r"\]\(([^)#:]+)", text))
+    paths |= set(re.findall(r"`((?:results|docs|benchmarks)/[^`*\s]+)`", text))
+    for p in paths:
+        assert os.path.exists(os.path.join(ROOT, p.rstrip("/"))), p
