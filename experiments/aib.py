@@ -5,7 +5,7 @@
 evaluation interval per call, and the whole train state is checkpointed (orbax) between calls,
 so ``--resume`` continues a killed study exactly, run by run. Bad flags end with a one-line
 error and exit status 2 before anything is compiled. After training, inferred-context methods
-get the representation diagnostics (notes §5), and the study's report and figures are written.
+get the representation diagnostics (the authors' `dmash/informativeness/metrics.py`), and the study's report and figures are written.
 
 Scale: the runs (``--seeds`` x ``--sweep`` points) are one program whose run axis is sharded
 over every device JAX finds (``hyperjax.run``). ``--sweep q_lr=1e-3,3e-4 --sweep tau=0.01,0.02``
@@ -59,7 +59,7 @@ flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program (--sui
                      "10 unless given).")
 flags.DEFINE_enum("suite", None, ["paper"], "A predefined study: 'paper' = the paper's grid "
                   "(every AIB task of the paper x DR, Concat, DA, DMA, DMA-Pearl, DMA*, "
-                  "DMA*-SH x 10 seeds at the paper's budgets, notes §2); --env / --algo / "
+                  "DMA*-SH x 10 seeds at the paper's budgets, the authors' `dmash/contexts/context.py`); --env / --algo / "
                   "--seeds narrow it. The report puts the paper's figures beside ours.")
 flags.DEFINE_float("budget_scale", 1.0, "With --suite: every task's paper budget x this "
                    "(total steps, evaluation interval and random steps; at least one "
@@ -75,7 +75,7 @@ flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last 
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept (newest first).")
 flags.DEFINE_bool("diagnostics", True, "After training, the z diagnostics of inferred-context "
-                  "methods (notes §5): KSG informativeness, variability, overlap, variance "
+                  "methods (the authors' `dmash/informativeness/metrics.py`): KSG informativeness, variability, overlap, variance "
                   "decomposition, cosine matrices, shadow gradients.")
 flags.DEFINE_integer("diag_windows", 256, "Windows per context for the diagnostics.")
 flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' windows with the "
@@ -86,8 +86,8 @@ flags.DEFINE_integer("bootstrap_reps", 5000, "Bootstrap resamples of the report'
 flags.DEFINE_bool("report", True, "Write report.md, study.json and plots/ into the run dir.")
 flags.DEFINE_multi_string("sweep", [], "NAME=V1,V2,...: train every value in one program "
                           "(vmapped like seeds; repeat the flag for a grid). Names: lr (all "
-                          "four learning rates), q_lr, actor_lr, alpha_lr, model_lr, tau, "
-                          "gamma, target_entropy, mask_rate.")
+                          "four learning rates), " + ", ".join(_config.Config.sweepable())
+                          + ".")
 flags.DEFINE_bool("shard_envs", None, "Split each run's parallel envs over the devices the "
                   "runs leave free (default: when each device keeps >= 256 envs).")
 flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0 "
@@ -146,7 +146,7 @@ def selected() -> tuple[list[str], list[str]]:
 
 
 def suite_budget(env: str, scale: float) -> dict:
-    """The paper's budget for ``env`` (notes §2: 100k / 200k / 500k gradient steps, 5,000
+    """The paper's budget for ``env`` (the authors' `dmash/contexts/context.py`: 100k / 200k / 500k gradient steps, 5,000
     random steps, evaluation every 5,000 on 5 episodes per context: the authors'
     ``num_eval_episodes``) times ``scale``: the
     evaluation interval ``max(1, round(5000 scale))``, total steps the nearest multiple of it
@@ -236,7 +236,7 @@ def main(argv):
         init_distributed()
         from hyperjax import run
         sweep = run.parse_sweep(FLAGS.sweep)
-        from hyperjax.config import check_batch
+        from hyperjax.train import check_layout
         env_list, algo_list = selected()
         plan = []  # (cfg, sets) for every pair, all validated before anything compiles
         for env in env_list:
@@ -245,10 +245,8 @@ def main(argv):
                 if "mask_rate" in sweep and not cfg.inferred:
                     raise ValueError(f"--sweep mask_rate: {algo!r} has no context encoder")
                 sets = load_context_sets(cfg)
-                check_batch(cfg.batch_size, sets.train.shape[0])
-                if cfg.num_envs and cfg.num_envs % sets.train.shape[0]:
-                    raise ValueError(f"num_envs={cfg.num_envs} is not a multiple of the "
-                                     f"{sets.train.shape[0]} training contexts")
+                check_layout(cfg, cfg.method().training_contexts(
+                    sets.train, sets.train[0]).shape[0])
                 plan.append((cfg, sets))
         single = len(plan) == 1
         top, resuming = prepare_run_dir(

@@ -9,10 +9,12 @@ from hyperjax import envs
 # Method presets and their labels live in the registry of ``hyperjax.methods`` (``--algo``).
 
 
-def _f(default, help_text: str):
+def _f(default, help_text: str, sweep: bool = False):
     """A Config field with its help text (``define_flags`` generates the CLI's flags from
-    them: one source of defaults and help)."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
+    them: one source of defaults and help). ``sweep=True`` marks a hyperparameter that changes
+    no shape (rejax's ``pytree_node=True``): it becomes a leaf of ``HParams``, carried in the
+    train state, so ``--sweep`` / ``jax.vmap`` can vary it per run."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "sweep": sweep})
 
 
 def __getattr__(name):  # ``METHODS``: the registered preset names, read when asked
@@ -56,7 +58,7 @@ def check_batch(batch_size: int, n_contexts: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a training run. Numbers follow notes §3.6 unless marked.
+    """Everything that defines a training run. Numbers follow the authors' `dmash/contexts/sac.py` unless marked.
 
     Each field's meaning is its help text (``dataclasses.fields(Config)[i].metadata["help"]``,
     also the CLI's ``--help``). Notes: ``batch_size`` must divide over the training contexts,
@@ -85,12 +87,19 @@ class Config:
     buffer_size: int = _f(100_000, "Replay capacity per context (transitions).")
     num_envs: int | None = _f(None, "Parallel envs per run, a multiple of the training "
                               "contexts (default: one per context, the paper's setting).")
-    gamma: float = _f(0.99, "Discount.")
-    tau: float = _f(0.005, "Target-critic Polyak rate.")
-    q_lr: float = _f(1e-3, "Critic learning rate (Adam).")
-    actor_lr: float = _f(3e-4, "Actor learning rate (Adam).")
-    alpha_lr: float = _f(1e-3, "Temperature learning rate (Adam).")
-    model_lr: float = _f(3e-4, "Encoder / hypernetwork / dynamics-model learning rate.")
+    # -- sweepable hyperparameters (HParams leaves: one program trains several values) --
+    q_lr: float = _f(1e-3, "Critic learning rate (Adam).", sweep=True)
+    actor_lr: float = _f(3e-4, "Actor learning rate (Adam).", sweep=True)
+    alpha_lr: float = _f(1e-3, "Temperature learning rate (Adam).", sweep=True)
+    model_lr: float = _f(3e-4, "Encoder / hypernetwork / dynamics-model learning rate.",
+                         sweep=True)
+    tau: float = _f(0.005, "Target-critic Polyak rate.", sweep=True)
+    gamma: float = _f(0.99, "Discount.", sweep=True)
+    target_entropy: float | None = _f(None, "The temperature's target entropy (default: "
+                                      "-|A|, the authors').", sweep=True)
+    mask_rate: float | None = _f(None, "Encoder input mask rate (default: the preset's).",
+                                 sweep=True)
+    # -- static choices --
     policy_frequency: int = _f(2, "Actor and temperature updates every this many steps "
                                "(twice each time, as the authors' TD3-style loop).")
     bootstrap_truncation: bool = _f(False, "Bootstrap through time limits (the authors' code "
@@ -98,8 +107,15 @@ class Config:
     exact_tanh_logprob: bool = _f(False, "distrax's exact tanh log-determinant in the "
                                   "policy's log-probability instead of CleanRL's "
                                   "log(scale (1 - y^2) + 1e-6) (the authors').")
-    mask_rate: float | None = _f(None, "Encoder input mask rate (default: the preset's).")
-    pearl_beta: float = _f(0.4, "The PLSTM encoders' KL weight (DMA-Pearl).")
+    pearl_beta: float = _f(0.4, "The PLSTM encoders' KL weight (DMA-Pearl; a knob of the "
+                           "method, passed to it).")
+
+    @classmethod
+    def sweepable(cls) -> tuple[str, ...]:
+        """The hyperparameters marked ``sweep=True``, in field order: ``HParams``' leaves and
+        the names ``--sweep`` takes."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("sweep"))
+
 
     def resolved(self, env=None) -> "Config":
         """Validates and fills ``mask_rate`` (the method's) and K (the task's default).
@@ -110,6 +126,8 @@ class Config:
         Raises:
           ValueError: unknown env/algo or an invalid number; the message names the field.
         """
+        if env is None and self.__dict__.get("_resolved"):
+            return self  # resolved and validated once (a changed copy is a new object)
         from hyperjax import methods
         method = methods.get(self.algo)
         if env is None and self.env not in envs.env_names():
@@ -124,18 +142,20 @@ class Config:
                                     else int(getattr(env, "context_size", 24)))
         cfg = dataclasses.replace(self, **fill)
         cfg._validate(envs.episode_length(self.env) if env is None else env.episode_length)
+        if env is None:
+            object.__setattr__(cfg, "_resolved", True)
         return cfg
 
     def method(self):
-        """The run's ``ContextMethod``: the preset with this config's mask rate."""
+        """The run's ``ContextMethod``: the preset with this config's method knobs (the mask
+        rate, the PLSTM's KL weight) where they differ from the preset's."""
         from hyperjax import methods
         m = methods.get(self.algo)
         if m.inferred and self.mask_rate is not None and self.mask_rate != m.mask_rate:
             m = m.with_mask_rate(self.mask_rate)
-        return m
+        return m.with_knobs(pearl_beta=self.pearl_beta)
 
     def _validate(self, T: int) -> None:
-        n_ctx = envs.contexts.NUM_CONTEXTS
         for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
                      "buffer_size", "policy_frequency", "context_size"):
             v = getattr(self, name)
@@ -158,9 +178,9 @@ class Config:
         if self.total_steps % self.eval_every:
             raise ValueError(f"total_steps={self.total_steps} must be a multiple of "
                              f"eval_every={self.eval_every}")
-        check_batch(self.batch_size, n_ctx)
-        for name in ("mask_rate", "gamma", "tau", "q_lr", "actor_lr", "alpha_lr", "model_lr"):
-            check_hparam(name, getattr(self, name))
+        for name in self.sweepable():
+            if getattr(self, name) is not None:
+                check_hparam(name, getattr(self, name))
 
     def per_context_batch(self, n_contexts: int = envs.contexts.NUM_CONTEXTS) -> int:
         """Samples per training context of the stratified batch."""

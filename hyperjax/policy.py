@@ -13,7 +13,7 @@ methods). All are jittable and vmappable; every array has a leading batch axis `
 ``act`` pushes the transition that led to ``obs`` (the previous observation and action, and
 ``obs``) into the window before acting, so a caller only passes observations. ``reset`` closes
 the ended episode's last transition with its final observation and starts the next: the window
-is kept across the reset, as the authors' deques are. The DMA evaluation protocol (notes §3.6)
+is kept across the reset, as the authors' deques are. The DMA evaluation protocol (the authors' `dmash/contexts/sac.py`)
 is then: ``init`` from a reset's s0', run ``policy.warmup_steps`` (K) steps in the context from
 another reset, ``reset`` to the episode's start, run the episode (``tests/test_policy.py``
 reproduces the CLI's evaluation returns this way).
@@ -49,13 +49,13 @@ class Policy(NamedTuple):
 def make_policy(agent) -> Policy:
     """The ``Policy`` of an ``Agent`` (any preset; module doc)."""
     K = agent.window_size
-    A = agent.spec.action_dim
+    A = agent.shapes.action_dim
 
     def init(obs, context=None) -> PolicyState:
         """``obs`` ``float32[B, obs_dim]``: the window becomes K x (obs, 0, obs) (the authors'
         evaluation deques); ``context`` ``float32[B, F]`` for aware methods."""
         b = obs.shape[0]
-        ctx = (jnp.zeros((b, agent.spec.n_factors)) if context is None
+        ctx = (jnp.zeros((b, agent.shapes.n_factors)) if context is None
                else jnp.asarray(context, jnp.float32))
         return PolicyState(initial_window(obs, K, A) if K else None, obs,
                            jnp.zeros((b, A), obs.dtype), jnp.zeros((b,), bool), ctx)

@@ -245,7 +245,7 @@ def metric_rows(metrics: dict, seed: int, points: list[dict] | None = None) -> l
 
 
 def final_scores(rows: list[dict]) -> dict:
-    """Per split: per-seed score = max of the last two evaluations (notes §5), then mean/std.
+    """Per split: per-seed score = max of the last two evaluations (the authors' `dmash/informativeness/metrics.py`), then mean/std.
 
     Rows of a sweep (with ``hparams``) must be split by point first (``rows_by_point``).
     """
@@ -496,7 +496,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
     Writes ``config.json`` (``run_record``), ``metrics.jsonl`` (one row per seed, split and
     evaluation), ``checkpoints/N/`` (N segments done), ``summary.json`` (final AER per split,
     the uniform-random policy's on the same episodes, compile and training seconds) and, for
-    inferred-context methods, ``diagnostics.json`` (notes §5). A finished run that is resumed
+    inferred-context methods, ``diagnostics.json`` (the authors' `dmash/informativeness/metrics.py`). A finished run that is resumed
     is read back, not recompiled.
 
     Args:
@@ -627,7 +627,8 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
                         keep=keep_checkpoints)
         aer = {s: float(np.mean([r["aer"] for r in seg_rows if r["split"] == s]))
                for s in SPLITS}
-        tr = float(np.nanmean([r["train_return"] for r in seg_rows]))
+        ret = np.array([r["train_return"] for r in seg_rows], float)  # NaN: no episode ended
+        tr = float(ret[np.isfinite(ret)].mean()) if np.isfinite(ret).any() else float("nan")
         sps = (stop - first) / seconds
         if main_proc:
             _write_rows(metrics_path, rows)

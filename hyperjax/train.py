@@ -10,7 +10,7 @@ over the global step ``g = s + L``::
     segment k  = steps g in [start_k, stop_k) ; evaluate on train / eval-in / eval-out
                  (segment 0: the random phase and s = 0; segment k > 0: E steps)
     step g     = [episode start (g % T == 0): g > 0: reset, after the DMA warm-up from the
-                  current window once s >= 0 (notes §3.6) ; open a replay slot whose prefix is
+                  current window once s >= 0 (the authors' `dmash/contexts/sac.py`) ; open a replay slot whose prefix is
                   the current window]
                  act (uniform-random while s < 0) ; env step for the 20 contexts in lock-step
                  (``num_envs``: m envs per context) ; store ; push the window ;
@@ -40,7 +40,7 @@ import numpy as np
 from hyperjax import envs
 from hyperjax.agents import replay as rb
 from hyperjax.agents.agent import Agent, AgentConfig, AgentState, HParams
-from hyperjax.methods import MethodSpec
+from hyperjax.methods import MethodShapes
 from hyperjax.config import Config, check_batch
 from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window, push_window,
                                     window_features)
@@ -96,6 +96,20 @@ class _Layout(NamedTuple):
     base_hp: HParams       # the config's hyperparameters
 
 
+def check_layout(cfg: Config, n_contexts: int) -> None:
+    """The run's batch and envs fit its ``n_contexts`` training contexts: the batch divides
+    evenly over them (stratified sampling) and ``num_envs`` is a multiple of them. Checked once
+    per program (``make_program``); the CLI calls it for every pair before compiling any.
+
+    Raises:
+      ValueError: naming the field.
+    """
+    check_batch(cfg.batch_size, n_contexts)
+    if cfg.num_envs and cfg.num_envs % n_contexts:
+        raise ValueError(f"num_envs={cfg.num_envs} is not a multiple of the {n_contexts} "
+                         f"training contexts")
+
+
 def _setup(config: Config, sets, sweep, env):
     """Validated config, env, context sets, agent and the ``_Layout`` of a program.
 
@@ -119,24 +133,18 @@ def _setup(config: Config, sets, sweep, env):
     T = env.episode_length
     A = env.action_dim
     n_factors = len(env.factors)
-    spec = MethodSpec(env.obs_dim, A, n_factors, cfg.context_size)
-    agent = Agent(AgentConfig(cfg.batch_size, cfg.policy_frequency, cfg.bootstrap_truncation,
-                              cfg.exact_tanh_logprob, cfg.pearl_beta, tuple(sweep)),
-                  method, spec, env.action_low, env.action_high)
-    base_hp = HParams(q_lr=cfg.q_lr, actor_lr=cfg.actor_lr, alpha_lr=cfg.alpha_lr,
-                      model_lr=cfg.model_lr, tau=cfg.tau, gamma=cfg.gamma,
-                      target_entropy=-float(A), mask_rate=cfg.mask_rate)
+    shapes = MethodShapes(env.obs_dim, A, n_factors, cfg.context_size)
+    agent = Agent(AgentConfig.from_config(cfg, sweep), method, shapes, env.action_low,
+                  env.action_high)
+    base_hp = HParams.from_config(cfg, A)
     # the contexts trained in (the method may narrow them: unaware_default); evaluation
     # always covers the three sets
     train_ctx = jnp.asarray(method.training_contexts(np.asarray(sets.train),
                                                      np.asarray(env.default_training_context)),
                             jnp.float32)
     n_ctx = train_ctx.shape[0]
-    check_batch(cfg.batch_size, n_ctx)
+    check_layout(cfg, n_ctx)
     n_envs = cfg.num_envs or n_ctx  # parallel envs: m per training context, context-major
-    if n_envs % n_ctx:
-        raise ValueError(f"num_envs={n_envs} is not a multiple of the {n_ctx} training "
-                         f"contexts")
     m = n_envs // n_ctx
     env_ctx = jnp.repeat(train_ctx, m, axis=0)  # [n_envs, F]
     n_segments = cfg.total_steps // cfg.eval_every + 1
@@ -199,7 +207,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def warmup(params, key, contexts, window, start):
         """DMA warm-up for a batch of envs from ``window`` and the reset ``start`` (``(state,
         timestep)``, batched): ``fill_context_window`` vmapped with deterministic actions and
-        the encoder in eval mode (notes §3.6; the authors' ``compute_context(...,
+        the encoder in eval mode (the authors' `dmash/contexts/sac.py`; the authors' ``compute_context(...,
         training=False)``)."""
 
         def one(key, context, window, start):
@@ -304,7 +312,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def rollout(params, key, contexts, record: bool = True, random_actions: bool = False):
         """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch:
         ``hyperjax.evaluation.run_episodes`` with this agent's policy (the DMA warm-up, the
-        encoder in eval mode; notes §3.6, §9.9). Returns ``(returns float32[N], Trajectory)``;
+        encoder in eval mode; the authors' `dmash/contexts/sac.py`). Returns ``(returns float32[N], Trajectory)``;
         the trajectory's arrays are ``[N, P + T, ...]`` with the P = K warm-up transitions
         first (as in the replay), or None when ``record`` is False. ``random_actions``:
         uniform-random actions instead of the policy (no warm-up; ``params`` unused), the
@@ -314,7 +322,7 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
                             record)
 
     def evaluate(params, key, random_actions: bool = False):
-        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (notes §3.6).
+        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (the authors' `dmash/contexts/sac.py`).
 
         Every context of train / eval-in / eval-out runs ``eval_episodes`` episodes in one
         batch (``rollout``), with the encoder in eval mode and the DMA warm-up before each.

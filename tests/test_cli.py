@@ -283,7 +283,7 @@ def test_checkpoint_from_another_config_or_version_names_the_field():
 @pytest.mark.parametrize("env, steps, k", [("cheetah", 200_000, 128), ("cartpole", 100_000, 128),
                                            ("walker_gym", 500_000, 128), ("di", 9_000, 24)])
 def test_default_budgets_per_task(env, steps, k):
-    """Without --total_steps: the paper's budget and K for MJX tasks (notes §2), the CPU
+    """Without --total_steps: the paper's budget and K for MJX tasks (the authors' `dmash/contexts/context.py`), the CPU
     budget for the jnp tasks."""
     from experiments import aib as cli
     cli.FLAGS(["aib", f"--env={env}"])

@@ -76,13 +76,13 @@ def test_pearl_kl_comes_from_its_own_encoder_pass():
     key = jax.random.PRNGKey(5)
     loss, mse = agent.aux_loss(model, batch, key, hp)
     k_z, k_kl = jax.random.split(key)
-    m, spec = agent.method, agent.spec
-    same_pass = m.encode_out(spec, model, batch.window, k_z, True)
-    pred = m._model(spec).dynamics.apply({"params": model["dynamics"]}, batch.obs,
+    m, shapes = agent.method, agent.shapes
+    same_pass = m.encode_out(shapes, model, batch.window, k_z, True)
+    pred = m._model(shapes).dynamics.apply({"params": model["dynamics"]}, batch.obs,
                                          batch.action, same_pass.z)
     np.testing.assert_allclose(float(mse), float(jnp.mean(
         (pred - (batch.next_obs - batch.obs)) ** 2)), rtol=1e-6)
-    kl = m.encode_out(spec, model, batch.window, k_kl, True).kl
+    kl = m.encode_out(shapes, model, batch.window, k_kl, True).kl
     np.testing.assert_allclose(float(loss), float(mse) * (1 + 0.4 * float(jnp.mean(kl))),
                                rtol=1e-6)
     assert abs(float(jnp.mean(kl)) - float(jnp.mean(same_pass.kl))) > 1e-6

@@ -216,7 +216,7 @@ def test_weight_layernorm_normalises_whole_tensor():
 
 def test_td_next_action_is_stop_gradient_exactly():
     """The TD target's next action sg[π̂(s')]: its derivative w.r.t. the policy heads is exactly
-    0, while Q̂'s own derivative is not (notes §2.2)."""
+    0, while Q̂'s own derivative is not (HyperZero's `RLApproximator.update`)."""
     model = M.make_model("hyperzero", 4, 2)
     params = _init(model, obs=4, act=2)
     obs = jax.random.normal(jax.random.key(2), (4, 4))

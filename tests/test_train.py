@@ -113,8 +113,11 @@ def test_config_errors_name_the_field():
         hj.Config(learning_starts=50).resolved()
     with pytest.raises(ValueError, match="eval_every=5000 is larger than total_steps=1000"):
         hj.Config(total_steps=1000).resolved()
+    # the batch against the contexts trained in: once, where their number is known
     with pytest.raises(ValueError, match="batch_size=256 is not divisible by the 20 training"):
-        hj.Config(batch_size=256).resolved()
+        hj.make_program(hj.Config(batch_size=256, algo="dr"))
+    with pytest.raises(ValueError, match="num_envs=30 is not a multiple of the 20 training"):
+        hj.make_program(hj.Config(num_envs=30, algo="dr"))
     with pytest.raises(ValueError, match="a shared merge needs the dynamics model's hypernetwork"):
         hj.methods.GridMethod("bad", source="true", policy_merge="shared", q_merge="shared")
     with pytest.raises(ValueError, match="mask_rate: 'concat' has no context encoder"):

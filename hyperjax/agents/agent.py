@@ -1,18 +1,20 @@
-"""SAC with a context method plugged in (notes §3-4, architecture card property 4-5).
+"""SAC with a context method plugged in (the authors' ``dmash/contexts/sac.py`` and ``config.py``).
 
-``Agent(config, method, spec)`` holds the networks (no state); parameters, optimizer states and
+``Agent(config, method, shapes)`` holds the networks (no state); parameters, optimizer states and
 hyperparameters live in an ``AgentState`` pytree of named dataclasses, so everything is pure
 and vmappable over seeds and hyperparameter points alike.
 
-* ``AgentConfig``: the static choices (shapes, batch, policy frequency, the numerics flags).
-* ``HParams``: the hyperparameters that change no shape (learning rates, tau, gamma, target
-  entropy, mask rate), every field a pytree leaf: ``jax.vmap`` over an ``AgentState`` whose
-  ``hparams`` differ per run is a sweep (rejax's ``pytree_node=True`` fields).
+* ``AgentConfig``: the static choices (batch, policy frequency, the numerics flags), with
+  ``Config``'s defaults.
+* ``HParams``: ``Config``'s fields marked ``sweep=True`` (learning rates, tau, gamma, target
+  entropy, mask rate), every one a pytree leaf: ``jax.vmap`` over an ``AgentState`` whose
+  ``hparams`` differ per run is a sweep (rejax's ``pytree_node=True`` fields). A new sweepable
+  hyperparameter is one ``Config`` field and the code that reads it.
 * The method (``hyperjax.methods``) gives each network its conditioning and says which
   parameter groups each loss may move; SAC's losses (``hyperjax.agents.sac.make_losses``)
   know nothing about contexts.
 
-Gradient routing (notes §3.5) for the paper's methods: encoder phi, hypernetwork eta and
+Gradient routing (the authors' `dmash/contexts/sac.py`) for the paper's methods: encoder phi, hypernetwork eta and
 dynamics model theta learn from the dynamics loss only; the actor xi from the actor loss, the
 critics zeta from the critic loss, log alpha from its own loss. z and omega = h_eta(z) enter
 the RL losses through ``stop_gradient`` (tests check the exact zeros for every preset).
@@ -29,30 +31,38 @@ import optax
 
 from hyperjax.agents import sac
 from hyperjax.agents.replay import Batch
-from hyperjax.methods import ContextMethod, MethodSpec
+from hyperjax.config import Config
+from hyperjax.methods import ContextMethod, MethodShapes
 from hyperjax.nets.networks import Actor, Cond, TwinCritic
 
 
-@flax.struct.dataclass
-class HParams:
-    """Hyperparameters that change no shape (``float32[]`` leaves, or floats; notes §3.6)."""
-
-    q_lr: Any = 1e-3
-    actor_lr: Any = 3e-4
-    alpha_lr: Any = 1e-3
-    model_lr: Any = 3e-4
-    tau: Any = 0.005
-    gamma: Any = 0.99
-    target_entropy: Any = -1.0
-    mask_rate: Any = 0.0
-
+class _HParamsMethods:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
+    @classmethod
+    def from_config(cls, cfg: Config, action_dim: int) -> "HParams":
+        """A resolved ``Config``'s values (``target_entropy`` None: ``-action_dim``)."""
+        hp = cls(**{n: getattr(cfg, n) for n in cls.names()})
+        return hp.replace(target_entropy=-float(action_dim)) if hp.target_entropy is None \
+            else hp
+
     def as_arrays(self) -> "HParams":
         return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), self)
 
+
+# Hyperparameters that change no shape (``float32[]`` leaves, or floats; the authors' values,
+# ``dmash/contexts/sac.py``): one field per ``Config`` field marked ``sweep=True``, with its
+# default (``target_entropy`` -1 and ``mask_rate`` 0 until ``Agent.default_hparams`` or
+# ``from_config`` fill the agent's).
+HParams = flax.struct.dataclass(type("HParams", (_HParamsMethods,), {
+    "__annotations__": {n: Any for n in Config.sweepable()},
+    **{n: getattr(Config, n) for n in Config.sweepable()},
+    "__module__": __name__,
+    "__doc__": "Hyperparameters that change no shape: ``Config.sweepable()``'s fields as "
+               "pytree leaves (``float32[]`` after ``as_arrays``).",
+    "target_entropy": -1.0, "mask_rate": 0.0}))
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
@@ -63,17 +73,22 @@ class AgentConfig:
       policy_frequency: actor and alpha updated this many times every this many steps.
       bootstrap_truncation: False = the authors' ``done = terminated or truncated``.
       exact_tanh_logprob: distrax's exact tanh log-determinant instead of CleanRL's.
-      pearl_beta: the PLSTM encoders' KL weight (0.4).
       swept: hyperparameter names that vary per run (the encoder reads ``HParams.mask_rate``
         only when it is swept; otherwise its preset rate is a compile-time constant).
+    Defaults are ``Config``'s (one place).
     """
 
-    batch_size: int = 240
-    policy_frequency: int = 2
-    bootstrap_truncation: bool = False
-    exact_tanh_logprob: bool = False
-    pearl_beta: float = 0.4
+    batch_size: int = Config.batch_size
+    policy_frequency: int = Config.policy_frequency
+    bootstrap_truncation: bool = Config.bootstrap_truncation
+    exact_tanh_logprob: bool = Config.exact_tanh_logprob
     swept: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: Config, swept: tuple[str, ...] = ()) -> "AgentConfig":
+        """The static choices of a ``Config``."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "swept"]
+        return cls(**{n: getattr(cfg, n) for n in names}, swept=tuple(swept))
 
 
 @flax.struct.dataclass
@@ -110,7 +125,7 @@ class Agent:
     Args:
       config: ``AgentConfig``.
       method: a ``ContextMethod`` (``hyperjax.methods.get(name)``).
-      spec: ``MethodSpec`` (obs/action sizes, number of context factors, K).
+      shapes: ``MethodShapes`` (obs/action sizes, number of context factors, K).
       low, high: scalar action bounds.
     """
 
@@ -121,7 +136,7 @@ class Agent:
     # changes float rounding, so training keeps the loop
     unroll_actor_loop = False
 
-    def __init__(self, config: AgentConfig, method: ContextMethod, spec: MethodSpec,
+    def __init__(self, config: AgentConfig, method: ContextMethod, shapes: MethodShapes,
                  low: float = -1.0, high: float = 1.0):
         for name in config.swept:
             if name not in HParams.names():
@@ -129,9 +144,9 @@ class Agent:
                                  f"{', '.join(HParams.names())}")
         if "mask_rate" in config.swept and not method.inferred:
             raise ValueError(f"cannot sweep mask_rate: {method.name!r} has no context encoder")
-        self.config, self.method, self.spec = config, method, spec
+        self.config, self.method, self.shapes = config, method, shapes
         self.low, self.high = float(low), float(high)
-        self.actor = Actor(spec.action_dim, merge=method.policy_merge)
+        self.actor = Actor(shapes.action_dim, merge=method.policy_merge)
         self.critic = TwinCritic(merge=method.q_merge)
         self.losses = sac.make_losses(self.actor, self.critic, self.low, self.high,
                                       config.exact_tanh_logprob, config.bootstrap_truncation)
@@ -140,18 +155,18 @@ class Agent:
     @property
     def window_size(self) -> int:
         """K when the method reads a window, else 0."""
-        return self.method.window_size(self.spec)
+        return self.method.window_size(self.shapes)
 
     @property
     def window_shape(self) -> tuple[int, int]:
         """``(K, 2*obs_dim + act_dim)``, or ``(0, 0)`` without an encoder."""
         K = self.window_size
-        return (K, 2 * self.spec.obs_dim + self.spec.action_dim) if K else (0, 0)
+        return (K, 2 * self.shapes.obs_dim + self.shapes.action_dim) if K else (0, 0)
 
     def default_hparams(self, **values) -> HParams:
-        """The HParams of this agent: the notes' values, target entropy ``-|A|``, the method's
+        """The HParams of this agent: the authors' values, target entropy ``-|A|``, the method's
         mask rate, overridden by ``values``."""
-        hp = HParams(target_entropy=-float(self.spec.action_dim),
+        hp = HParams(target_entropy=-float(self.shapes.action_dim),
                      mask_rate=float(self.method.mask_rate))
         return hp.replace(**values)
 
@@ -167,12 +182,12 @@ class Agent:
         """
         hp = (self.default_hparams() if hparams is None else hparams).as_arrays()
         k_a, k_c, k_m, _ = jax.random.split(key, 4)
-        spec = self.spec
-        obs = jnp.zeros((1, spec.obs_dim))
-        act = jnp.zeros((1, spec.action_dim))
+        shapes = self.shapes
+        obs = jnp.zeros((1, shapes.obs_dim))
+        act = jnp.zeros((1, shapes.action_dim))
         window = jnp.zeros((1, *self.window_shape))
-        ctx = jnp.zeros((1, spec.n_factors))
-        method = self.method.init(k_m, spec)
+        ctx = jnp.zeros((1, shapes.n_factors))
+        method = self.method.init(k_m, shapes)
         params = AgentParams(None, None, None, jnp.zeros((), jnp.float32), method)
         cond_a, _ = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
         params = params.replace(actor=self.actor.init(k_a, obs, cond_a))
@@ -197,18 +212,18 @@ class Agent:
           hp: ``HParams``.
         """
         hp = None if hp is None else hp.replace(mask_rate=self._mask(hp))
-        return self.method.condition(self.spec, params, window, context, key, training, hp)
+        return self.method.condition(self.shapes, params, window, context, key, training, hp)
 
     def encode(self, params: AgentParams, window, key, training: bool, hp=None):
-        """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; notes §3.1)."""
+        """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; the authors' `dmash/contexts/encoder.py`)."""
         mask = None if hp is None else self._mask(hp)
-        return self.method.encode_out(self.spec, params.method, window, key, training,
+        return self.method.encode_out(self.shapes, params.method, window, key, training,
                                       mask).z
 
     def cond_from_z(self, params: AgentParams, z, stop_gradient: bool = True):
         """``(actor Cond, critic Cond)`` from a given z; ``stop_gradient=False`` lifts the
-        method's stop-gradients, only to measure shadow gradients (notes §5)."""
-        return self.method.conds_from(self.spec, params, z, stop_gradient)
+        method's stop-gradients, only to measure shadow gradients (the authors' `dmash/informativeness/metrics.py`)."""
+        return self.method.conds_from(self.shapes, params, z, stop_gradient)
 
     # --- acting ------------------------------------------------------------------------------
     def act(self, params: AgentParams, obs, window, context, key, deterministic: bool,
@@ -224,10 +239,9 @@ class Agent:
 
     # --- losses of the full parameters (the update differentiates subsets of them) --------
     def aux_loss(self, method_params, batch: Batch, key, hp):
-        """The method's own loss: ``(loss, mse)`` (the dynamics model; notes §3.2)."""
-        return self.method.aux_loss(self.spec, method_params, batch, key,
-                                    hp.replace(mask_rate=self._mask(hp)),
-                                    self.config.pearl_beta)
+        """The method's own loss: ``(loss, mse)`` (the dynamics model; the authors' `dmash/contexts/model.py`)."""
+        return self.method.aux_loss(self.shapes, method_params, batch, key,
+                                    hp.replace(mask_rate=self._mask(hp)))
 
     def critic_loss(self, params: AgentParams, batch: Batch, context, key, hp, conds=None):
         """Twin-critic TD loss with the method's conditioning: ``(loss, mean Q)``.
@@ -251,7 +265,7 @@ class Agent:
     # --- one gradient step -------------------------------------------------------------------
     def update(self, state: AgentState, batch: Batch, contexts, key, do_actor) -> tuple:
         """Method loss, then critics, then (every ``policy_frequency``-th step, that many
-        times) actor and alpha, then the target critics (notes §3.6 order). A loss that the
+        times) actor and alpha, then the target critics (the authors' `dmash/contexts/sac.py` order). A loss that the
         method routes into its parameters (``rl_losses``) steps the Adams of its
         ``rl_groups`` too, as the authors step ``dce_optimizer`` (the encoder) after every
         loss; the other groups keep values and moments (torch skips None gradients).
@@ -310,7 +324,7 @@ class Agent:
             return (p.replace(method=m[4]), o.replace(method=m[5])) if rl else (p, o)
 
         # Detached inferred methods: the encoder is fixed for the rest of the update, so every
-        # iteration's z (its own key: re-encoded per loss, notes §3.6) comes from one batched
+        # iteration's z (its own key: re-encoded per loss, the authors' `dmash/contexts/sac.py`) comes from one batched
         # encoder call before the loop; omega = h_eta(z) is generated inside each iteration.
         hoist = (self.hoist_encoder and self.method.inferred and not rl
                  and not self.method.reads_actor)

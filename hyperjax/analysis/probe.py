@@ -5,11 +5,11 @@
 1. runs ``episodes`` deterministic evaluation episodes per context (``Program.rollout``: DMA
    warm-up, encoder in eval mode for acting, as the evaluation protocol);
 2. draws ``n_windows`` windows ``[t-K+1 .. t]`` per context from those episodes (without
-   replacement; the authors draw 256 per context from the eval replay, notes §5);
+   replacement; the authors draw 256 per context from the eval replay, the authors' `dmash/informativeness/metrics.py`);
 3. encodes them, by default with the encoder in *training* mode as the authors' metrics code
-   does (``training=True`` is passed there, notes §5; ``encoder_training=False`` is the flag);
+   does (``training=True`` is passed there, the authors' `dmash/informativeness/metrics.py`; ``encoder_training=False`` is the flag);
 4. measures the shadow gradients E_i ||grad_{z_i} l_pi(i)|| and E_i ||grad_{z_i} l_Q(i)||
-   on a stratified replay batch (notes §5, v2 §6.5): the per-sample actor and critic losses
+   on a stratified replay batch (the authors' `dmash/informativeness/metrics.py`, v2 §6.5): the per-sample actor and critic losses
    with the stop-gradient on z (and on omega = h_eta(z)) lifted. They are only measured:
    nothing is applied, ``state`` is not returned.
 
@@ -29,7 +29,7 @@ from hyperjax.train import Program, TrainState
 
 
 def shadow_gradients(agent, params, batch: rb.Batch, context, key, hp) -> dict:
-    """Shadow gradients of the RL losses w.r.t. z (notes §5, "policy context sensitivity").
+    """Shadow gradients of the RL losses w.r.t. z (the authors' `dmash/informativeness/metrics.py`, "policy context sensitivity").
 
     Args:
       agent: an inferred-context ``Agent``.
@@ -90,7 +90,7 @@ def make_probe(prog: Program, episodes: int, n_windows: int = 256,
     Args:
       prog: the run's ``Program`` (an inferred method: dma, dma_pearl, dma_star, dma_sh).
       episodes: evaluation episodes per context to draw windows from.
-      n_windows: windows per context (256, notes §5).
+      n_windows: windows per context (256, the authors' `dmash/informativeness/metrics.py`).
       encoder_training: encoder mode for z (True = the authors' metrics code).
     Returns:
       ``probe(state: TrainState, key, contexts float32[C, F])`` giving ``z``

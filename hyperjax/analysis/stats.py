@@ -1,4 +1,4 @@
-"""Aggregate statistics of a study (notes §5): normalised scores, IQM with stratified
+"""Aggregate statistics of a study (the authors' `dmash/informativeness/metrics.py`): normalised scores, IQM with stratified
 bootstrap CIs (rliable), per-task AER intervals and relative gains by regime and overlap class.
 
 Scores are per-seed AER (max of the last two evaluations, ``hyperjax.run.final_scores``).
@@ -33,7 +33,7 @@ def normalise(aer, env: str):
 
 
 def task_class(env: str) -> str:
-    """``"overlap"`` or ``"non_overlap"`` (notes §2 class column)."""
+    """``"overlap"`` or ``"non_overlap"`` (the authors' `dmash/contexts/context.py` class column)."""
     return "overlap" if envs.task_info(env).overlap else "non_overlap"
 
 
@@ -43,7 +43,7 @@ def interval(scores, func, reps: int = 5000, seed: int = 0):
     Args:
       scores: ``float[n_runs, n_tasks]`` (runs are resampled within each task).
       func: ``float[n_runs, n_tasks] -> float[m]``.
-      reps: bootstrap resamples (5000, notes §5).
+      reps: bootstrap resamples (5000, the authors' `dmash/informativeness/metrics.py`).
       seed: RNG seed (reproducible intervals).
     Returns:
       ``(point float[m], lo float[m], hi float[m])``.
@@ -58,7 +58,7 @@ def interval(scores, func, reps: int = 5000, seed: int = 0):
 
 def iqm(scores, reps: int = 5000, seed: int = 0) -> tuple[float, float, float]:
     """IQM of ``float[n_runs, n_tasks]`` normalised scores with its 95 % stratified bootstrap
-    CI (rliable ``aggregate_iqm``; notes §5). Returns ``(iqm, lo, hi)``."""
+    CI (rliable ``aggregate_iqm``; the authors' `dmash/informativeness/metrics.py`). Returns ``(iqm, lo, hi)``."""
     p, lo, hi = interval(scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps, seed)
     return float(p[0]), float(lo[0]), float(hi[0])
 
@@ -87,7 +87,7 @@ def score_matrix(scores: dict, algo: str, regime: str, cls: str = "all"):
 
 
 def iqm_table(scores: dict, algos, reps: int = 5000, seed: int = 0) -> dict:
-    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, notes §6).
+    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, arXiv 2602.06550 v2, Tables 2 and 9).
 
     A class holding the same tasks as "all" (e.g. a study of non-overlapping tasks only) reuses
     its interval instead of bootstrapping the same matrix again.
@@ -108,7 +108,7 @@ def iqm_table(scores: dict, algos, reps: int = 5000, seed: int = 0) -> dict:
 
 
 def relative_gain(x: float, b: float) -> float:
-    """(x - b) / b x 100 (%), the paper's Table 9 (notes §5); NaN when b = 0."""
+    """(x - b) / b x 100 (%), the paper's Table 9 (the authors' `dmash/informativeness/metrics.py`); NaN when b = 0."""
     return float("nan") if b == 0 else 100.0 * (x - b) / b
 
 

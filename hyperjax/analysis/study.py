@@ -18,7 +18,7 @@ from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
 from hyperjax.run import over_seeds, to_host
 
-# The handcrafted DI set of the paper's Figure 4 (notes §2 `--context_handcrafted`): mass
+# The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py` `--context_handcrafted`): mass
 # {0.8, 1.0, 1.3} x action_factor {-1, +1}, grouped by mode. Keyed by the task's factors.
 FIG4_CONTEXTS = {("mass", "action_factor"): [[0.8, -1.0], [1.0, -1.0], [1.3, -1.0],
                                              [0.8, 1.0], [1.0, 1.0], [1.3, 1.0]]}
@@ -26,7 +26,7 @@ MODE_FACTORS = ("action_factor", "permutation")
 
 
 def mode_factor(factors) -> str | None:
-    """The binary factor that sets the mode S (notes §8), or None."""
+    """The binary factor that sets the mode S (arXiv 2602.06550 v2, Appendix A), or None."""
     return next((f for f in factors if f in MODE_FACTORS), None)
 
 

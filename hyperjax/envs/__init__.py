@@ -28,14 +28,14 @@ _REGISTRY = {**{k: v for k, v in _JNP.items() if k not in _ODE_K},
 
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
-    """What describes a registered AIB task, in one place (notes §2, §5).
+    """What describes a registered AIB task, in one place (the authors' `dmash/contexts/context.py`; the authors' `dmash/informativeness/metrics.py`).
 
     Attributes:
       name: the registry name (``--env``).
       about: a few words for ``--env``'s help (the context factors are added from the task).
       context_size: the DMA window length K (transitions).
       paper_total_steps: the paper's budget in gradient steps.
-      return_bounds: ``(lo, hi)`` per-episode return bounds that normalise scores (notes §5:
+      return_bounds: ``(lo, hi)`` per-episode return bounds that normalise scores (the authors' `dmash/informativeness/metrics.py`:
         return / max-return, min 0; DI: 100, ODE: 200, DMC: 1000).
       overlap: the paper's overlap class (v2; "weakly non-overlapping" ODE counts as
         non-overlapping).
@@ -59,7 +59,7 @@ class TaskInfo:
         return dict(total_steps=self.paper_total_steps, **PAPER_BUDGET)
 
 
-# The paper's evaluation and random phase (notes §2): 5,000 random vector steps, evaluation
+# The paper's evaluation and random phase (the authors' `dmash/contexts/context.py`): 5,000 random vector steps, evaluation
 # every 5,000 on 5 episodes per context (the authors' num_eval_episodes; the paper's text: 10).
 PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=5)
 # The jnp tasks' CPU budget when --total_steps is not given: what fits `make run` on the
@@ -86,13 +86,13 @@ _INFO = [
     TaskInfo("reacher_easy", "DMC reacher easy", **_DMC, overlap=False),
     TaskInfo("reacher_hard", "DMC reacher hard", **_DMC, overlap=False),
     TaskInfo("reacher_perm", "DMC reacher hard, permuted actuators", **_DMC, overlap=False),
-    # The gym tasks' upper bounds (5000, 4000) are INFERRED (the notes have "?"): round
+    # The gym tasks' upper bounds (5000, 4000) are INFERRED (no source gives them): round
     # figures above the paper's best AER (3924 and 2646).
     TaskInfo("walker_gym", "Gymnasium Walker2d-v5 on MJX", context_size=128,
              paper_total_steps=500_000, return_bounds=(0.0, 5000.0), overlap=True),
     TaskInfo("hopper_gym", "Gymnasium Hopper-v5 on MJX", context_size=128,
              paper_total_steps=500_000, return_bounds=(0.0, 4000.0), overlap=True),
-    # ODE-k: K and budget as ODE (INFERRED: v2's ODE-k budget is not in the notes),
+    # ODE-k: K and budget as ODE (INFERRED: no source gives v2's ODE-k budget),
     # "weakly non-overlapping" like ODE.
     *[TaskInfo(f"ode_{k}", f"the authors' ODE-{k}-v0", return_bounds=(0.0, 200.0),
                overlap=False, **_JNP_INFO) for k in range(1, ODE_K_MAX + 1)],

@@ -1,6 +1,6 @@
 """Context factors and the AIB context sets (train / eval-in / eval-out).
 
-Source: DMA*-SH notes §2 (``setup_context_env`` in the authors' code). For each factor with
+Source: DMA*-SH the authors' `dmash/contexts/context.py` (``setup_context_env`` in the authors' code). For each factor with
 ``in_range = (lo, hi)`` and ``out_range = (out_lo, out_hi)`` and margin ``m = 0.01 * |hi - lo|``:
 
 * train    = ``linspace(lo, hi, 50)``
@@ -43,7 +43,7 @@ class Factor:
     values: tuple[float, ...] | None = None
 
     def split_values(self, split: str) -> np.ndarray:
-        """Per-split 1-D grid of this factor (notes §2), float64, rounded to 4 decimals."""
+        """Per-split 1-D grid of this factor (the authors' `dmash/contexts/context.py`), float64, rounded to 4 decimals."""
         if self.values is not None:
             return np.asarray(self.values, np.float64)
         lo, hi = self.in_range
@@ -67,7 +67,7 @@ class Factor:
         return (min(self.in_range[0], self.out_range[0]), max(self.in_range[1], self.out_range[1]))
 
 
-# Factor table (notes §2, CONTEXT_DEFAULTS).
+# Factor table (the authors' `dmash/contexts/context.py`, CONTEXT_DEFAULTS).
 MASS = Factor("mass", 1.0, (0.5, 1.5), (0.1, 2.0))
 FRICTION = Factor("friction", 1.0, (0.5, 1.5), (0.1, 2.0))
 ACTION_FACTOR = Factor("action_factor", 1.0, (-1.0, 1.0), (-1.0, 1.0), values=(-1.0, 1.0))

@@ -5,7 +5,7 @@ Sources: the released ManiSkill2 fork (github ReNginx/HyPoGen @b286e2f, ``manisk
 ``envs/pick_and_place/pick_cube.py`` (observations, dense rewards, success, resets),
 ``maniskill/ppo.py`` (state observations, ``pd_ee_delta_pose`` control, 100-step training
 episodes), ``eval_maniskill.sh`` and ``eval-partition/*.txt`` (spec grids and test specs),
-``assets/descriptions/modify_length.py`` (the arm-length edit); hypogen_notes §3.2 and §3.5.
+``assets/descriptions/modify_length.py`` (the arm-length edit); the paper's App. B.1; HyPoGen's `utils/dataset.py`
 
 **Scene** (``assets/panda_cube.xml``, hyperjax's own MJCF of primitives, nothing downloaded):
 the Panda's kinematic chain, joint ranges and link masses; the base at (−0.615, 0, 0) on a
@@ -48,7 +48,7 @@ step 10; ``defaults.py`` sets ``gripper_stiffness``/``gripper_damping`` from the
 finger pads' friction is 2.0, its ``gripper`` material), ``length`` f: link6 moves
 ``0.259·(f − 1)`` m along link5's axis, i.e. the forearm grows (``modify_length.py``; grid
 0.5…2.0 step 0.1). Defaults 0.02, 1000, 100, 1.0. The grids are ``eval_maniskill.sh``'s
-(11, 11, 11, 16 specs; hypogen_notes §3.2 lists 21-spec ranges for the first three, which the
+(11, 11, 11, 16 specs; the paper's App. B.1 lists 21-spec ranges for the first three, which the
 released partitions do not use).
 """
 from __future__ import annotations
@@ -360,7 +360,7 @@ class ManipulationTask(mt.MjxTask):
         task, family = split_name(name)
         factor, _ = FAMILIES[family]
         backend = PandaCube(task)
-        spec = mt.TaskSpec(name, lambda: backend, _base_spec, (factor,),
+        spec = mt.MjxTaskDef(name, lambda: backend, _base_spec, (factor,),
                            {factor.name: ("spec", EDITS[factor.name])},
                            obs_dim=backend.obs_dim, action_dim=7,
                            episode_length=EPISODE_LENGTH)

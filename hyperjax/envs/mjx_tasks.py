@@ -1,7 +1,7 @@
 """AIB's physics tasks on MJX: DMC Cartpole, BallInCup, Walker, Cheetah, Reacher (easy/hard),
 gymnasium's Walker2d-v5 / Hopper-v5, and the permutation variant Reacher-Perm.
 
-Sources: DMA*-SH notes §1–2 (tasks, factors, ranges, episode lengths); models, observations,
+Sources: DMA*-SH the authors' `dmash/contexts/context.py` (tasks, factors, ranges, episode lengths); models, observations,
 rewards and resets come from MuJoCo Playground's DM Control Suite (``impl="jax"``, i.e. pure
 MJX), which ports dm_control's suite tasks; the two gym tasks follow gymnasium's v5 classes on
 gymnasium's own XMLs (:mod:`hyperjax.envs.gym_tasks`).
@@ -19,7 +19,7 @@ recipe sets and the default; ``make_env(name, contexts=...)`` adds user sets. A 
 is not in the table is refused on the host (``check_contexts``).
 
 ``action_factor`` (±1) multiplies the whole action vector before it reaches the actuators
-(notes §1); ``permutation`` (0/1) reverses the order of the action dimensions (v2's actuator
+(the authors' `dmash/contexts/context.py`); ``permutation`` (0/1) reverses the order of the action dimensions (v2's actuator
 permutation: with two actuators, a swap).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from mujoco import mjx
 from hyperjax.envs import contexts as ctx
 from hyperjax.envs.core import Env
 
-# --- factors (notes §2, CONTEXT_DEFAULTS) ------------------------------------------------
+# --- factors (the authors' `dmash/contexts/context.py`, CONTEXT_DEFAULTS) ------------------------------------------------
 POLE_LENGTH = ctx.Factor("length", 0.5, (0.3, 0.85), (0.1, 2.0))
 BIC_GRAVITY = ctx.Factor("gravity", 9.81, (8.0, 12.0), (1.0, 20.0))
 BIC_DISTANCE = ctx.Factor("distance", 0.3, (0.24, 0.36), (0.1, 0.5))
@@ -56,12 +56,12 @@ def _scale(v, s):
 
 
 def _pole_length(spec: mujoco.MjSpec, length: float) -> None:
-    """Cartpole: the pole geom runs from the hinge to ``2 * length`` (notes §2)."""
+    """Cartpole: the pole geom runs from the hinge to ``2 * length`` (the authors' `dmash/contexts/context.py`)."""
     spec.geom("pole_1").fromto = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0 * length]
 
 
 def _string_distance(spec: mujoco.MjSpec, d: float) -> None:
-    """BallInCup: tendon range ``(0, d)``; the ball body moves down by ``d - 0.3`` (notes §2)."""
+    """BallInCup: tendon range ``(0, d)``; the ball body moves down by ``d - 0.3`` (the authors' `dmash/contexts/context.py`)."""
     spec.tendon("string").range = [0.0, d]
     ball = spec.body("ball")
     ball.pos = np.asarray(ball.pos) - np.array([0.0, 0.0, d - BIC_DISTANCE.default])
@@ -92,18 +92,18 @@ def _reacher_arm(spec: mujoco.MjSpec, s: float) -> None:
 
 
 def _gear(spec: mujoco.MjSpec, s: float) -> None:
-    """``actuator_gear *= s`` for every actuator (notes §2)."""
+    """``actuator_gear *= s`` for every actuator (the authors' `dmash/contexts/context.py`)."""
     for a in spec.actuators:
         a.gear = _scale(a.gear, s)
 
 
 def _gravity(model: mujoco.MjModel, g: float) -> None:
-    """``opt.gravity = (0, 0, -g)`` (notes §2)."""
+    """``opt.gravity = (0, 0, -g)`` (the authors' `dmash/contexts/context.py`)."""
     model.opt.gravity[:] = (0.0, 0.0, -g)
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskSpec:
+class MjxTaskDef:
     """What a physics task is made of.
 
     Attributes:
@@ -227,13 +227,13 @@ class MjxTask(Env):
 
     ``reset(key, context)`` and ``step(key, state, action, context)`` follow :class:`Env`;
     ``state.physics`` is ``MjxPhysics(backend_state, model_id)``. ``terminated`` is always
-    false (AIB runs fixed-length episodes; notes §2).
+    false (AIB runs fixed-length episodes; the authors' `dmash/contexts/context.py`).
     """
 
     action_low = -1.0
     action_high = 1.0
 
-    def __init__(self, task: TaskSpec, extra_contexts=None, table_rows=None):
+    def __init__(self, task: MjxTaskDef, extra_contexts=None, table_rows=None):
         """``table_rows`` ``float[N, F]``: the contexts to compile models for, instead of the
         default, the recipe's three sets and ``extra_contexts`` (HyPoGen's spec grids)."""
         self.task = task
@@ -290,7 +290,7 @@ class MjxTask(Env):
 
     def base_spec(self) -> mujoco.MjSpec:
         """The task's model before any context edit: the backend's XML with dm_control's
-        physics options (``TaskSpec.physics``)."""
+        physics options (``MjxTaskDef.physics``)."""
         spec = self.task.base_spec(self.backend)
         if self.task.physics is not None:
             self.task.physics.apply(spec)
@@ -337,7 +337,7 @@ class MjxTask(Env):
             self.backend._mjx_model = old
 
     def apply_action_factors(self, action, context):
-        """Actuator inversion / permutation of ``action`` ``float32[A]`` (notes §1)."""
+        """Actuator inversion / permutation of ``action`` ``float32[A]`` (the authors' `dmash/contexts/context.py`)."""
         if "action_factor" in self.factors:
             action = action * self.factor(context, "action_factor")
         if "permutation" in self.factors:
@@ -466,30 +466,30 @@ _AF = ("action", None)
 _GRAVITY = ("model", _gravity)
 _GEAR = ("spec", _gear)
 
-def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> TaskSpec:
+def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> MjxTaskDef:
     """Reacher: arm length x ``mode`` (``action_factor`` or ``permutation``, both on actions)."""
     p = DMC_PHYSICS["reacher"]
-    return TaskSpec(name, lambda: _playground(playground_name, p), _playground_spec,
+    return MjxTaskDef(name, lambda: _playground(playground_name, p), _playground_spec,
                     (LIMB_LENGTH, mode), {"length": ("spec", _reacher_arm), mode.name: _AF},
                     obs_dim=6, action_dim=2, physics=p)
 
 
-TASKS: dict[str, TaskSpec] = {
-    "cartpole": TaskSpec(
+TASKS: dict[str, MjxTaskDef] = {
+    "cartpole": MjxTaskDef(
         "cartpole", lambda: _playground("CartpoleBalance", DMC_PHYSICS["cartpole"]),
         _playground_spec, (POLE_LENGTH, ctx.ACTION_FACTOR),
         {"length": ("spec", _pole_length), "action_factor": _AF}, obs_dim=5, action_dim=1,
         physics=DMC_PHYSICS["cartpole"]),
-    "ball_in_cup": TaskSpec(
+    "ball_in_cup": MjxTaskDef(
         "ball_in_cup", _ball_in_cup, _playground_spec, (BIC_GRAVITY, BIC_DISTANCE),
         {"gravity": _GRAVITY, "distance": ("spec", _string_distance)}, obs_dim=8, action_dim=2,
         physics=DMC_PHYSICS["ball_in_cup"]),
-    "walker": TaskSpec(
+    "walker": MjxTaskDef(
         "walker", lambda: _playground("WalkerWalk", DMC_PHYSICS["walker"]), _playground_spec,
         (WALKER_GRAVITY, ACTUATOR_STRENGTH),
         {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=24, action_dim=6,
         physics=DMC_PHYSICS["walker"]),
-    "cheetah": TaskSpec(
+    "cheetah": MjxTaskDef(
         "cheetah", lambda: _playground("CheetahRun", DMC_PHYSICS["cheetah"]), _playground_spec,
         (LIMB_LENGTH, ctx.ACTION_FACTOR),
         {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6,
@@ -497,10 +497,10 @@ TASKS: dict[str, TaskSpec] = {
     "reacher_easy": _reacher("reacher_easy", "ReacherEasy", ctx.ACTION_FACTOR),
     "reacher_hard": _reacher("reacher_hard", "ReacherHard", ctx.ACTION_FACTOR),
     "reacher_perm": _reacher("reacher_perm", "ReacherHard", PERMUTATION),
-    "walker_gym": TaskSpec(
+    "walker_gym": MjxTaskDef(
         "walker_gym", _gym("walker2d"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
         {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6),
-    "hopper_gym": TaskSpec(
+    "hopper_gym": MjxTaskDef(
         "hopper_gym", _gym("hopper"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
         {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3),
 }

@@ -1,5 +1,5 @@
 """Env wrappers: episode statistics, auto-reset with in-jit context resampling, and the DMA
-context-window warm-up (notes §3.6 ``fill_context_window``).
+context-window warm-up (the authors' `dmash/contexts/sac.py` ``fill_context_window``).
 
 All are pure and jit/vmap-safe. The context *set* is an argument (data), never an attribute, so
 the same compiled program serves train / eval-in / eval-out and user-supplied sets.
@@ -70,7 +70,7 @@ class AutoReset:
 
     ``sampling="uniform"`` draws a new row of the context set per env and episode (a batch of
     4096 envs may hold 4096 contexts); ``"fixed"`` keeps each env on its row, as the authors'
-    ``SyncVectorEnv`` with one env per training context does (notes §3.6).
+    ``SyncVectorEnv`` with one env per training context does (the authors' `dmash/contexts/sac.py`).
 
     The returned ``Timestep.obs`` is the observation to act on next (after a reset when the
     episode ended); the transition's true last observation is ``info["final_obs"]``, so nothing
@@ -125,7 +125,7 @@ class Window(NamedTuple):
 
 
 def transition_features(obs, action, next_obs):
-    """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (notes §3.1)."""
+    """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (the authors' `dmash/contexts/encoder.py`)."""
     return jnp.concatenate([obs, action, next_obs - obs], axis=-1)
 
 
@@ -159,7 +159,7 @@ class Warmup(NamedTuple):
 
 def fill_context_window(env: Env, key, context, policy: Callable, k: int,
                         window: Window | None = None, start=None) -> Warmup:
-    """DMA episode warm-up (notes §3.6): reset, run ``k`` steps of ``policy`` in ``context``.
+    """DMA episode warm-up (the authors' `dmash/contexts/sac.py`): reset, run ``k`` steps of ``policy`` in ``context``.
 
     ``policy(key, obs, features) -> action`` sees the evolving window's features ``[K, D]``,
     starting from ``window`` (the authors carry the previous episode's window into a training

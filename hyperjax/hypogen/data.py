@@ -14,7 +14,7 @@ key            shape, dtype                content
 ``reward``     ``float32[S, E, T]``        reward of the step
 ``discount``   ``float32[S, E, T]``        raw env discount: 0 on termination, else 1 (the
                                            released data's ``discount`` is the raw dm_env one,
-                                           all 1.0; hypogen_notes §3.4)
+                                           all 1.0; HyperZero's `eval.py`)
 ``value``      ``float32[S, E, T]``        the expert critic's ``Q(obs, action)``
 ``meta``       ``str[]``                   JSON: task, factors, expert, episode settings
 =============  ==========================  ====================================================
@@ -217,7 +217,7 @@ class Flat(NamedTuple):
 
 
 def flatten(ds: Dataset, ids, cut_at_termination: bool = True) -> Flat:
-    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, notes §2.4).
+    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, HyperZero's `RLSolutionDataset`).
 
     ``cut_at_termination``: each recorded episode ends at its first terminating step
     (``discount == 0``; kept), the steps the rollout ran on after it are dropped. On the

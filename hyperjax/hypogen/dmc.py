@@ -1,5 +1,5 @@
 """HyPoGen's spec-conditioned DM Control tasks on MJX: cheetah-run, walker-walk, finger-spin with
-a target-speed spec, a torso-length spec, or both (hypogen_notes §3.1; paper App. B.1).
+a target-speed spec, a torso-length spec, or both (the contextual-control-suite envs; paper App. B.1).
 
 Built on :class:`hyperjax.envs.mjx_tasks.MjxTask` (Playground's DM Control Suite on pure MJX,
 one compiled MuJoCo model per spec in a table, gathered inside jit), with the spec as the
@@ -18,13 +18,13 @@ Length-only tasks score the released dyn experiments' ``overwrite_all`` reward (
 margin m = 1 for every body, ``specs.DYN_MARGIN``), whose linear sigmoid reaches its floor 0
 below v' = 1 − 1/0.9; the older default (Table 6's speeds, cheetah 10 and finger 15) is gone.
 
-**Length** L (XML edits of notes §3.1, here on the ``MjSpec``):
+**Length** L (XML edits of the contextual-control-suite envs, here on the ``MjSpec``):
   cheetah (default 0.5): torso ``fromto = (−L,0,0, L,0,0)``, head ``pos = (L+0.1, 0, 0.1)``,
   bthigh body ``pos = (−L,0,0)``, fthigh body ``pos = (L,0,0)``;
   walker (default 0.3): torso geom ``size = (0.07, L)``;
   finger (default 0.16): distal ``fromto = (0,0,0, 0,0,−L)``, fingertip ``fromto = (0,0,−(L−0.03),
   0,0,−(L+0.001))``, spinner body ``pos = (L+0.04, 0, 0.4)``, caps ``size = (0.04, L−0.07)``.
-Evaluation runs on the modified body (notes §3.6: the released ``eval_env`` did not).
+Evaluation runs on the modified body (HyPoGen's `batch_eval_regressor.py`: the released ``eval_env`` did not).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def _finger_spin_damping(model: mujoco.MjModel, _value: float) -> None:
 
 def speed_tolerance(v, m):
     """``rewards.tolerance(sign(m)·v, bounds=(|m|, ∞), margin=|m|, sigmoid='linear',
-    value_at_margin=0.1)``, float32[] (notes §3.1)."""
+    value_at_margin=0.1)``, float32[] (the contextual-control-suite envs)."""
     a = jnp.abs(m)
     x = jnp.sign(m) * v
     scaled = (a - x) / a * 0.9
@@ -113,7 +113,7 @@ class SpecTask(mt.MjxTask):
                                S.DEFAULT_LENGTH[body], (0.0, 0.0), (0.0, 0.0))
                         for f in grid.factors)
         edits = {"speed": ("reward", None), "length": ("spec", LENGTH_EDITS[body])}
-        task = mt.TaskSpec(name, lambda: mt._playground(playground), mt._playground_spec,
+        task = mt.MjxTaskDef(name, lambda: mt._playground(playground), mt._playground_spec,
                            factors, {f.name: edits[f.name] for f in factors},
                            obs_dim=obs_dim, action_dim=act_dim)
         super().__init__(task, table_rows=grid.specs)

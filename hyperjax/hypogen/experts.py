@@ -1,5 +1,5 @@
 """TD3 experts, one per spec, all specs of a grid trained in one vmapped, compiled program
-(hypogen_notes §3.3: the released ``agents/td3.py`` and ``cfgs/agent/td3.yaml``).
+(HyPoGen's `agents/td3.py`: the released ``agents/td3.py`` and ``cfgs/agent/td3.yaml``).
 
 Per spec: actor ``obs → 256 → 256 → act`` (ReLU, tanh), twin critics ``[obs, act] → 256 → 256
 → 1``, orthogonal weights and zero biases; Adam 1e-4; batch 256; τ = 0.01; actor and target
@@ -54,7 +54,7 @@ def _dense(n):
                     bias_init=nn.initializers.zeros)
 
 
-class Actor(nn.Module):
+class TD3Actor(nn.Module):
     act_dim: int
     hidden: int = 256
 
@@ -64,7 +64,7 @@ class Actor(nn.Module):
         return jnp.tanh(_dense(self.act_dim)(h))
 
 
-class Critic(nn.Module):
+class TD3Critic(nn.Module):
     hidden: int = 256
 
     @nn.compact
@@ -75,7 +75,7 @@ class Critic(nn.Module):
         return qs[0], qs[1]
 
 
-class Replay(NamedTuple):
+class TD3Replay(NamedTuple):
     obs: jax.Array        # float32[C, obs]
     action: jax.Array     # float32[C, act]
     reward: jax.Array     # float32[C]
@@ -94,7 +94,7 @@ class TD3State(NamedTuple):
     target_critic: Any
     actor_opt: Any
     critic_opt: Any
-    replay: Replay
+    replay: TD3Replay
     env_state: Any
     obs: jax.Array
     key: jax.Array
@@ -106,7 +106,7 @@ class TD3State(NamedTuple):
 def make_td3(env: Env, cfg: TD3Config):
     """Returns ``(init(key, spec) -> TD3State, step(state, spec) -> (state, metrics))`` for one
     spec; vmap them over specs."""
-    actor, critic = Actor(env.action_dim, cfg.hidden), Critic(cfg.hidden)
+    actor, critic = TD3Actor(env.action_dim, cfg.hidden), TD3Critic(cfg.hidden)
     tx = optax.adam(cfg.lr)
     cap = min(cfg.buffer_size, cfg.total_steps)
 
@@ -117,7 +117,7 @@ def make_td3(env: Env, cfg: TD3Config):
         pc = critic.init(kc, obs0, jnp.zeros((env.action_dim,)))
         env_state, ts = env.reset(ke, spec)
         z = lambda *s: jnp.zeros(s, jnp.float32)
-        replay = Replay(z(cap, env.obs_dim), z(cap, env.action_dim), z(cap),
+        replay = TD3Replay(z(cap, env.obs_dim), z(cap, env.action_dim), z(cap),
                         z(cap, env.obs_dim), z(cap), jnp.zeros((), jnp.int32),
                         jnp.zeros((), jnp.int32))
         return TD3State(pa, pc, pa, pc, tx.init(pa), tx.init(pc), replay, env_state, ts.obs,
@@ -168,7 +168,7 @@ def make_td3(env: Env, cfg: TD3Config):
         env_state, ts = env.step(k_env, s.env_state, action, spec)
         r = s.replay
         i = r.ptr
-        replay = Replay(r.obs.at[i].set(s.obs), r.action.at[i].set(action),
+        replay = TD3Replay(r.obs.at[i].set(s.obs), r.action.at[i].set(action),
                         r.reward.at[i].set(ts.reward), r.next_obs.at[i].set(ts.obs),
                         r.discount.at[i].set(1.0 - ts.terminated.astype(jnp.float32)),
                         jnp.minimum(r.size + 1, cap), (i + 1) % cap)
@@ -245,11 +245,11 @@ def train_experts(env: Env, specs, cfg: TD3Config, key, segments: int = 10, log=
 
 def expert_policy(env_act_dim: int, hidden: int = 256):
     """``policy(state_s, obs, spec)``: the deterministic actor (for ``data.rollout``)."""
-    actor = Actor(env_act_dim, hidden)
+    actor = TD3Actor(env_act_dim, hidden)
     return lambda s, obs, spec: actor.apply(s.actor, obs)
 
 
 def expert_value(hidden: int = 256):
     """``value(state_s, obs, action, spec)``: critic Q1 (the released rollouts' ``value``)."""
-    critic = Critic(hidden)
+    critic = TD3Critic(hidden)
     return lambda s, obs, action, spec: critic.apply(s.critic, obs, action)[0]

@@ -1,7 +1,7 @@
 """Behaviour-cloning training of HyPoGen / HyperZero / Cond Policy / UVFA on demonstrations, and
 zero-shot evaluation of the generated policies on held-out specs.
 
-The loss (``approximators/rl_solution.py::RLApproximator.update``, hypogen_notes §1.8, §2.2)::
+The loss (``approximators/rl_solution.py::RLApproximator.update``, HyPoGen's `approximators/rl_solution.py` and released configs; HyperZero's `RLApproximator.update`)::
 
     L = MSE(π̂(s), a*) + w_v · MSE(Q̂(s, a*), Q*_data) + w_td · MSE(Q*_data, r + d · Q̂(s', sg[π̂(s')]))
 
@@ -9,7 +9,7 @@ with ``w_v = w_td = 0.01`` for HyPoGen and HyperZero (DMC), ``w_v = 0.01, w_td =
 (``mlp_rl``), BC only for Cond Policy; ``bc_only`` sets both weights to 0 for every model. With
 deep supervision (HyPoGen), the BC and value terms average over the K blocks' iterates (the
 broadcast ``F.mse_loss`` of the newer code); TD uses the final iterate. ``d`` is the dataset's
-raw discount (all 1 on the paper's data; kept for parity, notes §7.7).
+raw discount (all 1 on the paper's data; kept for parity).
 
 Optimisation: Adam (default betas, eps; no weight decay, no clipping); for HyPoGen, HyperZero
 and UVFA the learning rate is halved at 75 %, 90 % and 95 % of the epochs (epochs 1500, 1800,
@@ -19,7 +19,7 @@ constant (``PolicyApproximator``: plain Adam). Each epoch is a random permutatio
 
 One compiled ``segment`` runs ``eval_every`` epochs (a ``lax.scan`` over epochs of a ``lax.scan``
 over batches) and then the zero-shot evaluation on the test specs, keeping the best parameters
-next to the last ones. The paper selects on the same test episodes it reports (notes §1.8), an
+next to the last ones. The paper selects on the same test episodes it reports (HyPoGen's `approximators/rl_solution.py` and released configs), an
 upward bias; here selection uses *selection episodes* (reset keys from ``select_key_seed``:
 other start states on the same test specs) and the reported returns come from ``evaluate``'s
 own episodes (``eval_key_seed``), never used to choose anything.
@@ -64,7 +64,7 @@ LOSS_WEIGHTS = {"hypogen": (0.01, 0.01), "hyperzero": (0.01, 0.01), "uvfa": (0.0
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    """Training settings (defaults: the released DMC configs, notes §1.8)."""
+    """Training settings (defaults: the released DMC configs, HyPoGen's `approximators/rl_solution.py` and released configs)."""
 
     algo: str = "hypogen"
     epochs: int = PAPER_EPOCHS

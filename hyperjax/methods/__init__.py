@@ -2,12 +2,12 @@
 
 ``get(name)`` returns a method; ``register(method)`` adds one (a ``ContextMethod``: see
 ``hyperjax.methods.base``). The presets are the paper's seven and the rest of the authors' grid
-(``dmash/contexts/config.py`` ``modify_groups``; notes §4), named as the authors do where the
+(``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py` (`modify_groups`)), named as the authors do where the
 paper has no label.
 """
 from __future__ import annotations
 
-from hyperjax.methods.base import ContextMethod, MethodSpec
+from hyperjax.methods.base import ContextMethod, MethodShapes
 from hyperjax.methods.grid import GridMethod
 
 _REGISTRY: dict[str, ContextMethod] = {}
@@ -122,5 +122,5 @@ def label(name: str) -> str:
     return (m.label if m is not None and m.label else name)
 
 
-__all__ = ["AUTHORS_NAMES", "ContextMethod", "GridMethod", "MethodSpec", "PAPER_METHODS", "PRESETS", "get",
+__all__ = ["AUTHORS_NAMES", "ContextMethod", "GridMethod", "MethodShapes", "PAPER_METHODS", "PRESETS", "get",
            "help_text", "label", "order", "names", "register", "table_markdown"]

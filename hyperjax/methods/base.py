@@ -1,5 +1,5 @@
 """The context-method protocol: what a method gives each network and which parameters each loss
-may move (architecture card, property 4).
+may move (the authors' grid, ``modify_groups`` in ``dmash/contexts/config.py``).
 
 A context method is a plug-in of the SAC agent (``hyperjax.agents.agent``). SAC knows nothing
 about contexts: its networks take a ``Cond`` (a vector to concatenate and/or generated adapter
@@ -8,7 +8,7 @@ weights), and its losses take whatever conditioning the method returns. A method
 * ``policy_merge`` / ``q_merge``: how the actor and the critics take their ``Cond`` (``none``,
   ``concat``, ``own``: a hypernetwork of their own fed with ``Cond.vec``, ``shared``: adapter
   weights ``Cond.omega`` generated elsewhere; ``hyperjax.nets.networks.Torso``);
-* ``init(key, spec)``: its own parameters, ``{group: pytree}`` (``{}`` for none); every group
+* ``init(key, shapes)``: its own parameters, ``{group: pytree}`` (``{}`` for none); every group
   gets its own Adam (learning rate ``HParams.model_lr``); ``rl_groups`` names the groups a
   loss in ``rl_losses`` steps (default: all);
 * ``condition(params, window, context, key, training, hp, loss)``: the ``(actor Cond, critic
@@ -20,7 +20,7 @@ weights), and its losses take whatever conditioning the method returns. A method
 * ``training_contexts(train, default)``: the contexts it trains in (``unaware_default``
   trains in the default context only).
 
-``MethodSpec`` carries the shapes a method needs. A new method is one class (or one instance
+``MethodShapes`` carries the shapes a method needs. A new method is one class (or one instance
 of ``GridMethod``) and one ``register`` call; tests check every preset's gradient routing with
 exact zeros.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
-class MethodSpec:
+class MethodShapes:
     """Shapes a method is built for.
 
     Attributes:
@@ -69,15 +69,15 @@ class ContextMethod:
         return (f"`{self.name}`", self.label or "–", "–", "–", "–", self.policy_merge,
                 self.q_merge, "–")
 
-    def window_size(self, spec: MethodSpec) -> int:
+    def window_size(self, shapes: MethodShapes) -> int:
         """K when the method reads a window of transitions, else 0."""
-        return spec.context_size if self.inferred else 0
+        return shapes.context_size if self.inferred else 0
 
-    def init(self, key, spec: MethodSpec) -> dict:
+    def init(self, key, shapes: MethodShapes) -> dict:
         """The method's parameters ``{group: pytree}`` (``{}``: none)."""
         return {}
 
-    def condition(self, spec: MethodSpec, params, window, context, key, training: bool, hp):
+    def condition(self, shapes: MethodShapes, params, window, context, key, training: bool, hp):
         """``(actor Cond, critic Cond)`` with the method's stop-gradients (module doc).
 
         Args: ``params`` the agent's ``AgentParams``; ``window`` ``float32[B, K, D]``;
@@ -89,7 +89,7 @@ class ContextMethod:
     def has_aux(self) -> bool:
         return False
 
-    def aux_loss(self, spec: MethodSpec, method_params: dict, batch, key, hp, pearl_beta):
+    def aux_loss(self, shapes: MethodShapes, method_params: dict, batch, key, hp):
         """The method's own loss ``(loss, metric)``, differentiated w.r.t. every group."""
         raise NotImplementedError
 
@@ -98,14 +98,20 @@ class ContextMethod:
         task's default (``float32[F]``)."""
         return train
 
+    def with_knobs(self, **knobs) -> "ContextMethod":
+        """A copy with the given method knobs (``Config``'s ``pearl_beta``) set where the
+        method has them; knobs it does not have are ignored (they change nothing)."""
+        have = {k: v for k, v in knobs.items() if hasattr(self, k) and getattr(self, k) != v}
+        return dataclasses.replace(self, **have) if have else self
+
     def with_mask_rate(self, mask_rate: float) -> "ContextMethod":
         """A copy with another encoder mask rate (``--mask_rate``); methods without an encoder
         refuse it."""
         raise ValueError(f"{self.name!r} has no context encoder: mask_rate does not apply")
 
     # diagnostics (inferred methods): z, and the conditioning from a given z
-    def encode_out(self, spec, method_params, window, key, training: bool, mask_rate=None):
+    def encode_out(self, shapes, method_params, window, key, training: bool, mask_rate=None):
         raise ValueError(f"{self.name!r} infers no z")
 
-    def conds_from(self, spec, params, z, stop_gradient: bool = True):
+    def conds_from(self, shapes, params, z, stop_gradient: bool = True):
         raise ValueError(f"{self.name!r} infers no z")

@@ -1,5 +1,5 @@
 """The authors' method grid as one parameterised method (github dma-sh/dmash,
-``dmash/contexts/config.py`` ``modify_groups``; notes §4).
+``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py` (`modify_groups`)).
 
 A point of the grid (``GridMethod``) fixes:
 
@@ -16,7 +16,7 @@ A point of the grid (``GridMethod``) fixes:
 * ``rl_losses``: which networks' conditioning is *not* detached (the authors'
   ``context_encoder_update`` minus ``"fm"``): ``"critic"`` lets every gradient through the
   critics' z (and omega) reach the encoder (and h_eta), ``"actor"`` the actor's. Detached by
-  default (notes §3.5); the authors' shared omega is always computed without gradient, so the
+  default (the authors' `dmash/contexts/sac.py`); the authors' shared omega is always computed without gradient, so the
   non-detached DMA*-SH variants (v2 Fig. 15) are INFERRED: their omega is differentiable too.
 * ``default_context``: train in the task's default context only (``unaware_default``).
 
@@ -35,7 +35,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from hyperjax.methods.base import ContextMethod, MethodSpec
+from hyperjax.methods.base import ContextMethod, MethodShapes
 from hyperjax.nets.encoder import ContextEncoder
 from hyperjax.nets.networks import Cond, DynamicsModel, own_omega
 
@@ -55,13 +55,13 @@ class WorldModel:
     (the flax paths of the former single ``WorldModel`` module, so initial values are the same).
     """
 
-    def __init__(self, spec: MethodSpec, encoder: str, mask_rate: float, helper: str | None):
+    def __init__(self, shapes: MethodShapes, encoder: str, mask_rate: float, helper: str | None):
         inorm, onorm, pearl = ENCODERS[encoder]
-        self.encoder = ContextEncoder(obs_dim=spec.obs_dim, action_dim=spec.action_dim,
-                                      context_size=spec.context_size, mask_rate=mask_rate,
+        self.encoder = ContextEncoder(obs_dim=shapes.obs_dim, action_dim=shapes.action_dim,
+                                      context_size=shapes.context_size, mask_rate=mask_rate,
                                       input_norm=inorm, output_norm=onorm, pearl=pearl)
         self.dynamics = None if helper is None else DynamicsModel(
-            spec.obs_dim, merge="own" if helper == "hypernet" else "concat")
+            shapes.obs_dim, merge="own" if helper == "hypernet" else "concat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,7 @@ class GridMethod(ContextMethod):
     shared_from: str = "model"
     rl_losses: tuple[str, ...] = ()
     default_context: bool = False
+    pearl_beta: float = 0.4    # the PLSTM encoders' KL weight (the authors' ``kl_weight``)
     rl_groups = ("encoder",)  # the authors' dce_optimizer (module doc); not a field
 
     def __post_init__(self):
@@ -130,18 +131,18 @@ class GridMethod(ContextMethod):
                 merge[self.policy_merge], merge[self.q_merge], trained)
 
     # --- parameters ----------------------------------------------------------------------
-    def _model(self, spec: MethodSpec) -> WorldModel:
-        return WorldModel(spec, self.encoder, self.mask_rate, self.helper)
+    def _model(self, shapes: MethodShapes) -> WorldModel:
+        return WorldModel(shapes, self.encoder, self.mask_rate, self.helper)
 
-    def init(self, key, spec: MethodSpec) -> dict:
+    def init(self, key, shapes: MethodShapes) -> dict:
         """``{"encoder": phi, "dynamics": theta (and eta)}`` from one key, folded in by the
         paths "encoder" / "dynamics" as when both were submodules of one module."""
         if not self.inferred:
             return {}
-        wm = self._model(spec)
-        obs = jnp.zeros((1, spec.obs_dim))
-        act = jnp.zeros((1, spec.action_dim))
-        window = jnp.zeros((1, spec.context_size, 2 * spec.obs_dim + spec.action_dim))
+        wm = self._model(shapes)
+        obs = jnp.zeros((1, shapes.obs_dim))
+        act = jnp.zeros((1, shapes.action_dim))
+        window = jnp.zeros((1, shapes.context_size, 2 * shapes.obs_dim + shapes.action_dim))
         fwd = jax.random.PRNGKey(0)  # the dummy forward's shuffle / mask: no effect on params
         enc = _init_as(wm.encoder, "encoder", key, window, fwd, True)
         out = {"encoder": enc}
@@ -156,18 +157,18 @@ class GridMethod(ContextMethod):
         return dataclasses.replace(self, mask_rate=float(mask_rate))
 
     # --- conditioning ----------------------------------------------------------------------
-    def encode_out(self, spec, method_params, window, key, training, mask_rate=None):
-        return self._model(spec).encoder.apply({"params": method_params["encoder"]}, window,
+    def encode_out(self, shapes, method_params, window, key, training, mask_rate=None):
+        return self._model(shapes).encoder.apply({"params": method_params["encoder"]}, window,
                                                key, training, mask_rate)
 
-    def omega(self, spec, params, vec):
+    def omega(self, shapes, params, vec):
         """Adapter weights of a ``shared`` merge for ``vec`` (z or c)."""
         if self.shared_from == "actor":
             return own_omega(params.actor, vec)
-        return self._model(spec).dynamics.apply({"params": params.method["dynamics"]}, vec,
+        return self._model(shapes).dynamics.apply({"params": params.method["dynamics"]}, vec,
                                                 method=DynamicsModel.omega)
 
-    def net_cond(self, spec, params, vec, merge: str, detach: bool) -> Cond:
+    def net_cond(self, shapes, params, vec, merge: str, detach: bool) -> Cond:
         sg = jax.lax.stop_gradient if detach else (lambda x: x)
         if merge == "none":
             return Cond()
@@ -175,13 +176,13 @@ class GridMethod(ContextMethod):
         if merge == "shared":
             # the authors compute a shared omega under no_grad: a constant to the RL losses
             # (detach=False only for the INFERRED non-detached variants)
-            return Cond(omega=sg(self.omega(spec, params, vec)))
+            return Cond(omega=sg(self.omega(shapes, params, vec)))
         return Cond(vec=vec)
 
-    def conds_from(self, spec, params, vec, stop_gradient: bool = True):
+    def conds_from(self, shapes, params, vec, stop_gradient: bool = True):
         detach_a = stop_gradient and "actor" not in self.rl_losses
         detach_q = stop_gradient and "critic" not in self.rl_losses
-        cond_a = self.net_cond(spec, params, vec, self.policy_merge, detach_a)
+        cond_a = self.net_cond(shapes, params, vec, self.policy_merge, detach_a)
         if self.shared_from == "actor" and self.q_merge == "shared" and params.actor is None:
             return cond_a, None  # during init, before the actor (its hypernet) exists
         if (self.policy_merge == self.q_merge == "shared" and self.shared_from == "model"
@@ -190,26 +191,26 @@ class GridMethod(ContextMethod):
             # computing it once instead of per network gives the same numbers for half the
             # hypernetwork FLOPs of every RL loss
             return cond_a, cond_a
-        return cond_a, self.net_cond(spec, params, vec, self.q_merge, detach_q)
+        return cond_a, self.net_cond(shapes, params, vec, self.q_merge, detach_q)
 
-    def condition(self, spec, params, window, context, key, training, hp):
+    def condition(self, shapes, params, window, context, key, training, hp):
         if self.source == "none":
             return Cond(), Cond()
         if self.source == "true":
-            return self.conds_from(spec, params, context)
-        z = self.encode_out(spec, params.method, window, key, training,
+            return self.conds_from(shapes, params, context)
+        z = self.encode_out(shapes, params.method, window, key, training,
                             None if hp is None else hp.mask_rate).z
-        return self.conds_from(spec, params, z)
+        return self.conds_from(shapes, params, z)
 
     # --- the dynamics loss -----------------------------------------------------------------
     def has_aux(self) -> bool:
         return self.inferred and self.helper is not None
 
-    def aux_loss(self, spec, method_params, batch, key, hp, pearl_beta: float):
-        """Dynamics loss (notes §3.2, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``; PLSTM
+    def aux_loss(self, shapes, method_params, batch, key, hp):
+        """Dynamics loss (the authors' `dmash/contexts/model.py`, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``; PLSTM
         encoders multiply it by ``1 + beta * KL`` with KL the mean over batch and dims of a
         second encoder pass (the authors' ``get_kl``). Returns ``(loss, mse)``."""
-        wm = self._model(spec)
+        wm = self._model(shapes)
         pearl = ENCODERS[self.encoder][2]
         if pearl:
             key, k_kl = jax.random.split(key)
@@ -222,7 +223,7 @@ class GridMethod(ContextMethod):
         if pearl:
             kl = wm.encoder.apply({"params": method_params["encoder"]}, batch.window, k_kl,
                                   True, mask).kl
-            return mse * (1.0 + pearl_beta * jnp.mean(kl)), mse
+            return mse * (1.0 + self.pearl_beta * jnp.mean(kl)), mse
         return mse, mse
 
     def training_contexts(self, train, default):

@@ -1,4 +1,4 @@
-"""The DMA context encoder g_phi (``LSTMContextEncoder``, notes §3.1 and §9.3).
+"""The DMA context encoder g_phi (``LSTMContextEncoder``, the authors' `dmash/contexts/encoder.py`).
 
 Input: a window of the K most recent transitions ``float32[B, K, 2*obs_dim + act_dim]`` with
 rows ``[s, a, s' - s]``. Training mode:
@@ -144,7 +144,7 @@ lstm_last_hidden.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 class ContextEncoder(nn.Module):
-    """g_phi. Attributes follow notes §3.1; ``obs_dim``/``action_dim`` split the input row."""
+    """g_phi. Attributes follow the authors' `dmash/contexts/encoder.py`; ``obs_dim``/``action_dim`` split the input row."""
 
     obs_dim: int
     action_dim: int

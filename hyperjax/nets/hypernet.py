@@ -1,4 +1,4 @@
-"""Hypernetwork h_eta and the bottleneck adapter it parameterises (notes §3.2-3.4, §9.1).
+"""Hypernetwork h_eta and the bottleneck adapter it parameterises (the authors' `dmash/contexts/model.py`-3.4, §9.1).
 
 Adapter on a trunk feature ``x`` (``float32[B, 256]``), with generated weights omega::
 
@@ -51,7 +51,7 @@ def adapter_apply(x: jax.Array, omega: AdapterWeights) -> jax.Array:
 
 
 class HyperNet(nn.Module):
-    """h_eta: ``float32[B, d_in]`` (z or a true context) -> ``AdapterWeights`` (notes §3.3)."""
+    """h_eta: ``float32[B, d_in]`` (z or a true context) -> ``AdapterWeights`` (the authors' `dmash/contexts/model.py`)."""
 
     hidden: tuple[int, ...] = (64, 64)
     features: int = FEATURES

@@ -1,6 +1,6 @@
 """SAC actor, twin critics and the dynamics model, each with a context ``merge`` mode.
 
-merge modes (architecture card, "two axes"):
+merge modes (the authors' ``policy/q_context_merge_type``, ``dmash/contexts/config.py``):
 * ``"none"``   - plain MLP (DR): Linear 256, ReLU, Linear 256, ReLU, head.
 * ``"concat"`` - the same MLP on ``[input, cond]`` (Concat, DMA, DMA*, DMA-Pearl).
 * ``"shared"`` - trunk Linear 256, ReLU, Linear 256 (no activation), then the bottleneck
@@ -74,7 +74,7 @@ def own_omega(net_params, vec) -> AdapterWeights:
 class Actor(nn.Module):
     """Tanh-Gaussian policy head (CleanRL SAC): returns ``(mean, log_std)``, ``[B, act_dim]``.
 
-    ``log_std = -5 + 0.5 * 7 * (tanh(raw) + 1)`` lies in [-5, 2] (notes §3.4).
+    ``log_std = -5 + 0.5 * 7 * (tanh(raw) + 1)`` lies in [-5, 2] (the authors' `dmash/contexts/model.py`).
     """
 
     action_dim: int
@@ -113,7 +113,7 @@ class TwinCritic(nn.Module):
 
 
 class DynamicsModel(nn.Module):
-    """f_{theta, omega}(s, a) -> predicted delta-s ``float32[B, obs_dim]`` (notes §3.2).
+    """f_{theta, omega}(s, a) -> predicted delta-s ``float32[B, obs_dim]`` (the authors' `dmash/contexts/model.py`).
 
     ``merge="own"`` is DMA*-SH's model: it owns the one hypernetwork h_eta, fed with z; its
     generated omega is what the actor and critics share. ``merge="concat"`` is DMA/DMA*:
