@@ -189,9 +189,11 @@ class Agent:
         ctx = jnp.zeros((1, shapes.n_factors))
         method = self.method.init(k_m, shapes)
         params = AgentParams(None, None, None, jnp.zeros((), jnp.float32), method)
-        cond_a, _ = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
+        cond_a, cond_q = self.condition(params, window, ctx, jax.random.PRNGKey(0), False,
+                                        None)
         params = params.replace(actor=self.actor.init(k_a, obs, cond_a))
-        _, cond_q = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
+        if self.method.reads_actor:  # the critics' adapter weights come from the actor's
+            _, cond_q = self.condition(params, window, ctx, jax.random.PRNGKey(0), False, None)
         critic = self.critic.init(k_c, obs, act, cond_q)
         params = params.replace(critic=critic, target_critic=critic)
         opt = OptStates(ADAM.init(params.actor), ADAM.init(critic),
