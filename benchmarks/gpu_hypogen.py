@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -69,7 +70,28 @@ def main(argv=None) -> dict:
     summary = dict(date=day, device=device_name(), task=args.task, tiny=args.tiny, stages={})
     say(f"gpu_hypogen: {summary['device']}, {args.task}, deadline {args.minutes} min, out {out}")
 
-    p = probe(args.task, args.probe_steps, args.num_specs)
+    # the probe runs in a subprocess cut at a third of the deadline: on an H200 (2026-12-04) the
+    # whole cheetah_speed grid's probe had not finished after 6 minutes, and in-process it would
+    # have run on past any deadline in silence
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import json, sys; sys.path.insert(0, {here!r}); import gpu_hypogen as g; "
+            f"print(json.dumps(g.probe({args.task!r}, {args.probe_steps}, {args.num_specs})))")
+    limit = max(30.0, (end - time.time()) / 3)
+    try:
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, timeout=limit)
+        p = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else None
+        why = f"exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}"
+    except subprocess.TimeoutExpired:
+        p, why = None, f"cut after {limit:.0f} s (a third of the deadline)"
+    if p is None:
+        say(f"probe: {why}; stopping")
+        summary["stages"]["probe"] = why
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        log.close()
+        write_tarball(out, os.path.join(out, "run"), "gpu_hypogen.tar.gz")
+        return summary
     with open(os.path.join(out, "probe.json"), "w") as f:
         json.dump(p, f, indent=1)
     say(f"probe: {p['specs']} specs, compile {p['compile_s']} s, {p['vector_steps_per_s']:,.1f} "
