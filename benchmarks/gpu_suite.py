@@ -9,7 +9,8 @@ deadline (``--minutes``, default 9: a device command may run 10):
 1. throughput (``benchmarks/train_throughput.py`` cells, one subprocess each): DI, DMA*-SH
    and DR at ``--seeds`` vmapped seeds (default 8 and 128; 1 and 32 when ``--all_seeds``),
    and Cheetah DR at 8 seeds; ``throughput.json`` and a table in ``suite.log``.
-2. Cartpole at the paper's budget (100,000 gradient steps; the authors' `dmash/contexts/context.py`): DR, Concat and
+2. Cartpole at the paper's budget (100,000 gradient steps; the authors'
+`dmash/contexts/context.py`): DR, Concat and
    DMA*-SH, ``--study_seeds`` seeds (5), through the study command into ``cartpole/`` (report,
    figures, per-pair runs). The study is resumable pair by pair: a second call with the same
    ``--out`` continues what a deadline cut.

@@ -5,7 +5,8 @@
 evaluation interval per call, and the whole train state is checkpointed (orbax) between calls,
 so ``--resume`` continues a killed study exactly, run by run. Bad flags end with a one-line
 error and exit status 2 before anything is compiled. After training, inferred-context methods
-get the representation diagnostics (the authors' `dmash/informativeness/metrics.py`), and the study's report and figures are written.
+get the representation diagnostics (the authors' `dmash/informativeness/metrics.py`), and the
+study's report and figures are written.
 
 Scale: the runs (``--seeds`` x ``--sweep`` points) are one program whose run axis is sharded
 over every device JAX finds (``hyperjax.run``). ``--sweep q_lr=1e-3,3e-4 --sweep tau=0.01,0.02``
@@ -54,12 +55,13 @@ CONFIG_FLAGS = _config.define_flags(
                + " Unset: the task's budget (DI/ODE on CPU: 9,000, eval every 1,000, "
                "learning_starts 1,000, 5 eval episodes; MJX tasks: the paper's); set: the "
                "paper's settings for the unset budget flags (eval every 5,000, "
-               "learning_starts 5,000, 10 eval episodes)."))
+               "learning_starts 5,000, 5 eval episodes)."))
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program (--suite=paper: "
                      "10 unless given).")
 flags.DEFINE_enum("suite", None, ["paper"], "A predefined study: 'paper' = the paper's grid "
                   "(every AIB task of the paper x DR, Concat, DA, DMA, DMA-Pearl, DMA*, "
-                  "DMA*-SH x 10 seeds at the paper's budgets, the authors' `dmash/contexts/context.py`); --env / --algo / "
+                  "DMA*-SH x 10 seeds at the paper's budgets, the authors' "
+                  "`dmash/contexts/context.py`); --env / --algo / "
                   "--seeds narrow it. The report puts the paper's figures beside ours.")
 flags.DEFINE_float("budget_scale", 1.0, "With --suite: every task's paper budget x this "
                    "(total steps, evaluation interval and random steps; at least one "
@@ -75,7 +77,8 @@ flags.DEFINE_bool("resume", False, "Continue the run in --out_dir from its last 
 flags.DEFINE_bool("overwrite", False, "Delete an existing --out_dir and start afresh.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept (newest first).")
 flags.DEFINE_bool("diagnostics", True, "After training, the z diagnostics of inferred-context "
-                  "methods (the authors' `dmash/informativeness/metrics.py`): KSG informativeness, variability, overlap, variance "
+                  "methods (the authors' `dmash/informativeness/metrics.py`): KSG "
+                  "informativeness, variability, overlap, variance "
                   "decomposition, cosine matrices, shadow gradients.")
 flags.DEFINE_integer("diag_windows", 256, "Windows per context for the diagnostics.")
 flags.DEFINE_bool("diag_encoder_training", True, "Encode the diagnostics' windows with the "
@@ -146,7 +149,8 @@ def selected() -> tuple[list[str], list[str]]:
 
 
 def suite_budget(env: str, scale: float) -> dict:
-    """The paper's budget for ``env`` (the authors' `dmash/contexts/context.py`: 100k / 200k / 500k gradient steps, 5,000
+    """The paper's budget for ``env`` (the authors' `dmash/contexts/context.py`: 100k / 200k / 500k
+    gradient steps, 5,000
     random steps, evaluation every 5,000 on 5 episodes per context: the authors'
     ``num_eval_episodes``) times ``scale``: the
     evaluation interval ``max(1, round(5000 scale))``, total steps the nearest multiple of it

@@ -112,7 +112,9 @@ flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every 
 
 
 CPU_EPOCHS = {"lqr_di": 200, "lqr_di_goal": 200}
-# The released ManiSkill settings (maniskill_exp.yaml @b286e2f, `PolicyTargetNet` in HyPoGen's `models/hypogen_core.py`; HyPoGen's `approximators/rl_solution.py` and released configs; HyPoGen's `utils/dataset.py`) that
+# The released ManiSkill settings (maniskill_exp.yaml @b286e2f, `PolicyTargetNet` in HyPoGen's
+# `models/hypogen_core.py`; HyPoGen's `approximators/rl_solution.py` and released configs;
+# HyPoGen's `utils/dataset.py`) that
 # differ from the DMC defaults; applied to manipulation tasks unless the flag is given.
 MANIPULATION_DEFAULTS = {"split": "maniskill", "target_layers": 3, "target_act": "tanh",
                          "bc_only": True, "expert_steps": 4_000_000,

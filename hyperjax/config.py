@@ -58,7 +58,8 @@ def check_batch(batch_size: int, n_contexts: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a training run. Numbers follow the authors' `dmash/contexts/sac.py` unless marked.
+    """Everything that defines a training run. Numbers follow the authors' `dmash/contexts/sac.py`
+    unless marked.
 
     Each field's meaning is its help text (``dataclasses.fields(Config)[i].metadata["help"]``,
     also the CLI's ``--help``). Notes: ``batch_size`` must divide over the training contexts,

@@ -13,7 +13,8 @@ methods). All are jittable and vmappable; every array has a leading batch axis `
 ``act`` pushes the transition that led to ``obs`` (the previous observation and action, and
 ``obs``) into the window before acting, so a caller only passes observations. ``reset`` closes
 the ended episode's last transition with its final observation and starts the next: the window
-is kept across the reset, as the authors' deques are. The DMA evaluation protocol (the authors' `dmash/contexts/sac.py`)
+is kept across the reset, as the authors' deques are. The DMA evaluation protocol (the authors'
+`dmash/contexts/sac.py`)
 is then: ``init`` from a reset's s0', run ``policy.warmup_steps`` (K) steps in the context from
 another reset, ``reset`` to the episode's start, run the episode (``tests/test_policy.py``
 reproduces the CLI's evaluation returns this way).

@@ -13,7 +13,8 @@ axis, point-major: run ``r`` is sweep point ``r // n_seeds`` with seed ``seed + 
 (every point sees the same seeds). With several devices that axis is sharded over a 1-D
 ``Mesh`` (axis ``"seed"``, ``NamedSharding``; no ``pmap``): each device trains its block of
 runs and no data moves between devices during training. Devices left over can split each
-run's parallel envs (``"env"`` axis: the replay's env rows, and through it the env steps). Under ``jax.distributed`` the mesh
+run's parallel envs (``"env"`` axis: the replay's env rows, and through it the env steps). Under
+``jax.distributed`` the mesh
 spans every process's devices, so each process trains its own block of runs; ``to_host``
 gathers results to every process.
 """
@@ -245,7 +246,8 @@ def metric_rows(metrics: dict, seed: int, points: list[dict] | None = None) -> l
 
 
 def final_scores(rows: list[dict]) -> dict:
-    """Per split: per-seed score = max of the last two evaluations (the authors' `dmash/informativeness/metrics.py`), then mean/std.
+    """Per split: per-seed score = max of the last two evaluations (the authors'
+    `dmash/informativeness/metrics.py`), then mean/std.
 
     Rows of a sweep (with ``hparams``) must be split by point first (``rows_by_point``).
     """
@@ -496,7 +498,8 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
     Writes ``config.json`` (``run_record``), ``metrics.jsonl`` (one row per seed, split and
     evaluation), ``checkpoints/N/`` (N segments done), ``summary.json`` (final AER per split,
     the uniform-random policy's on the same episodes, compile and training seconds) and, for
-    inferred-context methods, ``diagnostics.json`` (the authors' `dmash/informativeness/metrics.py`). A finished run that is resumed
+    inferred-context methods, ``diagnostics.json`` (the authors'
+    `dmash/informativeness/metrics.py`). A finished run that is resumed
     is read back, not recompiled.
 
     Args:

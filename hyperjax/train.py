@@ -10,7 +10,8 @@ over the global step ``g = s + L``::
     segment k  = steps g in [start_k, stop_k) ; evaluate on train / eval-in / eval-out
                  (segment 0: the random phase and s = 0; segment k > 0: E steps)
     step g     = [episode start (g % T == 0): g > 0: reset, after the DMA warm-up from the
-                  current window once s >= 0 (the authors' `dmash/contexts/sac.py`) ; open a replay slot whose prefix is
+                  current window once s >= 0 (the authors' `dmash/contexts/sac.py`) ; open a replay
+                  slot whose prefix is
                   the current window]
                  act (uniform-random while s < 0) ; env step for the 20 contexts in lock-step
                  (``num_envs``: m envs per context) ; store ; push the window ;
@@ -207,7 +208,8 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def warmup(params, key, contexts, window, start):
         """DMA warm-up for a batch of envs from ``window`` and the reset ``start`` (``(state,
         timestep)``, batched): ``fill_context_window`` vmapped with deterministic actions and
-        the encoder in eval mode (the authors' `dmash/contexts/sac.py`; the authors' ``compute_context(...,
+        the encoder in eval mode (the authors' `dmash/contexts/sac.py`; the authors'
+        ``compute_context(...,
         training=False)``)."""
 
         def one(key, context, window, start):
@@ -312,7 +314,8 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def rollout(params, key, contexts, record: bool = True, random_actions: bool = False):
         """Deterministic episodes, one per row of ``contexts`` ``float32[N, F]``, in one batch:
         ``hyperjax.evaluation.run_episodes`` with this agent's policy (the DMA warm-up, the
-        encoder in eval mode; the authors' `dmash/contexts/sac.py`). Returns ``(returns float32[N], Trajectory)``;
+        encoder in eval mode; the authors' `dmash/contexts/sac.py`). Returns ``(returns float32[N],
+        Trajectory)``;
         the trajectory's arrays are ``[N, P + T, ...]`` with the P = K warm-up transitions
         first (as in the replay), or None when ``record`` is False. ``random_actions``:
         uniform-random actions instead of the policy (no warm-up; ``params`` unused), the
@@ -322,7 +325,8 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
                             record)
 
     def evaluate(params, key, random_actions: bool = False):
-        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (the authors' `dmash/contexts/sac.py`).
+        """Deterministic returns on all splits: ``float32[3, C, eval_episodes]`` (the authors'
+        `dmash/contexts/sac.py`).
 
         Every context of train / eval-in / eval-out runs ``eval_episodes`` episodes in one
         batch (``rollout``), with the encoder in eval mode and the DMA warm-up before each.

@@ -144,20 +144,25 @@ def test_existing_run_directory_is_not_overwritten(reference_run):
                     r"config differs in 'q_lr'")
 
 
-def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
-    ref, _ = reference_run
-    d = str(tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.aib", *FAST, "--report=false",
-                             f"--out_dir={d}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckpt = os.path.join(d, "checkpoints", "3")
+def _kill_after_checkpoint_3(cmd, run_dir):
+    """Starts ``cmd`` (a run into ``run_dir``) and SIGKILLs it once its third checkpoint
+    exists; the run must not have finished."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = os.path.join(run_dir, "checkpoints", "3")
     deadline = time.time() + 300
     while not os.path.isdir(ckpt) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not os.path.exists(os.path.join(d, "summary.json"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert not os.path.exists(os.path.join(run_dir, "summary.json"))
+
+
+def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
+    ref, _ = reference_run
+    d = str(tmp_path / "run")
+    _kill_after_checkpoint_3([sys.executable, "-m", "experiments.aib", *FAST,
+                              "--report=false", f"--out_dir={d}"], d)
     res = aib(*FAST, f"--out_dir={d}", "--resume", "--report=false")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from checkpoint" in res.stdout
@@ -197,16 +202,7 @@ def test_library_run_killed_then_resumed_equals_the_cli_run(reference_run, tmp_p
                         eval_episodes=1)
         run.train_run(cfg, "{d}", extra_record={{"context_file": None}}, log=None)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", lib], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    ckpt = os.path.join(d, "checkpoints", "3")
-    deadline = time.time() + 300
-    while not os.path.isdir(ckpt) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
-    assert not os.path.exists(os.path.join(d, "summary.json"))
+    _kill_after_checkpoint_3([sys.executable, "-c", lib], d)
 
     import hyperjax as hj
     from hyperjax import run
@@ -283,7 +279,8 @@ def test_checkpoint_from_another_config_or_version_names_the_field():
 @pytest.mark.parametrize("env, steps, k", [("cheetah", 200_000, 128), ("cartpole", 100_000, 128),
                                            ("walker_gym", 500_000, 128), ("di", 9_000, 24)])
 def test_default_budgets_per_task(env, steps, k):
-    """Without --total_steps: the paper's budget and K for MJX tasks (the authors' `dmash/contexts/context.py`), the CPU
+    """Without --total_steps: the paper's budget and K for MJX tasks (the authors'
+    `dmash/contexts/context.py`), the CPU
     budget for the jnp tasks."""
     from experiments import aib as cli
     cli.FLAGS(["aib", f"--env={env}"])
@@ -297,7 +294,8 @@ def test_default_budgets_per_task(env, steps, k):
 @pytest.mark.parametrize("env", ["cartpole", pytest.param("cheetah", marks=pytest.mark.slow)])
 def test_mjx_smoke_run(env, tmp_path):
     """DMA*-SH on an MJX task through the CLI: one random 1000-step episode per context, 10
-    gradient steps, evaluations of 60 contexts at steps 0 and 9. Cartpole takes 1.5 min here; Cheetah 3.5 min (XLA
+    gradient steps, evaluations of 60 contexts at steps 0 and 9. Cartpole takes 1.5 min here;
+    Cheetah 3.5 min (XLA
     compiles its 200-step stabilising reset at every call site), so it runs in ``test-all``."""
     out = tmp_path / "run"
     res = aib("--algo=dma_sh", f"--env={env}", "--total_steps=9", "--eval_every=9",

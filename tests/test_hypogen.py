@@ -315,7 +315,8 @@ from experiments import hypogen as H
 F = flags.FLAGS
 F(["hypogen", "--task=lift_cube_stiffness"] + sys.argv[1:])
 H.validate()
-print(F.split, F.episodes_per_spec, F.eval_episodes, F.bc_only, tuple(H.target_config("hypogen"))[:2],
+print(F.split, F.episodes_per_spec, F.eval_episodes, F.bc_only,
+tuple(H.target_config("hypogen"))[:2],
       tuple(H.target_config("hyperzero"))[:2])
 """
     run = lambda *a: subprocess.run([sys.executable, "-c", code, *a], cwd=ROOT,

@@ -1,4 +1,5 @@
-"""The Meta Policy (MAML) and PEARL baselines (issue 18 §4; the baselines of both released repositories): the KL, the
+"""The Meta Policy (MAML) and PEARL baselines (issue 18 §4; the baselines of both released
+repositories): the KL, the
 second-order inner loop, PEARL's previous-(s, a) context at rollout, learning, fine-tuning."""
 import jax
 import jax.numpy as jnp

@@ -71,7 +71,8 @@ def test_hypernet_outputs_per_sample_weights():
     assert om.w_down.shape == (3, 32, 256) and om.w_up.shape == (3, 256, 32)
     assert om.b_down.shape == (3, 32) and om.b_up.shape == (3, 256)
     n = sum(x.size for x in jax.tree.leaves(params))
-    assert n == 8 * 64 + 64 + 64 * 64 + 64 + 64 * 16_672 + 16_672  # ~1.09 M (the authors' `dmash/contexts/model.py`)
+    # ~1.09 M (the authors' `dmash/contexts/model.py`)
+    assert n == 8 * 64 + 64 + 64 * 64 + 64 + 64 * 16_672 + 16_672
     x = jax.random.normal(jax.random.PRNGKey(2), (3, 256))
     one = adapter_apply(x[1:2], jax.tree.map(lambda a: a[1:2], om))
     np.testing.assert_allclose(adapter_apply(x, om)[1:2], one, rtol=1e-5, atol=1e-6)

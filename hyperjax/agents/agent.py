@@ -14,7 +14,8 @@ and vmappable over seeds and hyperparameter points alike.
   parameter groups each loss may move; SAC's losses (``hyperjax.agents.sac.make_losses``)
   know nothing about contexts.
 
-Gradient routing (the authors' `dmash/contexts/sac.py`) for the paper's methods: encoder phi, hypernetwork eta and
+Gradient routing (the authors' `dmash/contexts/sac.py`) for the paper's methods: encoder phi,
+hypernetwork eta and
 dynamics model theta learn from the dynamics loss only; the actor xi from the actor loss, the
 critics zeta from the critic loss, log alpha from its own loss. z and omega = h_eta(z) enter
 the RL losses through ``stop_gradient`` (tests check the exact zeros for every preset).
@@ -217,14 +218,16 @@ class Agent:
         return self.method.condition(self.shapes, params, window, context, key, training, hp)
 
     def encode(self, params: AgentParams, window, key, training: bool, hp=None):
-        """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; the authors' `dmash/contexts/encoder.py`)."""
+        """z = g_phi(window): ``float32[B, d_z]`` (inferred methods only; the authors'
+        `dmash/contexts/encoder.py`)."""
         mask = None if hp is None else self._mask(hp)
         return self.method.encode_out(self.shapes, params.method, window, key, training,
                                       mask).z
 
     def cond_from_z(self, params: AgentParams, z, stop_gradient: bool = True):
         """``(actor Cond, critic Cond)`` from a given z; ``stop_gradient=False`` lifts the
-        method's stop-gradients, only to measure shadow gradients (the authors' `dmash/informativeness/metrics.py`)."""
+        method's stop-gradients, only to measure shadow gradients (the authors'
+        `dmash/informativeness/metrics.py`)."""
         return self.method.conds_from(self.shapes, params, z, stop_gradient)
 
     # --- acting ------------------------------------------------------------------------------
@@ -241,7 +244,8 @@ class Agent:
 
     # --- losses of the full parameters (the update differentiates subsets of them) --------
     def aux_loss(self, method_params, batch: Batch, key, hp):
-        """The method's own loss: ``(loss, mse)`` (the dynamics model; the authors' `dmash/contexts/model.py`)."""
+        """The method's own loss: ``(loss, mse)`` (the dynamics model; the authors'
+        `dmash/contexts/model.py`)."""
         return self.method.aux_loss(self.shapes, method_params, batch, key,
                                     hp.replace(mask_rate=self._mask(hp)))
 
@@ -267,7 +271,8 @@ class Agent:
     # --- one gradient step -------------------------------------------------------------------
     def update(self, state: AgentState, batch: Batch, contexts, key, do_actor) -> tuple:
         """Method loss, then critics, then (every ``policy_frequency``-th step, that many
-        times) actor and alpha, then the target critics (the authors' `dmash/contexts/sac.py` order). A loss that the
+        times) actor and alpha, then the target critics (the authors' `dmash/contexts/sac.py`
+        order). A loss that the
         method routes into its parameters (``rl_losses``) steps the Adams of its
         ``rl_groups`` too, as the authors step ``dce_optimizer`` (the encoder) after every
         loss; the other groups keep values and moments (torch skips None gradients).
@@ -326,7 +331,8 @@ class Agent:
             return (p.replace(method=m[4]), o.replace(method=m[5])) if rl else (p, o)
 
         # Detached inferred methods: the encoder is fixed for the rest of the update, so every
-        # iteration's z (its own key: re-encoded per loss, the authors' `dmash/contexts/sac.py`) comes from one batched
+        # iteration's z (its own key: re-encoded per loss, the authors' `dmash/contexts/sac.py`)
+        # comes from one batched
         # encoder call before the loop; omega = h_eta(z) is generated inside each iteration.
         hoist = (self.hoist_encoder and self.method.inferred and not rl
                  and not self.method.reads_actor)

@@ -1,4 +1,5 @@
-"""Per-context episodic replay with K-window sampling (the authors' `dmash/contexts/sac.py` and `dataset.py`).
+"""Per-context episodic replay with K-window sampling (the authors' `dmash/contexts/sac.py` and
+`dataset.py`).
 
 All envs run in lock-step with fixed-length episodes (every AIB task: no termination, a time
 limit), so the buffer is a dense array ``[C, E, P + T, ...]``: C contexts (one env each; with
@@ -7,7 +8,8 @@ episode slots (a ring), P = K rows of the context window the episode starts with
 warm-up's transitions, or the previous episode's last ones during the random phase; only for
 methods with an encoder) followed by the T real steps. A sample is a real step ``t`` of an
 episode; its context window is rows ``[P + t - K + 1 ... P + t]`` of the same episode, i.e. the
-window ``[t - K + 1 ... t]`` that includes the current transition (the authors' `dmash/contexts/encoder.py` caveat), reaching
+window ``[t - K + 1 ... t]`` that includes the current transition (the authors'
+`dmash/contexts/encoder.py` caveat), reaching
 back into the prefix for the first steps.
 
 As the authors' ``MemoryEfficientContextReplayBuffer`` (``dmash/contexts/dataset.py``):

@@ -1,4 +1,5 @@
-"""Soft actor-critic losses (CleanRL ``sac_continuous_action`` numerics, the authors' `dmash/contexts/sac.py`).
+"""Soft actor-critic losses (CleanRL ``sac_continuous_action`` numerics, the authors'
+`dmash/contexts/sac.py`).
 
 SAC knows nothing about contexts: every loss takes a ``Cond`` that already carries the method's
 conditioning (z, c or generated adapter weights omega), with stop-gradients applied by the

@@ -1,4 +1,6 @@
-"""The AIB evaluation protocol and diagnostics (DMA*-SH the authors' `dmash/informativeness/metrics.py`; arXiv 2602.06550 v2, Tables 2 and 9; arXiv 2602.06550 v2, Appendix A).
+"""The AIB evaluation protocol and diagnostics (DMA*-SH the authors'
+`dmash/informativeness/metrics.py`; arXiv 2602.06550 v2, Tables 2 and 9; arXiv 2602.06550 v2,
+Appendix A).
 
 * ``stats``: normalised scores, IQM and stratified bootstrap CIs (rliable), relative gains by
   regime and overlap class;

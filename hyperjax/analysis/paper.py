@@ -1,6 +1,8 @@
-"""The paper's figures (DMA*-SH v2; arXiv 2602.06550 v2, Tables 2 and 9) and their side-by-side comparison with a study.
+"""The paper's figures (DMA*-SH v2; arXiv 2602.06550 v2, Tables 2 and 9) and their side-by-side
+comparison with a study.
 
-Every figure here is the v2 paper's (10 seeds, the paper's budgets): the IQM of normalised scores (train / eval-out / aggregated; the
+Every figure here is the v2 paper's (10 seeds, the paper's budgets): the IQM of normalised scores
+(train / eval-out / aggregated; the
 eval-in row was not quoted), DMA*-SH's relative gains (Table 9) and the per-task aggregated
 AER of Table 2 that it gives. A verdict compares our 95 % CI with the paper's figure:
 for a point, ``inside`` (the figure lies in our CI), ``above`` / ``below`` (our whole CI lies

@@ -5,11 +5,14 @@
 1. runs ``episodes`` deterministic evaluation episodes per context (``Program.rollout``: DMA
    warm-up, encoder in eval mode for acting, as the evaluation protocol);
 2. draws ``n_windows`` windows ``[t-K+1 .. t]`` per context from those episodes (without
-   replacement; the authors draw 256 per context from the eval replay, the authors' `dmash/informativeness/metrics.py`);
+   replacement; the authors draw 256 per context from the eval replay, the authors'
+   `dmash/informativeness/metrics.py`);
 3. encodes them, by default with the encoder in *training* mode as the authors' metrics code
-   does (``training=True`` is passed there, the authors' `dmash/informativeness/metrics.py`; ``encoder_training=False`` is the flag);
+   does (``training=True`` is passed there, the authors' `dmash/informativeness/metrics.py`;
+   ``encoder_training=False`` is the flag);
 4. measures the shadow gradients E_i ||grad_{z_i} l_pi(i)|| and E_i ||grad_{z_i} l_Q(i)||
-   on a stratified replay batch (the authors' `dmash/informativeness/metrics.py`, v2 §6.5): the per-sample actor and critic losses
+   on a stratified replay batch (the authors' `dmash/informativeness/metrics.py`, v2 §6.5): the
+   per-sample actor and critic losses
    with the stop-gradient on z (and on omega = h_eta(z)) lifted. They are only measured:
    nothing is applied, ``state`` is not returned.
 
@@ -29,7 +32,8 @@ from hyperjax.train import Program, TrainState
 
 
 def shadow_gradients(agent, params, batch: rb.Batch, context, key, hp) -> dict:
-    """Shadow gradients of the RL losses w.r.t. z (the authors' `dmash/informativeness/metrics.py`, "policy context sensitivity").
+    """Shadow gradients of the RL losses w.r.t. z (the authors' `dmash/informativeness/metrics.py`,
+    "policy context sensitivity").
 
     Args:
       agent: an inferred-context ``Agent``.

@@ -1,4 +1,5 @@
-"""The study report: markdown tables in the paper's layout (the authors' `dmash/informativeness/metrics.py`-6) from a ``Study``.
+"""The study report: markdown tables in the paper's layout (the authors'
+`dmash/informativeness/metrics.py`-6) from a ``Study``.
 
 A ``Study`` is plain data (JSON-able), so the writer is testable without training:
 
@@ -86,7 +87,8 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
              f"Tasks: {', '.join(study.envs)}. Methods: {', '.join(label(a) for a in algos)}. "
              f"Seeds: {m.get('seeds')}. Budget per run ({budget}); every evaluation covers "
              "all 20 contexts of each split with deterministic actions; per seed the max of "
-             f"the last two evaluations (the authors' `dmash/informativeness/metrics.py`). Device: {m.get('device', '?')}.", ""]
+             f"the last two evaluations (the authors' rule). Device: {m.get('device', '?')}.",
+             ""]
 
     lines += ["## AER per task", "",
               "Mean ± std over seeds, and the 95 % bootstrap CI of the mean "

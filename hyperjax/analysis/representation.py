@@ -1,4 +1,5 @@
-"""Diagnostics of the inferred context z (host-side numpy; the authors' `dmash/informativeness/metrics.py`; arXiv 2602.06550 v2, Appendix A).
+"""Diagnostics of the inferred context z (host-side numpy; the authors'
+`dmash/informativeness/metrics.py`; arXiv 2602.06550 v2, Appendix A).
 
 All take per-context samples ``z: float[C, n, d_z]`` (n windows of each of C contexts) or the
 pooled ``float[N, d]``. Covariances are population covariances (``ddof=0``), so the three
@@ -17,7 +18,8 @@ def ksg_mutual_information(x, y, k: int = 3, scale: bool = True, jitter: float =
 
     ``I = psi(k) + psi(N) - mean_i[psi(n_x(i) + 1) + psi(n_y(i) + 1)]``, where eps(i) is the
     distance to the k-th neighbour of sample i in the joint space with the norm
-    ``max(||dx||_2, ||dy||_2)`` (Euclidean within each variable, the authors' `dmash/informativeness/metrics.py`) and n_x(i), n_y(i)
+    ``max(||dx||_2, ||dy||_2)`` (Euclidean within each variable, the authors'
+    `dmash/informativeness/metrics.py`) and n_x(i), n_y(i)
     count the other samples strictly closer than eps(i) in each marginal.
 
     As the authors' metrics code: both variables are scaled to unit variance per dimension
@@ -59,7 +61,8 @@ def ksg_mutual_information(x, y, k: int = 3, scale: bool = True, jitter: float =
 
 
 def variability(z) -> float:
-    """(1/d_z) tr Cov(Z) of the pooled samples ``float[..., d_z]`` (the authors' `dmash/informativeness/metrics.py`)."""
+    """(1/d_z) tr Cov(Z) of the pooled samples ``float[..., d_z]`` (the authors'
+    `dmash/informativeness/metrics.py`)."""
     z = np.asarray(z, np.float64)
     return float(z.reshape(-1, z.shape[-1]).var(axis=0).mean())
 
@@ -121,7 +124,8 @@ def variance_decomposition(z, modes) -> dict:
 
 def diagnose(z, contexts, factor_names, mode_factor: str | None, k: int = 3,
              seed: int = 0) -> dict:
-    """All of the authors' `dmash/informativeness/metrics.py`'s z diagnostics for one seed and one context set.
+    """All of the authors' `dmash/informativeness/metrics.py`'s z diagnostics for one seed and one
+    context set.
 
     Args:
       z: ``float[C, n, d_z]``, n windows per context.

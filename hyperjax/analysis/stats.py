@@ -1,4 +1,5 @@
-"""Aggregate statistics of a study (the authors' `dmash/informativeness/metrics.py`): normalised scores, IQM with stratified
+"""Aggregate statistics of a study (the authors' `dmash/informativeness/metrics.py`): normalised
+scores, IQM with stratified
 bootstrap CIs (rliable), per-task AER intervals and relative gains by regime and overlap class.
 
 Scores are per-seed AER (max of the last two evaluations, ``hyperjax.run.final_scores``).
@@ -58,7 +59,8 @@ def interval(scores, func, reps: int = 5000, seed: int = 0):
 
 def iqm(scores, reps: int = 5000, seed: int = 0) -> tuple[float, float, float]:
     """IQM of ``float[n_runs, n_tasks]`` normalised scores with its 95 % stratified bootstrap
-    CI (rliable ``aggregate_iqm``; the authors' `dmash/informativeness/metrics.py`). Returns ``(iqm, lo, hi)``."""
+    CI (rliable ``aggregate_iqm``; the authors' `dmash/informativeness/metrics.py`). Returns
+    ``(iqm, lo, hi)``."""
     p, lo, hi = interval(scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps, seed)
     return float(p[0]), float(lo[0]), float(hi[0])
 
@@ -87,7 +89,8 @@ def score_matrix(scores: dict, algo: str, regime: str, cls: str = "all"):
 
 
 def iqm_table(scores: dict, algos, reps: int = 5000, seed: int = 0) -> dict:
-    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, arXiv 2602.06550 v2, Tables 2 and 9).
+    """``table[regime][cls][algo] = (iqm, lo, hi)`` or None (the paper's IQM table, arXiv
+    2602.06550 v2, Tables 2 and 9).
 
     A class holding the same tasks as "all" (e.g. a study of non-overlapping tasks only) reuses
     its interval instead of bootstrapping the same matrix again.
@@ -108,7 +111,8 @@ def iqm_table(scores: dict, algos, reps: int = 5000, seed: int = 0) -> dict:
 
 
 def relative_gain(x: float, b: float) -> float:
-    """(x - b) / b x 100 (%), the paper's Table 9 (the authors' `dmash/informativeness/metrics.py`); NaN when b = 0."""
+    """(x - b) / b x 100 (%), the paper's Table 9 (the authors' `dmash/informativeness/metrics.py`);
+    NaN when b = 0."""
     return float("nan") if b == 0 else 100.0 * (x - b) / b
 
 

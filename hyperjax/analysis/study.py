@@ -18,7 +18,8 @@ from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
 from hyperjax.run import over_seeds, to_host
 
-# The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py` `--context_handcrafted`): mass
+# The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py`
+# `--context_handcrafted`): mass
 # {0.8, 1.0, 1.3} x action_factor {-1, +1}, grouped by mode. Keyed by the task's factors.
 FIG4_CONTEXTS = {("mass", "action_factor"): [[0.8, -1.0], [1.0, -1.0], [1.3, -1.0],
                                              [0.8, 1.0], [1.0, 1.0], [1.3, 1.0]]}

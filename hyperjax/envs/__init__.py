@@ -28,14 +28,16 @@ _REGISTRY = {**{k: v for k, v in _JNP.items() if k not in _ODE_K},
 
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
-    """What describes a registered AIB task, in one place (the authors' `dmash/contexts/context.py`; the authors' `dmash/informativeness/metrics.py`).
+    """What describes a registered AIB task, in one place (the authors'
+    `dmash/contexts/context.py`; the authors' `dmash/informativeness/metrics.py`).
 
     Attributes:
       name: the registry name (``--env``).
       about: a few words for ``--env``'s help (the context factors are added from the task).
       context_size: the DMA window length K (transitions).
       paper_total_steps: the paper's budget in gradient steps.
-      return_bounds: ``(lo, hi)`` per-episode return bounds that normalise scores (the authors' `dmash/informativeness/metrics.py`:
+      return_bounds: ``(lo, hi)`` per-episode return bounds that normalise scores (the authors'
+      `dmash/informativeness/metrics.py`:
         return / max-return, min 0; DI: 100, ODE: 200, DMC: 1000).
       overlap: the paper's overlap class (v2; "weakly non-overlapping" ODE counts as
         non-overlapping).
@@ -59,7 +61,8 @@ class TaskInfo:
         return dict(total_steps=self.paper_total_steps, **PAPER_BUDGET)
 
 
-# The paper's evaluation and random phase (the authors' `dmash/contexts/context.py`): 5,000 random vector steps, evaluation
+# The paper's evaluation and random phase (the authors' `dmash/contexts/context.py`): 5,000 random
+# vector steps, evaluation
 # every 5,000 on 5 episodes per context (the authors' num_eval_episodes; the paper's text: 10).
 PAPER_BUDGET = dict(eval_every=5_000, learning_starts=5_000, eval_episodes=5)
 # The jnp tasks' CPU budget when --total_steps is not given: what fits `make run` on the

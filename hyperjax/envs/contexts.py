@@ -1,6 +1,7 @@
 """Context factors and the AIB context sets (train / eval-in / eval-out).
 
-Source: DMA*-SH the authors' `dmash/contexts/context.py` (``setup_context_env`` in the authors' code). For each factor with
+Source: DMA*-SH the authors' `dmash/contexts/context.py` (``setup_context_env`` in the authors'
+code). For each factor with
 ``in_range = (lo, hi)`` and ``out_range = (out_lo, out_hi)`` and margin ``m = 0.01 * |hi - lo|``:
 
 * train    = ``linspace(lo, hi, 50)``
@@ -43,7 +44,8 @@ class Factor:
     values: tuple[float, ...] | None = None
 
     def split_values(self, split: str) -> np.ndarray:
-        """Per-split 1-D grid of this factor (the authors' `dmash/contexts/context.py`), float64, rounded to 4 decimals."""
+        """Per-split 1-D grid of this factor (the authors' `dmash/contexts/context.py`), float64,
+        rounded to 4 decimals."""
         if self.values is not None:
             return np.asarray(self.values, np.float64)
         lo, hi = self.in_range

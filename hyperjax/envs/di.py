@@ -1,6 +1,7 @@
 """AIB double integrator (DI, DI-Friction) in pure jnp.
 
-Source: DMA*-SH the authors' `dmash/contexts/context.py` and the authors' ``DIEnv`` (sparse reward). dt = 0.1::
+Source: DMA*-SH the authors' `dmash/contexts/context.py` and the authors' ``DIEnv`` (sparse
+reward). dt = 0.1::
 
     force = clip(a * action_factor, -1, 1)
     pos  <- pos + vel * dt                                   (old velocity)
@@ -81,14 +82,16 @@ def make_di() -> DoubleIntegrator:
 
 
 def make_di_friction() -> DoubleIntegrator:
-    """DI-Friction: context (mass, friction), friction default 1.0 (the authors' `dmash/contexts/context.py`)."""
+    """DI-Friction: context (mass, friction), friction default 1.0 (the authors'
+    `dmash/contexts/context.py`)."""
     return DoubleIntegrator("di_friction", (ctx.MASS, ctx.FRICTION), friction=1.0)
 
 
 def make_di_perm() -> DoubleIntegrator:
     """DI-Perm (v2): context (mass, permutation); permutation 1 swaps the two action axes.
 
-    The v2 paper's exact DI-Perm recipe was not retrievable (the authors' `dmash/contexts/context.py`); this keeps DI with the
+    The v2 paper's exact DI-Perm recipe was not retrievable (the authors'
+    `dmash/contexts/context.py`); this keeps DI with the
     action factor replaced by the binary permutation, which takes both values in every split.
     """
     return DoubleIntegrator("di_perm", (ctx.MASS, ctx.PERMUTATION), friction=0.0)

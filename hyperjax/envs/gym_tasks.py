@@ -1,4 +1,5 @@
-"""gymnasium's Walker2d-v5 and Hopper-v5 on MJX (AIB's WalkerGym / HopperGym, the authors' `dmash/contexts/context.py`).
+"""gymnasium's Walker2d-v5 and Hopper-v5 on MJX (AIB's WalkerGym / HopperGym, the authors'
+`dmash/contexts/context.py`).
 
 Semantics follow gymnasium 1.x's ``walker2d_v5.py`` / ``hopper_v5.py`` on gymnasium's own XMLs
 (``walker2d_v5.xml``, ``hopper.xml``), with ``terminate_when_unhealthy=False`` as the authors

@@ -5,7 +5,8 @@ Sources: the released ManiSkill2 fork (github ReNginx/HyPoGen @b286e2f, ``manisk
 ``envs/pick_and_place/pick_cube.py`` (observations, dense rewards, success, resets),
 ``maniskill/ppo.py`` (state observations, ``pd_ee_delta_pose`` control, 100-step training
 episodes), ``eval_maniskill.sh`` and ``eval-partition/*.txt`` (spec grids and test specs),
-``assets/descriptions/modify_length.py`` (the arm-length edit); the paper's App. B.1; HyPoGen's `utils/dataset.py`
+``assets/descriptions/modify_length.py`` (the arm-length edit); the paper's App. B.1; HyPoGen's
+`utils/dataset.py`
 
 **Scene** (``assets/panda_cube.xml``, hyperjax's own MJCF of primitives, nothing downloaded):
 the Panda's kinematic chain, joint ranges and link masses; the base at (−0.615, 0, 0) on a

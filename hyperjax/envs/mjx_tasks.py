@@ -1,7 +1,8 @@
 """AIB's physics tasks on MJX: DMC Cartpole, BallInCup, Walker, Cheetah, Reacher (easy/hard),
 gymnasium's Walker2d-v5 / Hopper-v5, and the permutation variant Reacher-Perm.
 
-Sources: DMA*-SH the authors' `dmash/contexts/context.py` (tasks, factors, ranges, episode lengths); models, observations,
+Sources: DMA*-SH the authors' `dmash/contexts/context.py` (tasks, factors, ranges, episode
+lengths); models, observations,
 rewards and resets come from MuJoCo Playground's DM Control Suite (``impl="jax"``, i.e. pure
 MJX), which ports dm_control's suite tasks; the two gym tasks follow gymnasium's v5 classes on
 gymnasium's own XMLs (:mod:`hyperjax.envs.gym_tasks`).
@@ -19,7 +20,8 @@ recipe sets and the default; ``make_env(name, contexts=...)`` adds user sets. A 
 is not in the table is refused on the host (``check_contexts``).
 
 ``action_factor`` (±1) multiplies the whole action vector before it reaches the actuators
-(the authors' `dmash/contexts/context.py`); ``permutation`` (0/1) reverses the order of the action dimensions (v2's actuator
+(the authors' `dmash/contexts/context.py`); ``permutation`` (0/1) reverses the order of the action
+dimensions (v2's actuator
 permutation: with two actuators, a swap).
 """
 from __future__ import annotations
@@ -39,7 +41,8 @@ from mujoco import mjx
 from hyperjax.envs import contexts as ctx
 from hyperjax.envs.core import Env
 
-# --- factors (the authors' `dmash/contexts/context.py`, CONTEXT_DEFAULTS) ------------------------------------------------
+# --- factors (the authors' `dmash/contexts/context.py`, CONTEXT_DEFAULTS)
+# ------------------------------------------------
 POLE_LENGTH = ctx.Factor("length", 0.5, (0.3, 0.85), (0.1, 2.0))
 BIC_GRAVITY = ctx.Factor("gravity", 9.81, (8.0, 12.0), (1.0, 20.0))
 BIC_DISTANCE = ctx.Factor("distance", 0.3, (0.24, 0.36), (0.1, 0.5))
@@ -56,12 +59,14 @@ def _scale(v, s):
 
 
 def _pole_length(spec: mujoco.MjSpec, length: float) -> None:
-    """Cartpole: the pole geom runs from the hinge to ``2 * length`` (the authors' `dmash/contexts/context.py`)."""
+    """Cartpole: the pole geom runs from the hinge to ``2 * length`` (the authors'
+    `dmash/contexts/context.py`)."""
     spec.geom("pole_1").fromto = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0 * length]
 
 
 def _string_distance(spec: mujoco.MjSpec, d: float) -> None:
-    """BallInCup: tendon range ``(0, d)``; the ball body moves down by ``d - 0.3`` (the authors' `dmash/contexts/context.py`)."""
+    """BallInCup: tendon range ``(0, d)``; the ball body moves down by ``d - 0.3`` (the authors'
+    `dmash/contexts/context.py`)."""
     spec.tendon("string").range = [0.0, d]
     ball = spec.body("ball")
     ball.pos = np.asarray(ball.pos) - np.array([0.0, 0.0, d - BIC_DISTANCE.default])
@@ -337,7 +342,8 @@ class MjxTask(Env):
             self.backend._mjx_model = old
 
     def apply_action_factors(self, action, context):
-        """Actuator inversion / permutation of ``action`` ``float32[A]`` (the authors' `dmash/contexts/context.py`)."""
+        """Actuator inversion / permutation of ``action`` ``float32[A]`` (the authors'
+        `dmash/contexts/context.py`)."""
         if "action_factor" in self.factors:
             action = action * self.factor(context, "action_factor")
         if "permutation" in self.factors:

@@ -1,6 +1,7 @@
 """AIB ODE task (after Beukman et al.'s ``complex_ode``) in pure jnp.
 
-Source: DMA*-SH the authors' `dmash/contexts/context.py` and the authors' ``ComplexODE``. With the complex action
+Source: DMA*-SH the authors' `dmash/contexts/context.py` and the authors' ``ComplexODE``. With the
+complex action
 ``a = a0 + i*a1`` and context ``(c0, c1) = (parameter_0, parameter_1)``::
 
     xdot = Re(c0 * a + c1 * a^2) = c0 * a0 + c1 * (a0^2 - a1^2)

@@ -125,7 +125,8 @@ class Window(NamedTuple):
 
 
 def transition_features(obs, action, next_obs):
-    """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (the authors' `dmash/contexts/encoder.py`)."""
+    """Encoder input row ``[s, a, s' - s]``: ``float32[..., 2*obs_dim + act_dim]`` (the authors'
+    `dmash/contexts/encoder.py`)."""
     return jnp.concatenate([obs, action, next_obs - obs], axis=-1)
 
 
@@ -159,7 +160,8 @@ class Warmup(NamedTuple):
 
 def fill_context_window(env: Env, key, context, policy: Callable, k: int,
                         window: Window | None = None, start=None) -> Warmup:
-    """DMA episode warm-up (the authors' `dmash/contexts/sac.py`): reset, run ``k`` steps of ``policy`` in ``context``.
+    """DMA episode warm-up (the authors' `dmash/contexts/sac.py`): reset, run ``k`` steps of
+    ``policy`` in ``context``.
 
     ``policy(key, obs, features) -> action`` sees the evolving window's features ``[K, D]``,
     starting from ``window`` (the authors carry the previous episode's window into a training

@@ -217,7 +217,8 @@ class Flat(NamedTuple):
 
 
 def flatten(ds: Dataset, ids, cut_at_termination: bool = True) -> Flat:
-    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, HyperZero's `RLSolutionDataset`).
+    """Pools the transitions of specs ``ids`` (``RLSolutionDataset``'s tuples, HyperZero's
+    `RLSolutionDataset`).
 
     ``cut_at_termination``: each recorded episode ends at its first terminating step
     (``discount == 0``; kept), the steps the rollout ran on after it are dropped. On the

@@ -1,5 +1,6 @@
 """HyPoGen's spec-conditioned DM Control tasks on MJX: cheetah-run, walker-walk, finger-spin with
-a target-speed spec, a torso-length spec, or both (the contextual-control-suite envs; paper App. B.1).
+a target-speed spec, a torso-length spec, or both (the contextual-control-suite envs; paper App.
+B.1).
 
 Built on :class:`hyperjax.envs.mjx_tasks.MjxTask` (Playground's DM Control Suite on pure MJX,
 one compiled MuJoCo model per spec in a table, gathered inside jit), with the spec as the
@@ -24,7 +25,8 @@ below v' = 1 − 1/0.9; the older default (Table 6's speeds, cheetah 10 and fing
   walker (default 0.3): torso geom ``size = (0.07, L)``;
   finger (default 0.16): distal ``fromto = (0,0,0, 0,0,−L)``, fingertip ``fromto = (0,0,−(L−0.03),
   0,0,−(L+0.001))``, spinner body ``pos = (L+0.04, 0, 0.4)``, caps ``size = (0.04, L−0.07)``.
-Evaluation runs on the modified body (HyPoGen's `batch_eval_regressor.py`: the released ``eval_env`` did not).
+Evaluation runs on the modified body (HyPoGen's `batch_eval_regressor.py`: the released
+``eval_env`` did not).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The Meta Policy (MAML) and PEARL baselines of HyPoGen's Tables 1–2, as the released code runs
-them (``approximators/policy.py::MetaPolicyApproximator``; the baselines of both released repositories).
+them (``approximators/policy.py::MetaPolicyApproximator``; the baselines of both released
+repositories).
 
 **Meta Policy** (``meta_policy``): the Cond Policy network (``MLPActionPredictor``: ψ(c) ‖ s →
 256 → act, orthogonal init) trained by second-order MAML (learn2learn ``MAML(first_order=
@@ -9,7 +10,8 @@ SGD steps of lr ``fast_lr`` (0.01) on the BC MSE of the first half, and its BC M
 second half is the task's meta-loss; the gradients are averaged over specs and Adam (lr 1e-4,
 the schedule of :mod:`hyperjax.hypogen.train`) steps once.
 
-**PEARL** (``pearl_policy``; *not* real PEARL, the baselines of both released repositories): a context encoder ``(s, a) → 256 →
+**PEARL** (``pearl_policy``; *not* real PEARL, the baselines of both released repositories): a
+context encoder ``(s, a) → 256 →
 256 → (μ, log σ²) ∈ R^256`` (ReLU, orthogonal init) whose reparameterised sample replaces the
 spec as the policy's input, sample by sample; the same MAML loop, the eval-half loss plus
 ``kl_lambda`` (0.01) · KL(N(μ, σ²) ‖ N(0, I)) (summed over dims, mean over the batch). At
@@ -18,7 +20,8 @@ rollout the context is encoded from the *previous* (s, a), zeros at an episode's
 **Test-time adaptation** (the older ``eval_regressor.py``): ``finetune`` trains a copy per test
 spec on that spec's recorded expert episodes, Adam 1e-3, ``adaptation_steps`` passes in batches
 of 512, before the rollouts. The paper's tables come from ``batch_eval_regressor.py``, which
-does not fine-tune (INFERRED, the baselines of both released repositories); so zero-shot is the headline and fine-tuned is a
+does not fine-tune (INFERRED, the baselines of both released repositories); so zero-shot is the
+headline and fine-tuned is a
 labelled extra (it sees demonstrations of the test spec, so it is not zero-shot).
 """
 from __future__ import annotations
@@ -44,7 +47,8 @@ LEARNING_RATE = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
-    """The released meta configs (``meta_policy.yaml`` / ``pearl_policy.yaml``, the baselines of both released repositories)."""
+    """The released meta configs (``meta_policy.yaml`` / ``pearl_policy.yaml``, the baselines of
+    both released repositories)."""
 
     fast_lr: float = 0.01
     adaptation_steps: int = 5

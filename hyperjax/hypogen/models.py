@@ -1,4 +1,5 @@
-"""HyPoGen, HyperZero, Cond Policy and UVFA in Flax Linen (HyPoGen's `models/hypogen_core.py`; HyperZero's `models/hypenet_core.py`; the baselines of both released repositories).
+"""HyPoGen, HyperZero, Cond Policy and UVFA in Flax Linen (HyPoGen's `models/hypogen_core.py`;
+HyperZero's `models/hypenet_core.py`; the baselines of both released repositories).
 
 Every model maps a batch of task specs to a policy (and, for the double-headed ones, a Q
 function) and shares one interface, so the training program and the evaluator never look
@@ -28,8 +29,10 @@ import jax.numpy as jnp
 from hyperjax.nets.layers import TorchDense, torch_uniform
 
 EMBED_DIM = 256
-HIDDEN_DIM = 256        # target policy obs -> 256 -> act (`PolicyTargetNet` in HyPoGen's `models/hypogen_core.py`)
-WEIGHT_DIM = 128        # per-layer latent (`OptBlock` in HyPoGen's `models/hypogen_core.py`: the code's weight_dim)
+# target policy obs -> 256 -> act (`PolicyTargetNet` in HyPoGen's `models/hypogen_core.py`)
+HIDDEN_DIM = 256
+# per-layer latent (`OptBlock` in HyPoGen's `models/hypogen_core.py`: the code's weight_dim)
+WEIGHT_DIM = 128
 ENC_DEC_DIM = 256       # encoder/decoder hidden width
 OPT_BLOCK_DIM = 128     # hypernet block MLP width (opt_block_dim)
 PSEUDO_DIM = 64         # pseudo-layer width, hard-coded in get_in_dims / get_out_dims
@@ -55,7 +58,8 @@ class Outputs(NamedTuple):
 # --- initialisers ----------------------------------------------------------------------------
 
 def _half_uniform(fan_in: int):
-    """U(±1/(2√fan_in)): Meta_Embedding's weight init (`Meta_Embedding` in HyPoGen's `models/hypogen_core.py`)."""
+    """U(±1/(2√fan_in)): Meta_Embedding's weight init (`Meta_Embedding` in HyPoGen's
+    `models/hypogen_core.py`)."""
     bound = 0.5 / math.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
                                                                      bound)
@@ -77,7 +81,8 @@ def _orthogonal():
 
 class MLP(nn.Module):
     """``layers`` Linears with ReLU between (``Lin → ReLU → Lin`` at the default 2; the released
-    ``hypogen_core.MLP``: 1 layer = one Linear), torch default init. Block MLPs: `OptBlock` in HyPoGen's `models/hypogen_core.py`,
+    ``hypogen_core.MLP``: 1 layer = one Linear), torch default init. Block MLPs: `OptBlock` in
+    HyPoGen's `models/hypogen_core.py`,
     paper Tables 21–22 (depth, width)."""
 
     hidden: int
@@ -94,7 +99,8 @@ class MLP(nn.Module):
 # --- the task encoder ------------------------------------------------------------------------
 
 class ResBlock(nn.Module):
-    """``x + Lin(ReLU(Lin(ReLU(x))))`` (pre-activation, no norm; `Meta_Embedding` in HyPoGen's `models/hypogen_core.py`)."""
+    """``x + Lin(ReLU(Lin(ReLU(x))))`` (pre-activation, no norm; `Meta_Embedding` in HyPoGen's
+    `models/hypogen_core.py`)."""
 
     width: int
     orthogonal: bool = False
@@ -107,11 +113,13 @@ class ResBlock(nn.Module):
 
 
 class MetaEmbedding(nn.Module):
-    """The task encoder ψ(c) (``Meta_Embedding``, `Meta_Embedding` in HyPoGen's `models/hypogen_core.py`): ``float32[..., spec_dim]`` →
+    """The task encoder ψ(c) (``Meta_Embedding`` in HyPoGen's
+    `models/hypogen_core.py`): ``float32[..., spec_dim]`` →
     ``float32[..., 256]``. ``Lin(c→64)``, 2 ResBlocks(64), ``Lin(64→128)``, 2 ResBlocks(128),
     ``Lin(128→256)``, 2 ResBlocks(256): six residual blocks, no final activation. Weights
     U(±1/(2√fan_in)), biases torch default; ``orthogonal=True`` is the Cond/UVFA
-    ``apply(weight_init)`` override (orthogonal weights, zero biases; the baselines of both released repositories)."""
+    ``apply(weight_init)`` override (orthogonal weights, zero biases; the baselines of both
+    released repositories)."""
 
     embed_dim: int = EMBED_DIM
     orthogonal: bool = False
@@ -171,7 +179,8 @@ def _dims(d_in: int, d_out: int, n_layers: int = 2, hidden: int = HIDDEN_DIM):
 
 class LayerCodec(nn.Module):
     """Per-layer weight encoder ``E_n`` (P → 256 → 128) and decoder ``D_n`` (128 → 256 → P),
-    shared by the K blocks (`OptBlock` in HyPoGen's `models/hypogen_core.py`; paper App. A.2). ``P = out·in + out`` and the layer is
+    shared by the K blocks (`OptBlock` in HyPoGen's `models/hypogen_core.py`; paper App. A.2). ``P
+    = out·in + out`` and the layer is
     flattened as ``concat(W.flatten() [row-major out×in], b)``."""
 
     d_in: int
@@ -193,7 +202,8 @@ class LayerCodec(nn.Module):
 
 class WeightLayerNorm(nn.Module):
     """LayerNorm over *all* entries of a parameter tensor per task, with an element-wise affine
-    of the tensor's full shape (``nn.LayerNorm(param.shape)``, eps 1e-5; `OptBlock` in HyPoGen's `models/hypogen_core.py`)."""
+    of the tensor's full shape (``nn.LayerNorm(param.shape)``, eps 1e-5; `OptBlock` in HyPoGen's
+    `models/hypogen_core.py`)."""
 
     shape: tuple
 
@@ -211,7 +221,8 @@ CHAIN_WAYS = ("direct", "slice", "full")   # the released dl_din_way / dl_dw_way
 
 
 class OptBlock(nn.Module):
-    """One hypernet block ``k`` (`OptBlock` in HyPoGen's `models/hypogen_core.py`; the released ``OptBlock`` / ``OptSubBlock``): a
+    """One hypernet block ``k`` (`OptBlock` in HyPoGen's `models/hypogen_core.py`; the released
+    ``OptBlock`` / ``OptSubBlock``): a
     pseudo forward pass, then the chain rule backwards through the layers (paper Eq. 6–8).
 
     Given the latent codes ``e_n float32[T, 128]`` of the current θ and ``z float32[T, 256]``,
@@ -250,7 +261,8 @@ class OptBlock(nn.Module):
     def __call__(self, z, codes):
         n_layers = len(codes)
         h = [self._mlp(self.pseudo_in[0], "forward_in")(z)]                  # ψ^z: pseudo input
-        for n in range(n_layers - 1):   # the pseudo output h_N is unused (`OptBlock` in HyPoGen's `models/hypogen_core.py`)
+        # the pseudo output h_N is unused (`OptBlock` in HyPoGen's `models/hypogen_core.py`)
+        for n in range(n_layers - 1):
             h.append(self._mlp(self.pseudo_out[n], f"forward_{n}")(
                 jnp.concatenate([h[n], codes[n]], -1)))
         g = self._mlp(self.d_out, "dloss_dout")(z)                            # from z only
@@ -371,7 +383,8 @@ class TargetNetConfig(NamedTuple):
 
 
 class HyPoGen(nn.Module):
-    """``DoubleHeadedHyPoGen`` (`DoubleHeadedHyPoGen` in HyPoGen's `models/hypogen_core.py`): one shared task encoder, a policy generator
+    """``DoubleHeadedHyPoGen`` (HyPoGen's `models/hypogen_core.py`): one
+    shared task encoder, a policy generator
     (obs → 256 → act, tanh) and, with ``use_q``, an independent Q generator ([obs, act] → 256 → 1).
 
     ``deep_supervision``: the training pass returns the policy (and Q) of all K iterates
@@ -422,7 +435,8 @@ class HyPoGen(nn.Module):
 
 class Head(nn.Module):
     """HyperZero ``Head(z, in, out)``: ``W = Lin(z → in·out)`` as ``[out, in]``, ``b = Lin(z →
-    out)`` (HyperZero's `models/hypenet_core.py`). ``init_bound``: the original U(±bound) weights with zero generator
+    out)`` (HyperZero's `models/hypenet_core.py`). ``init_bound``: the original U(±bound) weights
+    with zero generator
     biases; ``None``: torch default (the HyPoGen fork comments ``init_layers`` out)."""
 
     d_in: int
@@ -438,7 +452,8 @@ class Head(nn.Module):
 
 
 class HyperZero(nn.Module):
-    """``DoubleHeadedHyperNetwork`` (HyperZero's `models/hypenet_core.py`): the task encoder plus per-layer heads for the
+    """``DoubleHeadedHyperNetwork`` (HyperZero's `models/hypenet_core.py`): the task encoder plus
+    per-layer heads for the
     policy (obs → 256 → act, tanh) and the Q function ([obs, act] → 256 → 1).
     ``original_init``: heads U(±0.05) (first layer) / U(±0.008) (last), zero biases (middle
     layers of a deeper ``target``: U(±0.05), INFERRED). ``target``: only ``layers`` and ``act``
@@ -487,7 +502,8 @@ class HyperZero(nn.Module):
 # --- Cond Policy and UVFA ----------------------------------------------------------------------
 
 class CondPolicy(nn.Module):
-    """Cond Policy (``MLPActionPredictor``, the baselines of both released repositories): ``[ψ(c), s] → 256 → act`` (ReLU, tanh);
+    """Cond Policy (``MLPActionPredictor``, the baselines of both released repositories): ``[ψ(c),
+    s] → 256 → act`` (ReLU, tanh);
     ``use_q`` adds UVFA's Q head ``[ψ(c), s, a] → 256 → 1`` (``MLPRLSolution``). Every Linear,
     the embedding's included, is orthogonal with zero bias (``apply(weight_init)``)."""
 
@@ -521,7 +537,8 @@ class CondPolicy(nn.Module):
 
 
 ALGOS = ("hypogen", "hyperzero", "cond", "uvfa")
-# Adam learning rates of the released configs (HyPoGen's `approximators/rl_solution.py` and released configs; HyperZero's configs; the baselines of both released repositories).
+# Adam learning rates of the released configs (HyPoGen's `approximators/rl_solution.py` and
+# released configs; HyperZero's configs; the baselines of both released repositories).
 LEARNING_RATES = {"hypogen": 5e-4, "hyperzero": 1e-4, "cond": 1e-4, "uvfa": 1e-4}
 
 

@@ -12,7 +12,8 @@ import dataclasses
 
 import numpy as np
 
-# Seeds of the released runs (HyPoGen's `approximators/rl_solution.py` and released configs); the seed also picks the split.
+# Seeds of the released runs (HyPoGen's `approximators/rl_solution.py` and released configs); the
+# seed also picks the split.
 PAPER_SEEDS = (123, 233, 666, 999, 789)
 TEST_FRACTION = 0.8
 
@@ -159,7 +160,8 @@ SPLIT_MODES = ("faithful", "clean", "fig4", "maniskill")
 
 def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
                 test_fraction: float = TEST_FRACTION) -> Split:
-    """The paper's split of a grid (HyPoGen's `utils/dataset.py`, ``utils/dataset.py``), or Fig. 4's.
+    """The paper's split of a grid (HyPoGen's `utils/dataset.py`, ``utils/dataset.py``), or Fig.
+    4's.
 
     1. sort the spec strings (``SpecGrid.strings``) lexicographically;
     2. ``numpy.random.default_rng(seed).shuffle`` them;
@@ -173,7 +175,8 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
     strictly between, unused = the rest; seed-independent. Table 19's protocol (hold out 50 %,
     train on a fraction) is ``test_fraction`` with ``faithful``/``clean``.
 
-    ``maniskill`` (the released ``RoboArmDataset``, HyPoGen's `utils/dataset.py`): sort the specs by value,
+    ``maniskill`` (the released ``RoboArmDataset``, HyPoGen's `utils/dataset.py`): sort the specs
+    by value,
     ``numpy.array_split`` them into ``int(0.3·n + 1)`` chunks, train on the last spec of every
     chunk but the final one, test on the rest; seed-independent. 11 specs → 3 train / 8 test,
     16 → 4 / 12, exactly the released ``eval-partition/*.txt`` test lists.

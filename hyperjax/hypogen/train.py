@@ -1,9 +1,11 @@
 """Behaviour-cloning training of HyPoGen / HyperZero / Cond Policy / UVFA on demonstrations, and
 zero-shot evaluation of the generated policies on held-out specs.
 
-The loss (``approximators/rl_solution.py::RLApproximator.update``, HyPoGen's `approximators/rl_solution.py` and released configs; HyperZero's `RLApproximator.update`)::
+The loss (``approximators/rl_solution.py::RLApproximator.update``, HyPoGen's
+`approximators/rl_solution.py` and released configs; HyperZero's `RLApproximator.update`)::
 
-    L = MSE(π̂(s), a*) + w_v · MSE(Q̂(s, a*), Q*_data) + w_td · MSE(Q*_data, r + d · Q̂(s', sg[π̂(s')]))
+    L = MSE(π̂(s), a*) + w_v · MSE(Q̂(s, a*), Q*_data) + w_td · MSE(Q*_data, r + d · Q̂(s',
+    sg[π̂(s')]))
 
 with ``w_v = w_td = 0.01`` for HyPoGen and HyperZero (DMC), ``w_v = 0.01, w_td = 0`` for UVFA
 (``mlp_rl``), BC only for Cond Policy; ``bc_only`` sets both weights to 0 for every model. With
@@ -14,12 +16,14 @@ raw discount (all 1 on the paper's data; kept for parity).
 Optimisation: Adam (default betas, eps; no weight decay, no clipping); for HyPoGen, HyperZero
 and UVFA the learning rate is halved at 75 %, 90 % and 95 % of the epochs (epochs 1500, 1800,
 1900 of 2000: ``RLApproximator``'s ``MultiStepLR`` stepped per epoch), Cond Policy keeps it
-constant (``PolicyApproximator``: plain Adam). Each epoch is a random permutation of the pooled train transitions in batches of 512
+constant (``PolicyApproximator``: plain Adam). Each epoch is a random permutation of the pooled
+train transitions in batches of 512
 *without* replacement, the last partial batch kept (masked here, so shapes stay static).
 
 One compiled ``segment`` runs ``eval_every`` epochs (a ``lax.scan`` over epochs of a ``lax.scan``
 over batches) and then the zero-shot evaluation on the test specs, keeping the best parameters
-next to the last ones. The paper selects on the same test episodes it reports (HyPoGen's `approximators/rl_solution.py` and released configs), an
+next to the last ones. The paper selects on the same test episodes it reports (HyPoGen's
+`approximators/rl_solution.py` and released configs), an
 upward bias; here selection uses *selection episodes* (reset keys from ``select_key_seed``:
 other start states on the same test specs) and the reported returns come from ``evaluate``'s
 own episodes (``eval_key_seed``), never used to choose anything.
@@ -64,7 +68,8 @@ LOSS_WEIGHTS = {"hypogen": (0.01, 0.01), "hyperzero": (0.01, 0.01), "uvfa": (0.0
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    """Training settings (defaults: the released DMC configs, HyPoGen's `approximators/rl_solution.py` and released configs)."""
+    """Training settings (defaults: the released DMC configs, HyPoGen's
+    `approximators/rl_solution.py` and released configs)."""
 
     algo: str = "hypogen"
     epochs: int = PAPER_EPOCHS
@@ -224,7 +229,8 @@ def evaluation_and_segment(epoch: Callable, rollout_returns: Callable, cfg: FitC
     ``rollout_returns(params, key, specs, record=False) -> float32[S, E]`` the policy's returns
     (with ``record=True`` the transition dict of ``D.rollout``). Returns
     ``evaluate(params, key=None, specs=None, record=False)`` (reported episodes:
-    ``eval_key_seed``, the test specs by default) and the jitted ``segment(FitState) -> (FitState, metrics)``: ``eval_every``
+    ``eval_key_seed``, the test specs by default) and the jitted ``segment(FitState) -> (FitState,
+    metrics)``: ``eval_every``
     epochs, then the return on the *selection* episodes (``select_key_seed``), keeping the
     parameters that maximise it in ``best_params``.
     """

@@ -2,7 +2,8 @@
 
 ``get(name)`` returns a method; ``register(method)`` adds one (a ``ContextMethod``: see
 ``hyperjax.methods.base``). The presets are the paper's seven and the rest of the authors' grid
-(``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py` (`modify_groups`)), named as the authors do where the
+(``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py`
+(`modify_groups`)), named as the authors do where the
 paper has no label.
 """
 from __future__ import annotations

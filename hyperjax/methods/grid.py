@@ -1,5 +1,6 @@
 """The authors' method grid as one parameterised method (github dma-sh/dmash,
-``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py` (`modify_groups`)).
+``dmash/contexts/config.py`` ``modify_groups``; the authors' `dmash/contexts/config.py`
+(`modify_groups`)).
 
 A point of the grid (``GridMethod``) fixes:
 
@@ -16,7 +17,8 @@ A point of the grid (``GridMethod``) fixes:
 * ``rl_losses``: which networks' conditioning is *not* detached (the authors'
   ``context_encoder_update`` minus ``"fm"``): ``"critic"`` lets every gradient through the
   critics' z (and omega) reach the encoder (and h_eta), ``"actor"`` the actor's. Detached by
-  default (the authors' `dmash/contexts/sac.py`); the authors' shared omega is always computed without gradient, so the
+  default (the authors' `dmash/contexts/sac.py`); the authors' shared omega is always computed
+  without gradient, so the
   non-detached DMA*-SH variants (v2 Fig. 15) are INFERRED: their omega is differentiable too.
 * ``default_context``: train in the task's default context only (``unaware_default``).
 
@@ -207,7 +209,8 @@ class GridMethod(ContextMethod):
         return self.inferred and self.helper is not None
 
     def aux_loss(self, shapes, method_params, batch, key, hp):
-        """Dynamics loss (the authors' `dmash/contexts/model.py`, Eq. 1/2): ``mean((f(s, a; z) - (s' - s))^2)``; PLSTM
+        """Dynamics loss (the authors' `dmash/contexts/model.py`, Eq. 1/2): ``mean((f(s, a; z) -
+        (s' - s))^2)``; PLSTM
         encoders multiply it by ``1 + beta * KL`` with KL the mean over batch and dims of a
         second encoder pass (the authors' ``get_kl``). Returns ``(loss, mse)``."""
         wm = self._model(shapes)

@@ -144,7 +144,8 @@ lstm_last_hidden.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 class ContextEncoder(nn.Module):
-    """g_phi. Attributes follow the authors' `dmash/contexts/encoder.py`; ``obs_dim``/``action_dim`` split the input row."""
+    """g_phi. Attributes follow the authors' `dmash/contexts/encoder.py`; ``obs_dim``/``action_dim``
+    split the input row."""
 
     obs_dim: int
     action_dim: int

@@ -1,4 +1,5 @@
-"""Hypernetwork h_eta and the bottleneck adapter it parameterises (the authors' `dmash/contexts/model.py`-3.4, §9.1).
+"""Hypernetwork h_eta and the bottleneck adapter it parameterises (the authors'
+`dmash/contexts/model.py`-3.4, §9.1).
 
 Adapter on a trunk feature ``x`` (``float32[B, 256]``), with generated weights omega::
 
@@ -7,7 +8,8 @@ Adapter on a trunk feature ``x`` (``float32[B, 256]``), with generated weights o
 
 ``W_down: [32, 256]``, ``b_down: [32]``, ``W_up: [256, 32]``, ``b_up: [256]``: 16,672 numbers
 per sample, produced by ``HyperNet``: z (8) -> 64 -> ReLU -> 64 -> ReLU -> 16,672 (hypnettorch
-``HMLP`` with default PyTorch-style init; its output layer is stored as four column blocks). Weights are per sample and applied with ``einsum``.
+``HMLP`` with default PyTorch-style init; its output layer is stored as four column blocks).
+Weights are per sample and applied with ``einsum``.
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def adapter_apply(x: jax.Array, omega: AdapterWeights) -> jax.Array:
 
 
 class HyperNet(nn.Module):
-    """h_eta: ``float32[B, d_in]`` (z or a true context) -> ``AdapterWeights`` (the authors' `dmash/contexts/model.py`)."""
+    """h_eta: ``float32[B, d_in]`` (z or a true context) -> ``AdapterWeights`` (the authors'
+    `dmash/contexts/model.py`)."""
 
     hidden: tuple[int, ...] = (64, 64)
     features: int = FEATURES

@@ -48,12 +48,14 @@ class TorchDense(nn.Module):
 
 
 def avg_l1_norm(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """AvgL1Norm (the authors' `dmash/contexts/encoder.py`): ``x / max(mean(|x|), eps)`` over the last axis."""
+    """AvgL1Norm (the authors' `dmash/contexts/encoder.py`): ``x / max(mean(|x|), eps)`` over the
+    last axis."""
     return x / jnp.maximum(jnp.mean(jnp.abs(x), axis=-1, keepdims=True), eps)
 
 
 def sim_norm(x: jax.Array, group: int) -> jax.Array:
-    """SimNorm (the authors' `dmash/contexts/encoder.py`): softmax over consecutive groups of ``group`` features.
+    """SimNorm (the authors' `dmash/contexts/encoder.py`): softmax over consecutive groups of
+    ``group`` features.
 
     ``x``: ``float32[..., d]`` with ``d % group == 0``; every group of the result is a point on
     the simplex (entries in [0, 1] summing to 1).

@@ -74,7 +74,8 @@ def own_omega(net_params, vec) -> AdapterWeights:
 class Actor(nn.Module):
     """Tanh-Gaussian policy head (CleanRL SAC): returns ``(mean, log_std)``, ``[B, act_dim]``.
 
-    ``log_std = -5 + 0.5 * 7 * (tanh(raw) + 1)`` lies in [-5, 2] (the authors' `dmash/contexts/model.py`).
+    ``log_std = -5 + 0.5 * 7 * (tanh(raw) + 1)`` lies in [-5, 2] (the authors'
+    `dmash/contexts/model.py`).
     """
 
     action_dim: int
@@ -113,7 +114,8 @@ class TwinCritic(nn.Module):
 
 
 class DynamicsModel(nn.Module):
-    """f_{theta, omega}(s, a) -> predicted delta-s ``float32[B, obs_dim]`` (the authors' `dmash/contexts/model.py`).
+    """f_{theta, omega}(s, a) -> predicted delta-s ``float32[B, obs_dim]`` (the authors'
+    `dmash/contexts/model.py`).
 
     ``merge="own"`` is DMA*-SH's model: it owns the one hypernetwork h_eta, fed with z; its
     generated omega is what the actor and critics share. ``merge="concat"`` is DMA/DMA*:
