@@ -181,7 +181,7 @@ def build_config(env: str | None = None, algo: str | None = None):
                          "--total_steps")
     if FLAGS.suite and FLAGS.total_steps is None:
         budget = suite_budget(env, FLAGS.budget_scale)
-    elif FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's (§2)
+    elif FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's
         budget = task_info(env).default_budget()
     else:
         budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)

@@ -1,6 +1,5 @@
-"""The DMA evaluation protocol, written once (the authors' `dmash/contexts/sac.py`; the authors'
-``fill_context_window``
-and ``make_evaluation_and_fill_ds`` in ``dmash/contexts/sac.py``).
+"""The DMA evaluation protocol, written once (the authors'
+``fill_context_window`` and ``make_evaluation_and_fill_ds`` in ``dmash/contexts/sac.py``).
 
 For every context (one row of ``contexts``), in one batch:
 

@@ -208,9 +208,8 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def warmup(params, key, contexts, window, start):
         """DMA warm-up for a batch of envs from ``window`` and the reset ``start`` (``(state,
         timestep)``, batched): ``fill_context_window`` vmapped with deterministic actions and
-        the encoder in eval mode (the authors' `dmash/contexts/sac.py`; the authors'
-        ``compute_context(...,
-        training=False)``)."""
+        the encoder in eval mode (``compute_context(..., training=False)`` in the authors'
+        `dmash/contexts/sac.py`)."""
 
         def one(key, context, window, start):
             def policy(k, obs, feats):

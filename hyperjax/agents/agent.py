@@ -210,7 +210,8 @@ class Agent:
           params: ``AgentParams``.
           window: ``float32[B, K, 2*obs_dim+act_dim]`` (ignored without an encoder).
           context: ``float32[B, n_factors]`` true contexts (used by aware methods only).
-          key: PRNG key for the encoder's shuffle / mask / subset (fresh per loss, §9.3).
+          key: PRNG key for the encoder's shuffle / mask / subset (fresh per loss, as the
+              authors draw it).
           training: encoder mode.
           hp: ``HParams``.
         """

@@ -1,5 +1,5 @@
 """The study report: markdown tables in the paper's layout (the authors'
-`dmash/informativeness/metrics.py`-6) from a ``Study``.
+`dmash/informativeness/metrics.py`) from a ``Study``.
 
 A ``Study`` is plain data (JSON-able), so the writer is testable without training:
 

@@ -1,5 +1,5 @@
 """Hypernetwork h_eta and the bottleneck adapter it parameterises (the authors'
-`dmash/contexts/model.py`-3.4, §9.1).
+`dmash/contexts/model.py`).
 
 Adapter on a trunk feature ``x`` (``float32[B, 256]``), with generated weights omega::
 
