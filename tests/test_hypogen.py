@@ -304,31 +304,33 @@ def test_cli_bad_input_is_one_line(args, pattern):
     assert len(lines) == 1 and re.search(pattern, lines[0]), res.stderr
 
 
-def test_cli_manipulation_defaults_are_the_released_ones():
+def test_manipulation_defaults_are_the_released_ones():
     """maniskill_exp.yaml / ppo_rollout.py / ppo.py: the maniskill split, 1000 demonstrations
     and 100 evaluation episodes per spec, HyPoGen's 3-layer tanh target; HyperZero keeps its
-    fixed 2-layer ReLU target unless the depth flags are given."""
-    code = """
-import sys
-from absl import flags
-from experiments import hypogen as H
-F = flags.FLAGS
-F(["hypogen", "--task=lift_cube_stiffness"] + sys.argv[1:])
-H.validate()
-print(F.split, F.episodes_per_spec, F.eval_episodes, F.bc_only,
-tuple(H.target_config("hypogen"))[:2],
-      tuple(H.target_config("hyperzero"))[:2])
-"""
-    run = lambda *a: subprocess.run([sys.executable, "-c", code, *a], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=300)
-    res = run()
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split("\n")[-2] == "maniskill 1000 100 True (3, 'tanh') (2, 'relu')"
-    res = run("--target_layers=4", "--episodes_per_spec=5")
-    assert res.stdout.split("\n")[-2] == "maniskill 5 100 True (4, 'tanh') (4, 'tanh')"
+    fixed 2-layer ReLU target unless the depth fields are given. The CLI maps its flags onto
+    the same ``PipelineConfig.for_task``."""
+    from hyperjax.hypogen.pipeline import PipelineConfig
+    cfg = PipelineConfig.for_task("lift_cube_stiffness").resolved()
+    assert (cfg.split, cfg.episodes_per_spec, cfg.eval_episodes, cfg.bc_only, cfg.expert,
+            cfg.expert_steps) == ("maniskill", 1000, 100, True, "ppo", 4_000_000)
+    assert tuple(cfg.target_config("hypogen"))[:2] == (3, "tanh")
+    assert tuple(cfg.target_config("hyperzero"))[:2] == (2, "relu")
+    cfg = PipelineConfig.for_task("lift_cube_stiffness", target_layers=4, episodes_per_spec=5)
+    assert (cfg.split, cfg.episodes_per_spec, cfg.eval_episodes) == ("maniskill", 5, 100)
+    assert tuple(cfg.target_config("hypogen"))[:2] == (4, "tanh")
+    assert tuple(cfg.target_config("hyperzero"))[:2] == (4, "tanh")
+    dmc = PipelineConfig.for_task("cheetah_speed").resolved()
+    assert (dmc.split, dmc.expert, dmc.epochs, tuple(dmc.target_config())[:2]) == (
+        "faithful", "td3", 2000, (2, "relu"))
 
 
 def test_cli_pipeline_and_stage_skipping(tmp_path):
+    """The CLI runs the pipeline; the library's ``run_pipeline`` then reads every stage back,
+    refuses stale or damaged stage outputs in one line naming the field or file, and redoes
+    them with ``overwrite``."""
+    import re
+
+    from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError, run_pipeline
     run = str(tmp_path / "run")
     res = _cli("--algo=cond,uvfa", "--epochs=10", "--eval_every=10", "--episodes_per_spec=2",
                "--eval_episodes=2", f"--run_dir={run}")
@@ -342,45 +344,49 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
         r = json.load(f)
     assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 32
     assert "| expert |" in open(os.path.join(run, "results.md")).read()
-    same = ["--epochs=10", "--eval_every=10", "--episodes_per_spec=2", "--eval_episodes=2",
-            f"--run_dir={run}"]
-    again = _cli("--algo=cond", *same)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "dataset: " in again.stdout and "made with these settings: reused" in again.stdout
-    assert "cond seed 123: finished earlier with these settings" in again.stdout
+    # the CLI refuses a stage made with other settings: one line, exit 2
+    res = _cli("--algo=cond", "--epochs=20", "--eval_every=10", "--episodes_per_spec=2",
+               "--eval_episodes=2", f"--run_dir={run}")
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and re.search(
+        r"result .*result.json was made with epochs=10, this run has epochs=20", lines[0]), \
+        res.stderr[-2000:]
 
-    def refused(*args, pattern):
-        import re
-        res = _cli(*args)
-        lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
-        assert res.returncode == 2 and len(lines) == 1 and re.search(pattern, lines[0]), \
-            res.stderr[-2000:]
+    same = dict(epochs=10, eval_every=10, episodes_per_spec=2, eval_episodes=2)
+    said = []
+    again = run_pipeline(PipelineConfig(algos=("cond",), **same), run, log=said.append)
+    assert any("made with these settings: reused" in s for s in said)
+    assert any("cond seed 123: finished earlier with these settings" in s for s in said)
+    assert again["runs"]["cond"][0] == r["runs"]["cond"][0]
 
-    # a stage made with other settings is never reused: one line naming the field
-    refused("--algo=cond", *same[1:], "--epochs=20",
-            pattern=r"result .*result.json was made with epochs=10, this run has epochs=20")
-    refused("--algo=cond", *same[:3], "--episodes_per_spec=3", f"--run_dir={run}",
-            pattern=r"dataset .* was made with episodes_per_spec=2, this run has "
-                    r"episodes_per_spec=3: pass --overwrite")
-    refused("--algo=cond", "--task=lqr_di_goal", *same,
-            pattern=r"dataset .* was made with task='lqr_di', this run has task='lqr_di_goal'")
-    refused("--algo=cond", "--epochs=0", f"--run_dir={run}", pattern=r"--epochs must be >= 1")
-    refused("--algo=cond", f"--run_dir={os.path.join(run, 'results.md')}",
-            pattern=r"is a file, not a directory")
+    def refused(pattern, run_dir=run, **fields):
+        with pytest.raises(PipelineError) as e:
+            run_pipeline(PipelineConfig(**{"algos": ("cond",), **same, **fields}), run_dir,
+                         log=None)
+        assert "\n" not in str(e.value) and re.search(pattern, str(e.value)), str(e.value)
+
+    refused(r"dataset .* was made with episodes_per_spec=2, this run has episodes_per_spec=3: "
+            r"pass --overwrite", episodes_per_spec=3)
+    refused(r"dataset .* was made with task='lqr_di', this run has task='lqr_di_goal'",
+            task="lqr_di_goal")
+    refused(r"--epochs must be >= 1", epochs=0)
+    refused(r"is a file, not a directory", run_dir=os.path.join(run, "results.md"))
     # damaged files: one line naming the file, and the stage can be redone
     ds = os.path.join(run, "dataset.npz")
     raw = open(ds, "rb").read()
     for damage in (os.urandom(4000), raw[: len(raw) // 2]):
         open(ds, "wb").write(damage)
-        refused("--algo=cond", *same, pattern=r"dataset .*dataset.npz is (damaged|not an npz)"
-                                              r".*record it again")
+        refused(r"dataset .*dataset.npz is (damaged|not an npz).*record it again")
     os.remove(ds)
     exp = os.path.join(run, "experts.npz")
     open(exp, "wb").write(open(exp, "rb").read()[:100])
-    refused("--algo=cond", *same, pattern=r"experts .*experts.npz is damaged")
-    redo = _cli("--algo=cond", *same, "--overwrite")
-    assert redo.returncode == 0, redo.stderr[-3000:]
-    assert "experts: closed-form LQR" in redo.stdout and "finished earlier" not in redo.stdout
+    refused(r"experts .*experts.npz is damaged")
+    said = []
+    run_pipeline(PipelineConfig(algos=("cond",), **same), run, overwrite=True, log=said.append,
+                 progress_fn=lambda epoch, m: said.append((epoch, m["algo"], m["seed"])))
+    assert any("experts: closed-form LQR" in str(s) for s in said)
+    assert not any("finished earlier" in str(s) for s in said)
+    assert (10, "cond", 123) in said
 
 
 # --- MJX spec tasks (host-side model edits and the reward are cheap; stepping MJX is slow) ------

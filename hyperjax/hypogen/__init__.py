@@ -6,7 +6,8 @@ closed-form experts), ``dmc`` (cheetah / walker / finger spec tasks on MJX), ``e
 for every spec in one vmapped program), ``data`` (recording and the dataset format),
 ``models`` (the four behaviour-cloning models and the knobs of :class:`TargetNetConfig`),
 ``train`` (the loss, the compiled training segments, zero-shot evaluation), ``meta`` (the MAML
-and PEARL baselines, same ``Fit`` interface). The CLI is ``python -m experiments.hypogen``.
+and PEARL baselines, same ``Fit`` interface), ``pipeline`` (the run driver: ``PipelineConfig``,
+``run_pipeline``). The CLI ``python -m experiments.hypogen`` maps its flags onto ``pipeline``.
 """
 from hyperjax.hypogen.data import Dataset, load_dataset, rollout, save_dataset
 from hyperjax.hypogen.meta import META_ALGOS, make_meta_fit
