@@ -24,7 +24,7 @@ hypogen: $(STAMP)
 	$(PY) -m experiments.hypogen $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=25 $(ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)

@@ -24,8 +24,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def tiny_dma_sh_run(tmp_path_factory):
     """A tiny CLI run of DMA*-SH on DI (20 gradient steps, evaluations at 0, 10, 20): its run
-    directory, for the tests that load a trained policy from one."""
-    d = tmp_path_factory.mktemp("cli") / "run"
+    directory, for the tests that load a trained policy from one. Made once per test session:
+    pytest-xdist's workers share it through a lock in their common temporary root."""
+    import fcntl
+    root = tmp_path_factory.getbasetemp()          # under xdist: popen-gwN, one per worker,
+    if os.environ.get("PYTEST_XDIST_WORKER"):       # whose parent belongs to this session
+        root = root.parent
+    d = root / "tiny_dma_sh_run"
+    with open(root / "tiny_dma_sh_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)           # released when the file closes
+        if not (root / "tiny_dma_sh_run.done").exists():
+            _tiny_dma_sh_run(d)
+            (root / "tiny_dma_sh_run.done").write_text("")
+    return str(d)
+
+
+def _tiny_dma_sh_run(d):
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
     res = subprocess.run([sys.executable, "-m", "experiments.aib", "--algo=dma_sh", "--env=di",
                           "--total_steps=20", "--eval_every=10", "--learning_starts=100",
                           "--eval_episodes=1", "--report=false", "--diagnostics=false",

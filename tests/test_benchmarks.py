@@ -1,4 +1,7 @@
-"""The prepared GPU suite at a tiny size on CPU, so that it cannot rot before a GPU runs it."""
+"""The prepared GPU suite at a tiny size on CPU, so that it cannot rot before a GPU runs it.
+The GPU scripts' tiny runs are ``slow`` (4-5 min each on 2 cores): a session lent a GPU runs
+``make test-all ARGS=tests/test_benchmarks.py`` before its first device call, and
+``make test-all`` runs them too."""
 import json
 import os
 import subprocess
@@ -17,6 +20,7 @@ def _run_tiny(script: str, out, minutes: int = 8) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.slow  # a session lent a GPU runs these first: make test-all ARGS=tests/test_benchmarks.py
 def test_gpu_suite_tiny_writes_its_results(tmp_path):
     out = tmp_path / "gpu"
     _run_tiny("gpu_suite.py", out)
@@ -31,6 +35,7 @@ def test_gpu_suite_tiny_writes_its_results(tmp_path):
     assert "summary.json" in names and "cartpole/report.md" in names
 
 
+@pytest.mark.slow  # a session lent a GPU runs these first: make test-all ARGS=tests/test_benchmarks.py
 def test_gpu_hypogen_tiny_writes_its_results(tmp_path):
     """benchmarks/gpu_hypogen.py at a tiny size (lqr_di, TD3 experts, two models, 2 epochs)."""
     out = tmp_path / "hyp"

@@ -158,6 +158,7 @@ def _kill_after_checkpoint_3(cmd, run_dir):
     assert not os.path.exists(os.path.join(run_dir, "summary.json"))
 
 
+@pytest.mark.slow  # the library kill-and-resume below checks the same driver by default
 def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
     ref, _ = reference_run
     d = str(tmp_path / "run")
@@ -291,7 +292,8 @@ def test_default_budgets_per_task(env, steps, k):
     assert (cfg.total_steps, cfg.context_size) == (steps, k)
 
 
-@pytest.mark.parametrize("env", ["cartpole", pytest.param("cheetah", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a whole MJX program compiled in a subprocess (~2-4 min on 2 cores)
+@pytest.mark.parametrize("env", ["cartpole", "cheetah"])
 def test_mjx_smoke_run(env, tmp_path):
     """DMA*-SH on an MJX task through the CLI: one random 1000-step episode per context, 10
     gradient steps, evaluations of 60 contexts at steps 0 and 9. Cartpole takes 1.5 min here;
@@ -350,6 +352,7 @@ def test_budget_scale_needs_a_suite(capsys):
                     r"budget_scale must be positive")
 
 
+@pytest.mark.slow  # a two-task study in a subprocess (~2-3 min on 2 cores)
 def test_paper_suite_tiny_run_puts_the_papers_figures_beside_ours(tmp_path):
     """The suite at 1/1000 of the paper's budgets on two jnp tasks: the report has the
     side-by-side section with a verdict per cell."""

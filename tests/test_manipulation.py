@@ -151,7 +151,8 @@ def _c_episode(m, qpos0, task, goal, steps):
 
 
 @pytest.mark.parametrize("name,spec", [("lift_cube_stiffness", 1000.0),
-                                       ("pick_cube_damping", 100.0)])
+                                       pytest.param("pick_cube_damping", 100.0,
+                                                    marks=pytest.mark.slow)])
 def test_scripted_grasp_matches_c_mujoco(name, spec):
     """The scripted grasp-and-lift in MJX (float32) against C MuJoCo (float64) from the same
     start: the arm's joints agree to 2e-3 rad before contact, the cube ends within 2 cm and

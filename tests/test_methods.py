@@ -127,7 +127,7 @@ def test_rl_losses_step_only_the_encoder_like_torch(algo):
             assert float(jnp.max(jnp.abs(leaf))) > 0, (algo, loss, path)
 
 
-@pytest.mark.parametrize("algo", ["dma_sh", "dma_pearl"])
+@pytest.mark.parametrize("algo", ["dma_sh", pytest.param("dma_pearl", marks=pytest.mark.slow)])
 def test_faster_update_equals_the_plain_one(algo, monkeypatch):
     """The update's speed-ups against the plain computation, on a short run of updates:
     encoding the actor iterations' z in one batched call before the loop is bit for bit the
@@ -266,6 +266,7 @@ class Pendulumish(Env):
         return x
 
 
+@pytest.mark.slow  # docs/library.md's Line env (tests/test_readme.py) trains one by default
 def test_an_unregistered_env_and_context_sets_train():
     env = Pendulumish()
     assert "test_line" not in hj.env_names()

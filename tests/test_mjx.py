@@ -33,7 +33,8 @@ DMC = ("cartpole", "ball_in_cup", "walker", "cheetah", "reacher_easy", "reacher_
 GYM = ("walker_gym", "hopper_gym")
 # Tracing an MJX task costs 5-20 s and compiling it 5-25 s on the 2-core CI machine, so the
 # default run checks one task per model family and marks the others slow (``make test-all``).
-SLOW_TASKS = ("walker", "reacher_easy", "reacher_hard", "walker_gym")
+# Gym Hopper shares Walker2d-v5's model family and its check is slow since 2026-12-04 (test time).
+SLOW_TASKS = ("walker", "reacher_easy", "reacher_hard", "walker_gym", "hopper_gym")
 
 
 def _tasks(names):
@@ -147,7 +148,7 @@ def test_mjx_matches_c_mujoco(name):
 
 
 @pytest.mark.parametrize("name", [pytest.param("walker", marks=pytest.mark.slow),
-                                  "ball_in_cup", "cheetah"])
+                                  "ball_in_cup", pytest.param("cheetah", marks=pytest.mark.slow)])
 def test_mjx_matches_c_mujoco_contact_tasks(name):
     """With dm_control's converged solver (100 iterations) MJX and C MuJoCo agree except at
     contact onsets whose float32 distance sits at zero (a discontinuity): at most 2 % of steps

@@ -98,6 +98,7 @@ def test_num_envs_rows_and_stratified_sampling():
         hj.make_program(dataclasses.replace(cfg, num_envs=30))
 
 
+@pytest.mark.slow  # sweeps as vmaps stay checked by default in tests/test_methods.py
 def test_sweep_cli_points_equal_separate_runs(tmp_path):
     """``--sweep`` trains every point in one program; a point's rows equal a separate run at
     that point's values (same seeds)."""
@@ -150,6 +151,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes, each compiling the program (~1.5 min on 2 cores)
 def test_two_processes_over_loopback_equal_one_process(tmp_path):
     """``jax.distributed`` with 2 processes on this machine: each trains 2 of the 4 seeds,
     process 0 writes the merged metrics, which equal the single-process run's."""
