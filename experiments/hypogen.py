@@ -94,15 +94,10 @@ flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every 
                   "redone).")
 
 
-def all_algos() -> tuple[str, ...]:
-    from hyperjax.hypogen import meta, models
-    return models.ALGOS + meta.META_ALGOS
-
-
 def config_from_flags():
     """The run the flags describe: a resolved ``PipelineConfig`` (a manipulation task takes the
     released ManiSkill settings for the flags not given). Bad input: ``_fail`` (exit 2)."""
-    from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError
+    from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError, all_algos
     from hyperjax.utils import parse_names
     names = [f.name for f in dataclasses.fields(PipelineConfig)
              if f.name not in ("task", "algos")]

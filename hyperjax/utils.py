@@ -113,6 +113,15 @@ def parse_names(value: str, valid, what: str, allow_all: bool = False,
     return list(dict.fromkeys(names))
 
 
+def save_npz_atomic(path: str, **arrays) -> None:
+    """``np.savez(path, **arrays)`` through a temporary file renamed over ``path``: a reader
+    sees the old file or the new one, never half of one. ``path`` should end in ``.npz``."""
+    import numpy as np
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def fail(msg: str, code: int = 2):
     """The CLIs' error exit: ``error: MSG`` on one stderr line, exit status ``code``."""
     print(f"error: {msg}", file=sys.stderr)

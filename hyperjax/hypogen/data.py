@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperjax.envs.core import Env
+from hyperjax.utils import save_npz_atomic
 
 DATASET_FILE = "dataset.npz"
 KEYS = ("spec", "obs", "action", "next_obs", "reward", "discount", "value")
@@ -161,9 +162,7 @@ def save_dataset(path: str, spec, transitions: dict, meta: dict) -> str:
         raise ValueError(f"{arrays['spec'].shape[0]} specs for {s} rows of transitions")
     os.makedirs(path, exist_ok=True)
     final = os.path.join(path, DATASET_FILE)
-    tmp = final + ".tmp.npz"
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, final)
+    save_npz_atomic(final, meta=np.array(json.dumps(meta)), **arrays)
     return final
 
 

@@ -38,6 +38,7 @@ import time
 from typing import Callable
 
 from hyperjax.run import NonFiniteError
+from hyperjax.utils import save_npz_atomic
 
 __all__ = ["MANIPULATION_DEFAULTS", "NonFiniteError", "PipelineConfig", "PipelineError",
            "report", "run_pipeline", "stage_experts_and_data", "train_one"]
@@ -155,8 +156,8 @@ class PipelineConfig:
         Raises:
           PipelineError: the first bad field, in one line (the CLI's flag names).
         """
-        from hyperjax.hypogen import meta, models, specs
-        valid = models.ALGOS + meta.META_ALGOS
+        from hyperjax.hypogen import specs
+        valid = all_algos()
         if not self.algos:
             raise PipelineError("--algo is empty")
         for a in self.algos:
@@ -262,6 +263,12 @@ class PipelineConfig:
                 "eval_episodes": self.eval_episodes, **self.data_record()}
 
 
+def all_algos() -> tuple[str, ...]:
+    """Every model the pipeline trains: HyPoGen, HyperZero, Cond, UVFA, then Meta and PEARL."""
+    from hyperjax.hypogen import meta, models
+    return models.ALGOS + meta.META_ALGOS
+
+
 # A field a record lacks (written before the field existed) counts as its default.
 _RECORD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
 _RECORD_DEFAULTS.update(ppo_hidden=",".join(map(str, PipelineConfig.ppo_hidden)),
@@ -319,11 +326,6 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str, *, overwrite: bool = False,
     return out
 
 
-def make_task_env(task: str, grid):
-    from hyperjax.hypogen import make_task_env as make
-    return make(task, grid)
-
-
 def _stale(what: str, path: str, made: dict, want: dict) -> None:
     """Refuses to reuse ``path`` (made with ``made``) for a run that wants ``want``: one line
     naming the first field that differs. A field ``made`` lacks counts as its default."""
@@ -348,13 +350,6 @@ def _restore_experts(cfg: PipelineConfig, path: str, abstract, what: str = "expe
     return state, record
 
 
-def _save_npz_atomic(path: str, **arrays) -> None:
-    import numpy as np
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def stage_experts_and_data(cfg: PipelineConfig, run_dir: str, log: Callable = print):
     """Experts (closed-form LQR, TD3 for every spec in one program, or brax PPO per spec),
     then ``episodes_per_spec`` recorded deterministic episodes per spec and the uniform-random
@@ -364,7 +359,7 @@ def stage_experts_and_data(cfg: PipelineConfig, run_dir: str, log: Callable = pr
     import numpy as np
 
     from hyperjax import checkpoint
-    from hyperjax.hypogen import data as D, experts as X, lqr
+    from hyperjax.hypogen import data as D, experts as X, lqr, make_task_env
     grid = cfg.grid()
     env = make_task_env(cfg.task, grid)
     kind = cfg.expert
@@ -383,7 +378,7 @@ def stage_experts_and_data(cfg: PipelineConfig, run_dir: str, log: Callable = pr
         f_exp = os.path.join(run_dir, "experts.npz")
         if not os.path.exists(f_exp):
             ex = lqr.make_experts(grid.specs)
-            _save_npz_atomic(f_exp, spec=grid.specs, gain=np.asarray(ex.gain),
+            save_npz_atomic(f_exp, spec=grid.specs, gain=np.asarray(ex.gain),
                              p=np.asarray(ex.p), task=np.array(cfg.task))
             log(f"experts: closed-form LQR for {len(grid)} specs ({time.time() - t:.1f} s)")
         else:

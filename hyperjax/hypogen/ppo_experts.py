@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable
 
 import jax
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperjax.envs.manipulation import TRAIN_EPISODE_LENGTH, ManipulationTask
+from hyperjax.utils import save_npz_atomic
 
 
 class SpecEnv:
@@ -214,9 +214,7 @@ def save_params_npz(path: str, step: int, params) -> None:
     ``step``), atomically (a temporary file, then a rename): a reader sees the old file or the
     new one, never half of one."""
     leaves = jax.tree_util.tree_leaves(params)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, step=step, **{f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
-    os.replace(tmp, path)
+    save_npz_atomic(path, step=step, **{f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
 def load_params_npz(path: str, like):
