@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hyperjax.config import check_hparam
+from hyperjax.utils import write_json_atomic, write_text_atomic
 from hyperjax.train import SPLITS, Program
 
 RUN_AXIS = "seed"
@@ -600,8 +601,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
             f"(step {(start - 1) * cfg.eval_every})")
     else:
         if main_proc:
-            with open(config_path, "w") as f:
-                json.dump(record_cfg, f, indent=2, sort_keys=True)
+            write_json_atomic(config_path, record_cfg, indent=2, sort_keys=True)
             if os.path.exists(metrics_path):
                 os.remove(metrics_path)
         state = init(keys) if hparams is None else init(keys, hparams)
@@ -659,8 +659,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
                **({"random_aer": random_aer} if random_aer else {}),
                **({"sweep": per_point} if swept else {})}
     if main_proc:
-        with open(summary_path, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json_atomic(summary_path, summary, indent=2)
     for p in per_point:
         if swept:
             say("sweep point " + ", ".join(f"{k}={v:g}" for k, v in p["hparams"].items()))
@@ -674,8 +673,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
         diag = run_diagnostics(prog, state, seeds, jax.random.PRNGKey(seed + 10**6),
                                diag_windows, diag_encoder_training)
         if main_proc:
-            with open(diag_path, "w") as f:
-                json.dump(diag, f)
+            write_json_atomic(diag_path, diag)
         d = diag["splits"]["eval_out"]
         say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
             f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
@@ -713,9 +711,4 @@ def _finished_rows(cfg, record_cfg, ckpt_dir, metrics_path, say):
 def _write_rows(path, rows):
     """``rows`` as JSON lines, written atomically (a temporary file renamed over ``path``)."""
     import json
-    import os
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))

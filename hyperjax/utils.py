@@ -113,6 +113,23 @@ def parse_names(value: str, valid, what: str, allow_all: bool = False,
     return list(dict.fromkeys(names))
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file renamed over it: a reader (or a run
+    that dies mid-write) sees the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj, **dump_kwargs) -> None:
+    """``json.dump(obj, path, **dump_kwargs)``, atomically (see :func:`write_text_atomic`).
+    ``obj`` is serialised before ``path`` is touched, so an object JSON cannot hold raises
+    ``TypeError`` / ``ValueError`` and leaves the old file as it was."""
+    import json
+    write_text_atomic(path, json.dumps(obj, **dump_kwargs))
+
+
 def save_npz_atomic(path: str, **arrays) -> None:
     """``np.savez(path, **arrays)`` through a temporary file renamed over ``path``: a reader
     sees the old file or the new one, never half of one. ``path`` should end in ``.npz``."""

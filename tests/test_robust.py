@@ -245,6 +245,19 @@ def test_a_long_random_phase_still_trains():
     assert np.isfinite(m["q_loss"]).all()
 
 
+def test_a_record_that_fails_to_serialise_leaves_the_old_file_whole(tmp_path):
+    """summary.json / result.json / study.json go through write_json_atomic: an object JSON
+    cannot hold raises before the file is touched (``open(path, "w")`` + ``json.dump`` would
+    have left it truncated), and no temporary file is left beside it."""
+    from hyperjax.utils import write_json_atomic
+    path = str(tmp_path / "summary.json")
+    write_json_atomic(path, {"aer": 1.0}, indent=2)
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"aer": object()}, indent=2)
+    assert json.load(open(path)) == {"aer": 1.0}
+    assert os.listdir(tmp_path) == ["summary.json"]
+
+
 # --- the persistent compilation cache: quiet, and off where this host refuses its entries ---
 
 def test_captured_stderr_fd_holds_what_cxx_code_writes_to_fd_2():

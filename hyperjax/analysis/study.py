@@ -5,7 +5,6 @@ then calls ``run_diagnostics`` on the final train state and ``write_study`` once
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -17,6 +16,7 @@ from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
 from hyperjax.run import over_seeds, to_host
+from hyperjax.utils import write_json_atomic, write_text_atomic
 
 # The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py`
 # `--context_handcrafted`): mass
@@ -96,12 +96,10 @@ def write_study(study: report.Study, out_dir: str, reps: int = 5000) -> str:
     """Writes ``study.json``, ``plots/*.png`` and ``report.md`` into ``out_dir``; returns the
     report's path."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "study.json"), "w") as f:
-        json.dump(vars(study), f)
+    write_json_atomic(os.path.join(out_dir, "study.json"), vars(study))
     algos = methods.order(study.algos)
     table = stats.iqm_table(study.scores, algos, reps)
     made = plots.write_all(study, table, out_dir, reps=min(reps, 2000))
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
-        f.write(report.render(study, reps, made, table) + "\n")
+    write_text_atomic(path, report.render(study, reps, made, table) + "\n")
     return path

@@ -38,7 +38,7 @@ import time
 from typing import Callable
 
 from hyperjax.run import NonFiniteError
-from hyperjax.utils import save_npz_atomic
+from hyperjax.utils import save_npz_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["MANIPULATION_DEFAULTS", "NonFiniteError", "PipelineConfig", "PipelineError",
            "report", "run_pipeline", "stage_experts_and_data", "train_one"]
@@ -317,11 +317,9 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str, *, overwrite: bool = False,
                    for s in cfg.seed_list] for a in cfg.algos}
     text_lines, summary = report(cfg, grid, ds, results)
     text = "\n".join(text_lines) + "\n"
-    with open(os.path.join(run_dir, "results.md"), "w") as f:
-        f.write(text)
     out = {**summary, "runs": results}
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    write_json_atomic(os.path.join(run_dir, "results.json"), out, indent=1)
+    write_text_atomic(os.path.join(run_dir, "results.md"), text)
     log(text)
     return out
 
@@ -639,8 +637,7 @@ def train_one(cfg: PipelineConfig, algo: str, seed: int, grid, env, ds, run_dir:
             f"episodes (not zero-shot): {result['test_return_finetuned']:.3f}")
     checkpoint.save(os.path.join(out_dir, "checkpoint"), epochs,
                     {"last": state.params, "best": state.best_params}, {"result": result})
-    with open(f_res, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json_atomic(f_res, result, indent=1)
     log(f"{algo} seed {seed}: held-out return last {result['test_return_last']:.3f}, "
         f"selected {result['test_return_selected']:.3f}; train specs "
         f"{result['train_return_last']:.3f} ({wall:.0f} s)")
