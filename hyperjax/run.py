@@ -30,8 +30,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hyperjax.config import check_hparam
-from hyperjax.utils import write_json_atomic, write_text_atomic
 from hyperjax.train import SPLITS, Program
+from hyperjax.utils import write_json_atomic, write_text_atomic
 
 RUN_AXIS = "seed"
 ENV_AXIS = "env"
