@@ -590,6 +590,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
 
     keys = seed_keys(seed, seeds, len(points))
     start, rows = 0, []
+    earlier_s = 0.0          # training seconds of earlier processes (None: not recorded)
     if resume and checkpoint.all_steps(ckpt_dir):
         abstract = abstract_state(prog, n_runs, hparams, mesh)
         state, rec, step, skipped = checkpoint.restore_good(
@@ -597,6 +598,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
         for s, why in skipped:
             say(f"checkpoint {s} skipped: it does not restore ({why}); using {step}")
         start, rows = int(rec["segments"]), rec["rows"]
+        earlier_s = rec.get("train_seconds")  # absent from checkpoints written before it
         say(f"resumed from checkpoint after {start} segment(s) "
             f"(step {(start - 1) * cfg.eval_every})")
     else:
@@ -625,8 +627,10 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
             raise NonFiniteError(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; "
                                  f"stopping: {kept}")
         rows.extend(seg_rows)
+        total_s = None if earlier_s is None else earlier_s + time.time() - t_start
         checkpoint.save(ckpt_dir, i + 1, state,
-                        {"config": record_cfg, "segments": i + 1, "rows": rows},
+                        {"config": record_cfg, "segments": i + 1, "rows": rows,
+                         "train_seconds": total_s},
                         keep=keep_checkpoints)
         aer = {s: float(np.mean([r["aer"] for r in seg_rows if r["split"] == s]))
                for s in SPLITS}
@@ -654,7 +658,10 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
         random_aer = dict(zip(SPLITS, np.asarray(ret).mean(axis=(1, 2)).tolist()))
         say("uniform-random policy, same episodes: " + "  ".join(
             f"{k} {v:.2f}" for k, v in random_aer.items()))
-    summary = {"compile_seconds": compile_s, "train_seconds": train_s, "devices": mesh.size,
+    summary = {"compile_seconds": compile_s,
+               "train_seconds": None if earlier_s is None else earlier_s + train_s,
+               "train_seconds_this_process": train_s, "resumed_after_segments": start,
+               "devices": mesh.size,
                "mesh": dict(mesh.shape), "processes": jax.process_count(), "aer": scores,
                **({"random_aer": random_aer} if random_aer else {}),
                **({"sweep": per_point} if swept else {})}

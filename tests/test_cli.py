@@ -192,8 +192,8 @@ def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
 def test_library_run_killed_then_resumed_equals_the_cli_run(reference_run, tmp_path):
     """``hyperjax.run.train_run`` from plain library code, no CLI: SIGKILL after the third
     checkpoint, then ``resume=True`` in this process; every row and the summary's AER equal
-    the uninterrupted CLI run's (same config), and ``progress_fn`` saw the resumed
-    evaluations."""
+    the uninterrupted CLI run's (same config), ``progress_fn`` saw the resumed evaluations, and
+    the summary's ``train_seconds`` counts both processes' segments."""
     ref, _ = reference_run
     d = str(tmp_path / "run")
     lib = textwrap.dedent(f"""
@@ -215,8 +215,13 @@ def test_library_run_killed_then_resumed_equals_the_cli_run(reference_run, tmp_p
     assert [s for s, _ in seen] == [s for s in range(0, 501, 100)][-len(seen):]
     assert 0 < len(seen) < 6  # only the evaluations after the resumed checkpoint
     assert out.rows == _rows(ref) == _rows(d)
-    assert json.load(open(os.path.join(d, "summary.json")))["aer"] == \
-        json.load(open(os.path.join(ref, "summary.json")))["aer"]
+    summary, ref_summary = (json.load(open(os.path.join(x, "summary.json"))) for x in (d, ref))
+    assert summary["aer"] == ref_summary["aer"]
+    # the training time counts the killed process's segments too, not only this process's
+    assert summary["resumed_after_segments"] == 6 - len(seen)
+    assert summary["train_seconds"] > summary["train_seconds_this_process"] > 0
+    assert ref_summary["resumed_after_segments"] == 0
+    assert ref_summary["train_seconds"] == ref_summary["train_seconds_this_process"]
 
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
