@@ -122,6 +122,9 @@ class MjxTaskDef:
       episode_length, obs_dim, action_dim: as ``Env`` (return bounds: ``envs.TASKS``).
       physics: dm_control's physics options (``DmcPhysics``) applied to the backend's model;
         None keeps the backend's own (the gym tasks: gymnasium's XMLs as they are).
+      solver: the constraint solver's caps set on the model (``MJX_SOLVER`` for the tasks on
+        dm_control's and gymnasium's physics); None keeps the backend XML's own (HyPoGen's
+        spec tasks: Playground's).
     """
 
     name: str
@@ -133,6 +136,7 @@ class MjxTaskDef:
     action_dim: int
     episode_length: int = 1000
     physics: "DmcPhysics | None" = None
+    solver: "MjxSolver | None" = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +161,7 @@ class DmcPhysics:
 
     def apply(self, spec: mujoco.MjSpec) -> None:
         """Sets these options on ``spec``, and MuJoCo's defaults where Playground's XML
-        changed them."""
+        changed them (the solver's caps are then set by ``MjxSolver``)."""
         default = mujoco.MjSpec().option
         spec.option.timestep = self.timestep
         spec.option.integrator = self.integrator
@@ -168,6 +172,60 @@ class DmcPhysics:
         for numeric in list(spec.numerics):
             if numeric.name in ("max_contact_points", "max_geom_pairs"):
                 spec.delete(numeric)
+
+
+@dataclasses.dataclass(frozen=True)
+class MjxSolver:
+    """The constraint solver's work caps on MJX, float32: dm_control's solution at the cost
+    float32 needs. Applied to every MJX task's model (``MjxTask.base_spec``; AIB's DMC and gym
+    tasks, HyPoGen's DMC spec tasks); everything else is dm_control's / gymnasium's.
+
+    dm_control (and gymnasium's XMLs) leave MuJoCo's defaults: Newton, ``iterations`` 100,
+    ``ls_iterations`` 50, ``tolerance`` 1e-8. MJX 3.17 runs the line search as a ``scan`` of
+    ``ls_iterations`` steps of ``lax.cond``, which ``vmap`` turns into ``select``: a batch
+    always pays all 50 steps (3 cost evaluations each) in every Newton iteration, whatever
+    the search needed. Measured (``benchmarks/mjx_solver_iterations.py``,
+    ``results/cpu_mjx_physics/``; 20 envs x 100 random-action steps per task), genuine line
+    searches end within 1-8 steps; the rest run to 24-26, where float32 halves the bracket
+    until it collapses, in a Newton iteration that then finds no improvement. With
+    ``ls_iterations`` 4 every task's ``qacc`` is bitwise dm_control's-caps MJX on 99.2-100 %
+    of those states (walker: the rest within 1.2e-5 relative) and its error against C MuJoCo
+    float64 is unchanged (median, p99, max). ``iterations`` stays 100: the Newton loop stops
+    on its tolerance (at most 10 iterations measured, C MuJoCo float64 at most 9), so the cap
+    costs nothing.
+
+    Attributes:
+      iterations: Newton iterations cap (MuJoCo's default, 100).
+      ls_iterations: line-search iterations cap (MuJoCo's default 50; here 4).
+      tolerance: the Newton loop's stopping tolerance (MuJoCo's default, 1e-8).
+    """
+
+    iterations: int = 100
+    ls_iterations: int = 4
+    tolerance: float = 1e-8
+
+    def apply(self, spec: mujoco.MjSpec) -> None:
+        """Sets these caps on ``spec`` (Newton solver)."""
+        spec.option.iterations = self.iterations
+        spec.option.ls_iterations = self.ls_iterations
+        spec.option.tolerance = self.tolerance
+
+    @staticmethod
+    def reference(model: mujoco.MjModel) -> mujoco.MjModel:
+        """``model`` (C MuJoCo) with MuJoCo's default caps again, what dm_control and gymnasium
+        run: the reference the tests and benchmarks compare MJX with. Edits in place and
+        returns ``model``."""
+        default = mujoco.MjModel.from_xml_string("<mujoco/>").opt
+        model.opt.iterations = default.iterations
+        model.opt.ls_iterations = default.ls_iterations
+        model.opt.tolerance = default.tolerance
+        return model
+
+
+# MJX tasks' solver caps (``MjxTask(solver=...)``; ``DM_CONTROL_SOLVER`` reproduces MuJoCo's
+# defaults, the caps runs before 2026-12-06 used)
+MJX_SOLVER = MjxSolver()
+DM_CONTROL_SOLVER = MjxSolver(100, 50, 1e-8)
 
 
 # dm_control 1.0.31 suite: <option timestep integrator> of each XML and the control timestep of
@@ -238,9 +296,14 @@ class MjxTask(Env):
     action_low = -1.0
     action_high = 1.0
 
-    def __init__(self, task: MjxTaskDef, extra_contexts=None, table_rows=None):
+    def __init__(self, task: MjxTaskDef, extra_contexts=None, table_rows=None,
+                 solver: "MjxSolver | None" = None):
         """``table_rows`` ``float[N, F]``: the contexts to compile models for, instead of the
-        default, the recipe's three sets and ``extra_contexts`` (HyPoGen's spec grids)."""
+        default, the recipe's three sets and ``extra_contexts`` (HyPoGen's spec grids).
+        ``solver``: the constraint solver's caps instead of ``task.solver``
+        (``DM_CONTROL_SOLVER``: MuJoCo's defaults, as runs before 2026-12-06)."""
+        if solver is not None:
+            task = dataclasses.replace(task, solver=solver)
         self.task = task
         self.name = task.name
         self.varied = task.varied
@@ -249,9 +312,9 @@ class MjxTask(Env):
         self.obs_dim, self.action_dim = task.obs_dim, task.action_dim
         self.episode_length = task.episode_length
         self.backend = task.backend()
-        if task.physics is not None:
+        if task.physics is not None or task.solver is not None:
             # the backend's own model (its resets size their data from it) with dm_control's
-            # physics options, like every model of the table
+            # physics options and the solver's caps, like every model of the table
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*settotalmass.*")
                 model = self.base_spec().compile()
@@ -295,10 +358,12 @@ class MjxTask(Env):
 
     def base_spec(self) -> mujoco.MjSpec:
         """The task's model before any context edit: the backend's XML with dm_control's
-        physics options (``MjxTaskDef.physics``)."""
+        physics options (``MjxTaskDef.physics``) and the solver's caps (``.solver``)."""
         spec = self.task.base_spec(self.backend)
         if self.task.physics is not None:
             self.task.physics.apply(spec)
+        if self.task.solver is not None:
+            self.task.solver.apply(spec)
         return spec
 
     def _mjx_model(self, context):
@@ -477,7 +542,7 @@ def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> MjxTaskDef:
     p = DMC_PHYSICS["reacher"]
     return MjxTaskDef(name, lambda: _playground(playground_name, p), _playground_spec,
                     (LIMB_LENGTH, mode), {"length": ("spec", _reacher_arm), mode.name: _AF},
-                    obs_dim=6, action_dim=2, physics=p)
+                    obs_dim=6, action_dim=2, physics=p, solver=MJX_SOLVER)
 
 
 TASKS: dict[str, MjxTaskDef] = {
@@ -485,33 +550,36 @@ TASKS: dict[str, MjxTaskDef] = {
         "cartpole", lambda: _playground("CartpoleBalance", DMC_PHYSICS["cartpole"]),
         _playground_spec, (POLE_LENGTH, ctx.ACTION_FACTOR),
         {"length": ("spec", _pole_length), "action_factor": _AF}, obs_dim=5, action_dim=1,
-        physics=DMC_PHYSICS["cartpole"]),
+        physics=DMC_PHYSICS["cartpole"], solver=MJX_SOLVER),
     "ball_in_cup": MjxTaskDef(
         "ball_in_cup", _ball_in_cup, _playground_spec, (BIC_GRAVITY, BIC_DISTANCE),
         {"gravity": _GRAVITY, "distance": ("spec", _string_distance)}, obs_dim=8, action_dim=2,
-        physics=DMC_PHYSICS["ball_in_cup"]),
+        physics=DMC_PHYSICS["ball_in_cup"], solver=MJX_SOLVER),
     "walker": MjxTaskDef(
         "walker", lambda: _playground("WalkerWalk", DMC_PHYSICS["walker"]), _playground_spec,
         (WALKER_GRAVITY, ACTUATOR_STRENGTH),
         {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=24, action_dim=6,
-        physics=DMC_PHYSICS["walker"]),
+        physics=DMC_PHYSICS["walker"], solver=MJX_SOLVER),
     "cheetah": MjxTaskDef(
         "cheetah", lambda: _playground("CheetahRun", DMC_PHYSICS["cheetah"]), _playground_spec,
         (LIMB_LENGTH, ctx.ACTION_FACTOR),
         {"length": ("spec", _cheetah_legs), "action_factor": _AF}, obs_dim=17, action_dim=6,
-        physics=DMC_PHYSICS["cheetah"]),
+        physics=DMC_PHYSICS["cheetah"], solver=MJX_SOLVER),
     "reacher_easy": _reacher("reacher_easy", "ReacherEasy", ctx.ACTION_FACTOR),
     "reacher_hard": _reacher("reacher_hard", "ReacherHard", ctx.ACTION_FACTOR),
     "reacher_perm": _reacher("reacher_perm", "ReacherHard", PERMUTATION),
     "walker_gym": MjxTaskDef(
         "walker_gym", _gym("walker2d"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
-        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=17, action_dim=6,
+        solver=MJX_SOLVER),
     "hopper_gym": MjxTaskDef(
         "hopper_gym", _gym("hopper"), _gym_spec, (WALKER_GRAVITY, ACTUATOR_STRENGTH),
-        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3),
+        {"gravity": _GRAVITY, "actuator_strength": _GEAR}, obs_dim=11, action_dim=3,
+        solver=MJX_SOLVER),
 }
 
 
-def make_task(name: str, contexts=None) -> MjxTask:
-    """Builds physics task ``name`` with a model for every recipe context (and ``contexts``)."""
-    return MjxTask(TASKS[name], contexts)
+def make_task(name: str, contexts=None, solver: MjxSolver | None = None) -> MjxTask:
+    """Builds physics task ``name`` with a model for every recipe context (and ``contexts``);
+    ``solver`` replaces the task's solver caps (``MjxTaskDef.solver``)."""
+    return MjxTask(TASKS[name], contexts, solver=solver)
