@@ -269,33 +269,29 @@ def main(argv):
             runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))
-    results = [train_run(cfg, sets, run_dir, sub_resume, sweep)
-               for cfg, sets, run_dir, sub_resume in runs]
+    for cfg, sets, run_dir, sub_resume in runs:
+        train_run(cfg, sets, run_dir, sub_resume, sweep)
     if FLAGS.report and sweep:
         if is_main():
             print("--sweep: no report.md (it compares methods); summary.json has every "
                   "point", flush=True)
     elif FLAGS.report and is_main():
-        write_report(top, env_list, algo_list, results)
+        write_report(top)
     barrier("done")
 
 
-def write_report(top, env_list, algo_list, results) -> None:
-    """The study's report.md, study.json and plots/ in ``top`` (``hyperjax.analysis``)."""
+def write_report(top) -> None:
+    """The study's report.md, study.json and plots/ in ``top``, from the run directories it
+    just wrote: ``hyperjax.analysis.collect``, the code ``python -m experiments.report``
+    runs."""
     import jax
 
-    from hyperjax.analysis.report import Study
-    from hyperjax.analysis.study import curves_from_rows, write_study
-    scores, curves, diags = {}, {}, {}
-    for (c, rows, final, diag) in results:
-        scores.setdefault(c.env, {})[c.algo] = {s: v[2] for s, v in final.items()}
-        curves.setdefault(c.env, {})[c.algo] = curves_from_rows(rows)
-        if diag is not None:
-            diags.setdefault(c.env, {})[c.algo] = diag
-    budgets = {c.env: [c.total_steps, c.eval_every, c.eval_episodes] for c, *_ in results}
-    meta = dict(seeds=FLAGS.seeds, seed=FLAGS.seed, budgets=budgets,
-                device=jax.devices()[0].device_kind)
-    study = Study(env_list, algo_list, scores, curves, diags, meta)
+    from hyperjax.analysis import collect
+    from hyperjax.analysis.study import write_study
+    runs, _ = collect.load([top], strict=True)
+    # one invocation's runs; a study resumed under a newer commit is pooled and says so
+    study = collect.merge(runs, allow_mixed=True, device=jax.devices()[0].device_kind)
+    study.meta["seed"] = FLAGS.seed
     t0 = time.time()
     path = write_study(study, top, FLAGS.bootstrap_reps)
     print(f"report: {path} ({time.time() - t0:.0f} s)", flush=True)

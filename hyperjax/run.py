@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hyperjax.analysis.stats import final_scores  # noqa: F401  (re-exported)
 from hyperjax.config import check_hparam
 from hyperjax.train import SPLITS, Program
-from hyperjax.utils import write_json_atomic, write_text_atomic
+from hyperjax.utils import code_identity, write_json_atomic, write_text_atomic
 
 RUN_AXIS = "seed"
 ENV_AXIS = "env"
@@ -244,22 +245,6 @@ def metric_rows(metrics: dict, seed: int, points: list[dict] | None = None) -> l
                              returns=[round(float(x), 4) for x in m["eval_return"][s, j]],
                              **extra, **train))
     return rows
-
-
-def final_scores(rows: list[dict]) -> dict:
-    """Per split: per-seed score = max of the last two evaluations (the authors'
-    `dmash/informativeness/metrics.py`), then mean/std.
-
-    Rows of a sweep (with ``hparams``) must be split by point first (``rows_by_point``).
-    """
-    out = {}
-    for split in SPLITS:
-        per_seed = {}
-        for r in sorted((r for r in rows if r["split"] == split), key=lambda r: r["step"]):
-            per_seed.setdefault(r["seed"], []).append(r["aer"])
-        scores = np.array([max(v[-2:]) for v in per_seed.values()])
-        out[split] = (float(scores.mean()), float(scores.std()), scores.tolist())
-    return out
 
 
 def rows_by_point(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -662,7 +647,8 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
                "train_seconds": None if earlier_s is None else earlier_s + train_s,
                "train_seconds_this_process": train_s, "resumed_after_segments": start,
                "devices": mesh.size,
-               "mesh": dict(mesh.shape), "processes": jax.process_count(), "aer": scores,
+               "mesh": dict(mesh.shape), "processes": jax.process_count(),
+               "device": jax.devices()[0].device_kind, "code": code_identity(), "aer": scores,
                **({"random_aer": random_aer} if random_aer else {}),
                **({"sweep": per_point} if swept else {})}
     if main_proc:

@@ -93,6 +93,30 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True) -> str
     return path
 
 
+def code_identity() -> dict:
+    """``{"version": hyperjax's package version, "commit": the git commit of the imported
+    source tree (``+dirty`` with uncommitted changes) or None}``: what a run's ``summary.json``
+    records so that reports pool only runs of one code version."""
+    import importlib.metadata
+    import subprocess
+    try:
+        version = importlib.metadata.version("hyperjax")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, text=True,
+                             capture_output=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "."], cwd=os.path.dirname(here), text=True,
+                               capture_output=True, timeout=10)
+        commit = (sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+                  if sha.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"version": version, "commit": commit}
+
+
 def parse_names(value: str, valid, what: str, allow_all: bool = False,
                 all_names=None) -> list[str]:
     """``"a,b"`` (or ``"all"``: ``all_names``, default every valid name) -> names, in the

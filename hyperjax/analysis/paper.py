@@ -38,6 +38,10 @@ GAIN = {
     "eval_out": {"dr": (58.1, 7.3, 97.3), "concat": (11.5, 5.4, 14.1), "da": (4.6, 1.7, 5.8)},
     "aggregated": {"dr": (51.9, 7.0, 95.1), "concat": (8.2, 7.0, 8.1), "da": (3.9, 1.3, 3.9)},
 }
+# The v1 abstract's headline: DMA*-SH over DR by 111.8 % and over Concat by 16.1 % "on AIB's
+# held-out actuator-inversion tasks" (INFERRED: the eval-out x non-overlap cell of v1's Table 9
+# equivalent; dma_sh_notes.md §6).
+V1_HEADLINE = {"dr": 111.8, "concat": 16.1}
 # AER[env][algo] = aggregated AER over the splits: a point or (point, lo, hi); Table 2.
 AER = {
     "cartpole": {"dma_sh": (967.0, 954.0, 978.0), "concat": 863.0, "da": 892.0},
@@ -100,7 +104,7 @@ def side_by_side(scores: dict, algos, table: dict, gains: dict | None, reps: int
       scores: ``scores[env][algo][split] = float[n_seeds]`` (per-seed AER).
       algos: the study's methods (paper order).
       table: ``stats.iqm_table`` of the study.
-      gains: ``stats.gain_table`` (DMA*-SH vs DR / Concat / DA) or None.
+      gains: ``stats.gain_table`` (DMA*-SH vs DR / Concat / DA, with CIs) or None.
       reps: bootstrap resamples for the per-task CIs.
       label: ``algo -> paper label``.
     """
@@ -108,8 +112,8 @@ def side_by_side(scores: dict, algos, table: dict, gains: dict | None, reps: int
     envs = sorted(scores)
     covered = [e for e in PAPER_TASKS if e in scores]
     extra = [e for e in envs if e not in PAPER_TASKS]
-    first = next(iter(scores[envs[0]].values()))
-    n_seeds = len(first["train"])
+    counts = sorted({len(v["train"]) for per in scores.values() for v in per.values()})
+    n_seeds = counts[0] if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     lines = ["## Against the paper (v2)", "",
              f"Our figures come from {len(covered)} of the paper's {len(PAPER_TASKS)} suite "
              f"tasks ({', '.join(covered) or 'none'})"
@@ -147,19 +151,43 @@ def side_by_side(scores: dict, algos, table: dict, gains: dict | None, reps: int
                     rows) + [""]
 
     if gains:
+        lines += headline(gains, label)
         rows = []
         for regime in ("train", "eval_out", "aggregated"):
             for b, cells in gains.get(regime, {}).items():
                 for j, cls in enumerate(CLASSES):
                     ours = cells.get(cls)
+                    ours = None if ours is None or np.isnan(ours["gain"][0]) else ours["gain"]
                     paper = GAIN[regime].get(b, (None,) * 3)[j]
-                    same = ("–" if ours is None or paper is None or np.isnan(ours) else
-                            "same sign" if np.sign(ours) == np.sign(paper) else "opposite sign")
                     rows.append([regime.replace("_", "-"), f"vs {label(b)}",
-                                 cls.replace("_", "-"),
-                                 "–" if ours is None or np.isnan(ours) else f"{ours:.1f}",
-                                 _paper_str(paper), same])
-        lines += ["**Relative gain of DMA*-SH (%)** (Table 9; ours is a point estimate)", ""]
-        lines += _table(["regime", "baseline", "class", "ours", "paper", "direction"],
+                                 cls.replace("_", "-"), _gain_str(ours), _paper_str(paper),
+                                 verdict(ours, paper)])
+        lines += ["**Relative gain of DMA*-SH (%)** (Table 9: ratios of IQMs; ours with its "
+                  "95 % bootstrap CI)", ""]
+        lines += _table(["regime", "baseline", "class", "ours [95 % CI]", "paper", "verdict"],
                         rows) + [""]
     return lines
+
+
+def _gain_str(g) -> str:
+    return "–" if g is None else f"{g[0]:.1f} [{g[1]:.1f}, {g[2]:.1f}]"
+
+
+def headline(gains: dict, label) -> list[str]:
+    """Markdown lines: the paper's headline (v1 abstract: DMA*-SH over DR by 111.8 % and over
+    Concat by 16.1 % on held-out actuator-inversion tasks; v2's eval-out x non-overlap cell:
+    97.3 % / 14.1 %) beside ours, from ``stats.gain_table``'s eval-out x non-overlap cells."""
+    rows = []
+    for b in ("dr", "concat"):
+        cell = gains.get("eval_out", {}).get(b, {}).get("non_overlap")
+        ours = None if cell is None or np.isnan(cell["gain"][0]) else cell["gain"]
+        poi = "–" if cell is None else f"{cell['poi'][0]:.2f}"
+        tasks = "–" if cell is None else ", ".join(cell["envs"])
+        for paper_label, p in (("v1 abstract", V1_HEADLINE[b]),
+                               ("v2 Table 9", GAIN["eval_out"][b][2])):
+            rows.append([f"vs {label(b)}", _gain_str(ours), poi, paper_label, f"{p:g}",
+                         verdict(ours, p), tasks])
+    return (["**The headline: DMA*-SH's gain on held-out contexts (eval-out) of the "
+             "non-overlapping tasks (%)**", ""]
+            + _table(["baseline", "ours [95 % CI]", "P(improvement)", "paper", "paper's %",
+                      "verdict", "our tasks"], rows) + [""])

@@ -67,6 +67,22 @@ def fig4_summary(cos: np.ndarray, modes) -> tuple[tuple, tuple]:
     return (float(w.min()), float(w.max())), (float(x.min()), float(x.max()))
 
 
+def pooled_section(meta: dict) -> list[str]:
+    """Markdown lines: what a merged study pooled (``collect.merge``'s ``meta``): one row per
+    source, and what differed when pooling was allowed anyway."""
+    lines = ["## What was pooled", "",
+             "Per (task, method) the seeds of every source below are pooled; code versions: "
+             + "; ".join(meta.get("code", [])) + ".", ""]
+    rows = [[p["env"], label(p["algo"]), p["seeds"], "/".join(str(x) for x in p["budget"]),
+             p["code"], f"`{p['path']}`"] for p in meta["pooled"]]
+    lines += _table(["task", "method", "seeds", "steps / eval every / episodes", "code",
+                     "source"], rows) + [""]
+    if meta.get("mixed"):
+        lines += ["**Pooled although they differ** (`--allow_mixed`):", ""]
+        lines += [f"- {x}" for x in meta["mixed"]] + [""]
+    return lines
+
+
 def render(study: Study, reps: int = 5000, plots: dict | None = None,
            table: dict | None = None) -> str:
     """The report as markdown.
@@ -89,6 +105,8 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
              "all 20 contexts of each split with deterministic actions; per seed the max of "
              f"the last two evaluations (the authors' rule). Device: {m.get('device', '?')}.",
              ""]
+    if m.get("pooled"):
+        lines += pooled_section(m)
 
     lines += ["## AER per task", "",
               "Mean ± std over seeds, and the 95 % bootstrap CI of the mean "
@@ -127,13 +145,31 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
     baselines = [b for b in ("dr", "concat", "da") if b in algos]
     gains = None
     if "dma_sh" in algos and baselines:
-        gains = stats.gain_table(study.scores, "dma_sh", baselines)
+        gains = stats.gain_table(study.scores, "dma_sh", baselines, reps)
         lines += ["## Relative gain of DMA*-SH (%)", "",
-                  "(x − b) / b × 100 on the mean normalised score; each cell: all / overlap / "
+                  "The paper's statistic: (IQM(DMA*-SH) − IQM(b)) / IQM(b) × 100 of the "
+                  "normalised per-seed scores pooled over seeds × tasks (× splits for "
+                  "aggregated), on the tasks both methods ran; each cell: all / overlap / "
                   "non-overlap (the paper's Table 9 layout).", ""]
-        rows = [[SPLIT_LABELS[r], *["/".join(_fmt(gains[r][b][c], 1) for c in stats.CLASSES)
+        rows = [[SPLIT_LABELS[r], *["/".join(_fmt(gains[r][b][c] and gains[r][b][c]["gain"][0],
+                                                  1) for c in stats.CLASSES)
                                     for b in baselines]] for r in stats.REGIMES]
         lines += _table(["regime", *[f"vs {label(b)}" for b in baselines]], rows) + [""]
+        lines += ["95 % CIs of the gain (independent stratified bootstrap of both methods' "
+                  f"runs, {reps} resamples) and rliable's probability of improvement "
+                  "P(DMA*-SH > b), all tasks:", ""]
+        rows = []
+        for r in stats.REGIMES:
+            for b in baselines:
+                cell = gains[r][b]["all"]
+                if cell is None:
+                    continue
+                g, p = cell["gain"], cell["poi"]
+                rows.append([SPLIT_LABELS[r], f"vs {label(b)}",
+                             f"{_fmt(g[0], 1)} [{_fmt(g[1], 1)}, {_fmt(g[2], 1)}]",
+                             f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]"])
+        lines += _table(["regime", "baseline", "gain % [95 % CI]", "P(improvement) [95 % CI]"],
+                        rows) + [""]
 
     from hyperjax.analysis import paper
     lines += paper.side_by_side(study.scores, algos, table, gains, reps, label)

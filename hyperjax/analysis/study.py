@@ -81,17 +81,6 @@ def run_diagnostics(prog, state, n_seeds: int, key, n_windows: int = 256,
     return res
 
 
-def curves_from_rows(rows: list[dict]) -> dict:
-    """``{"step": [n_evals], split: [[n_evals] per seed]}`` from a run's metrics rows."""
-    steps = sorted({r["step"] for r in rows})
-    seeds = sorted({r["seed"] for r in rows})
-    out = {"step": steps}
-    for split in SPLITS:
-        aer = {(r["seed"], r["step"]): r["aer"] for r in rows if r["split"] == split}
-        out[split] = [[aer.get((s, t), float("nan")) for t in steps] for s in seeds]
-    return out
-
-
 def write_study(study: report.Study, out_dir: str, reps: int = 5000) -> str:
     """Writes ``study.json``, ``plots/*.png`` and ``report.md`` into ``out_dir``; returns the
     report's path."""

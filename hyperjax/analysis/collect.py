@@ -1,0 +1,266 @@
+"""Runs and studies read back from disk and merged into one ``Study`` (``experiments.report``;
+the study command writes its own report through the same path).
+
+Sources, found by walking every directory given:
+
+* a **run directory** (``hyperjax.run.train_run``'s: ``config.json``, ``metrics.jsonl`` and,
+  once finished, ``summary.json``; ``diagnostics.json`` when written) gives the per-seed AER
+  of one (task, method) from its metrics rows: per seed the max of the last two evaluations
+  (``stats.final_scores``), and its learning curves;
+* a **study file** (``study.json``, ``write_study``'s) gives every (task, method) it holds
+  that no run directory under the same folder gives (studies committed without their run
+  directories).
+
+Per (task, method) the runs' seeds are pooled, so seed counts may differ between cells.
+Pooling needs one budget per task (every method of a task trained and evaluated alike) and one
+code version everywhere (runs that predate the record count as one unknown version per
+directory given); ``merge`` refuses otherwise, naming the runs, unless ``allow_mixed`` (the
+report then lists what it pooled). A damaged or unfinished run directory
+is named and skipped (``load(..., strict=True)`` refuses instead).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from hyperjax import envs
+from hyperjax.analysis import stats
+from hyperjax.analysis.report import Study
+
+SPLITS = envs.contexts.SPLITS
+UNKNOWN = "unknown (written before 2026-12-06)"
+
+
+class CollectError(ValueError):
+    """A directory or a set of runs that cannot be reported (one line naming them)."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One (task, method) source: a run directory or one cell of a study file.
+
+    Attributes:
+      env, algo: the task and method.
+      path: the run directory, or the study file.
+      scores: ``{split: [per-seed AER]}``.
+      seeds: the seed numbers (``[None] * n`` for a study cell, which does not record them).
+      budget: ``(total_steps, eval_every, eval_episodes)``.
+      code: the code version that trained it (``summary.json``'s ``code``, or ``UNKNOWN``).
+      curves: ``curves_from_rows`` of its rows, or None.
+      diagnostics: its ``diagnostics.json``, or None.
+    """
+
+    env: str
+    algo: str
+    path: str
+    scores: dict
+    seeds: list
+    budget: tuple
+    code: str
+    curves: dict | None = None
+    diagnostics: dict | None = None
+
+
+def curves_from_rows(rows: list[dict]) -> dict:
+    """``{"step": [n_evals], split: [[n_evals] per seed]}`` from a run's metrics rows."""
+    steps = sorted({r["step"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    out = {"step": steps}
+    for split in SPLITS:
+        aer = {(r["seed"], r["step"]): r["aer"] for r in rows if r["split"] == split}
+        out[split] = [[aer.get((s, t), float("nan")) for t in steps] for s in seeds]
+    return out
+
+
+def code_label(code) -> str:
+    """``summary.json``'s ``code`` record as one string (``UNKNOWN`` when absent)."""
+    if not code:
+        return UNKNOWN
+    return f"hyperjax {code.get('version')} @ {code.get('commit') or 'no git commit'}"
+
+
+def _json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CollectError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
+
+
+def read_run(run_dir: str) -> Run:
+    """The ``Run`` of a run directory.
+
+    Raises:
+      CollectError: a missing or damaged ``config.json`` / ``metrics.jsonl`` / ``summary.json``
+        (an unfinished run has no ``summary.json``), a sweep (one point per report), or rows
+        that end before the configured last evaluation; the message names the file.
+    """
+    cfg = _json(os.path.join(run_dir, "config.json"))
+    summary_path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(summary_path):
+        raise CollectError(f"{run_dir}: no summary.json (the run has not finished)")
+    summary = _json(summary_path)
+    if cfg.get("sweep"):
+        raise CollectError(f"{run_dir}: a --sweep run (report one point's own run instead)")
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        with open(metrics) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise CollectError(f"{metrics}: unreadable ({e.__class__.__name__})") from None
+    last = max((r.get("step", -1) for r in rows), default=-1)
+    if last != cfg["total_steps"]:
+        raise CollectError(f"{metrics}: rows end at step {last}, the run's last evaluation is "
+                           f"at {cfg['total_steps']}")
+    final = stats.final_scores(rows)
+    diag_path = os.path.join(run_dir, "diagnostics.json")
+    return Run(env=cfg["env"], algo=cfg["algo"], path=run_dir,
+               scores={s: final[s][2] for s in SPLITS},
+               seeds=sorted({r["seed"] for r in rows}),
+               budget=(cfg["total_steps"], cfg["eval_every"], cfg["eval_episodes"]),
+               code=code_label(summary.get("code")), curves=curves_from_rows(rows),
+               diagnostics=_json(diag_path) if os.path.exists(diag_path) else None)
+
+
+def read_study(path: str) -> list[Run]:
+    """The cells of a ``study.json`` as ``Run``s (budgets from its ``meta``).
+
+    Raises:
+      CollectError: unreadable, or missing ``scores`` / a task's budget.
+    """
+    study = _json(path)
+    try:
+        meta, scores = study.get("meta", {}), study["scores"]
+        out = []
+        for env, by_algo in scores.items():
+            budget = (meta.get("budgets") or {}).get(env) or [
+                meta.get("total_steps"), meta.get("eval_every"), meta.get("eval_episodes")]
+            if None in budget:
+                raise KeyError(f"meta.budgets[{env!r}]")
+            for algo, per_split in by_algo.items():
+                out.append(Run(env, algo, path, {s: list(per_split[s]) for s in SPLITS},
+                               [None] * len(per_split["train"]), tuple(budget[:3]),
+                               code_label(meta.get("code")),
+                               (study.get("curves") or {}).get(env, {}).get(algo),
+                               (study.get("diagnostics") or {}).get(env, {}).get(algo)))
+        return out
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CollectError(f"{path}: not a study file (missing {e})") from None
+
+
+def load(paths, strict: bool = False) -> tuple[list[Run], list[str]]:
+    """Every run and study cell under ``paths`` (directories, walked; or ``study.json``
+    files). Returns ``(runs, skipped)``: ``skipped`` holds one line per damaged or unfinished
+    source (its path and why).
+
+    Raises:
+      CollectError: a path that does not exist; with ``strict``, the first damaged source.
+    """
+    runs, skipped = [], []
+    for top in paths:
+        if not os.path.exists(top):
+            raise CollectError(f"{top}: no such file or directory")
+        if os.path.isfile(top):
+            walk = [(os.path.dirname(top) or ".", [], [os.path.basename(top)])]
+        else:
+            walk = sorted(os.walk(top))
+        found: dict[tuple, list[Run]] = {}
+        studies = []
+        for d, subdirs, files in walk:
+            subdirs[:] = sorted(s for s in subdirs if s != "checkpoints")
+            try:
+                if "config.json" in files and ("metrics.jsonl" in files
+                                               or "summary.json" in files):
+                    r = read_run(d)
+                    found.setdefault((r.env, r.algo), []).append(r)
+                if "study.json" in files:
+                    studies.append(os.path.join(d, "study.json"))
+            except CollectError as e:
+                if strict:
+                    raise
+                skipped.append(str(e))
+        for path in studies:
+            folder = os.path.dirname(path)
+            try:
+                cells = read_study(path)
+            except CollectError as e:
+                if strict:
+                    raise
+                skipped.append(str(e))
+                continue
+            for c in cells:  # a run directory under the study's folder wins
+                under = [r for r in found.get((c.env, c.algo), [])
+                         if os.path.commonpath([os.path.abspath(r.path),
+                                                os.path.abspath(folder)])
+                         == os.path.abspath(folder)]
+                if not under:
+                    found.setdefault((c.env, c.algo), []).append(c)
+        for group in found.values():
+            for r in group:  # unknown versions pool within one given directory only
+                if r.code == UNKNOWN:
+                    r.code = f"{UNKNOWN}, under {top}"
+            runs.extend(group)
+    return runs, skipped
+
+
+def merge(runs: list[Run], allow_mixed: bool = False, device: str | None = None) -> Study:
+    """One ``Study`` of ``runs``: per (task, method) the runs' per-seed scores concatenated.
+
+    ``meta`` holds ``budgets`` (per task), ``code`` (the versions), ``pooled`` (one row per
+    source: task, method, seeds, budget, code, path) and ``mixed`` (what differs, when
+    ``allow_mixed`` let it through).
+
+    Raises:
+      CollectError: no runs; the same seed of one (task, method) in two sources; or, unless
+        ``allow_mixed``, one task's runs at different budgets or runs of different code
+        versions (naming the runs).
+    """
+    if not runs:
+        raise CollectError("no finished runs or study files found")
+    mixed = []
+    by_env: dict[str, list[Run]] = {}
+    for r in runs:
+        by_env.setdefault(r.env, []).append(r)
+    for env, rs in by_env.items():
+        budgets = sorted({r.budget for r in rs})
+        if len(budgets) > 1:
+            mixed.append(f"{env}: budgets differ (" + "; ".join(
+                f"{r.algo} {list(r.budget)} in {r.path}" for r in rs) + ")")
+    codes = sorted({r.code for r in runs})
+    if len(codes) > 1:
+        mixed.append("code versions differ (" + "; ".join(
+            f"{c}: " + ", ".join(sorted({f'{r.env}/{r.algo}' for r in runs if r.code == c}))
+            for c in codes) + ")")
+    if mixed and not allow_mixed:
+        raise CollectError("refusing to pool: " + " | ".join(mixed)
+                           + " (pass --allow_mixed to pool them anyway)")
+    scores, curves, diags, pooled = {}, {}, {}, []
+    for r in runs:
+        cell = scores.setdefault(r.env, {}).get(r.algo)
+        if cell is None:
+            scores[r.env][r.algo] = {s: list(r.scores[s]) for s in SPLITS}
+        else:
+            for s in SPLITS:
+                cell[s] = cell[s] + list(r.scores[s])
+        pooled.append(dict(env=r.env, algo=r.algo, seeds=len(r.scores["train"]),
+                           budget=list(r.budget), code=r.code, path=r.path))
+        if r.curves is not None and r.algo not in curves.get(r.env, {}):
+            curves.setdefault(r.env, {})[r.algo] = r.curves
+        if r.diagnostics is not None and r.algo not in diags.get(r.env, {}):
+            diags.setdefault(r.env, {})[r.algo] = r.diagnostics
+    for env, rs in by_env.items():
+        for algo in {r.algo for r in rs}:
+            seen = [s for r in rs if r.algo == algo for s in r.seeds if s is not None]
+            if len(seen) != len(set(seen)) and not allow_mixed:
+                paths = [r.path for r in rs if r.algo == algo]
+                raise CollectError(f"{env}/{algo}: the same seed in two sources "
+                                   f"({', '.join(paths)}): one run read twice?")
+    env_list = [e for e in envs.env_names() if e in scores] + sorted(
+        e for e in scores if e not in envs.env_names())
+    algo_list = sorted({r.algo for r in runs})
+    counts = sorted({len(v["train"]) for per in scores.values() for v in per.values()})
+    meta = dict(seeds=counts[0] if len(counts) == 1 else f"{counts[0]}–{counts[-1]} per cell",
+                budgets={e: list(by_env[e][0].budget) for e in env_list},
+                code=codes, pooled=pooled, mixed=mixed, device=device or "see each run")
+    return Study(env_list, algo_list, scores, curves, diags, meta)

@@ -1,0 +1,188 @@
+"""``hyperjax.analysis.collect`` and ``python -m experiments.report``: runs and studies read
+back from disk, pooled by (task, method), refused when their budgets or code versions differ,
+damaged directories named; and the paper's gain statistic (``stats.gain_table``)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hyperjax.analysis import collect, paper, stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODE = {"version": "0.2.0", "commit": "abc123"}
+
+
+def _run_dir(path, env, algo, per_seed, total=20, every=10, episodes=1, code=CODE, seed0=0):
+    """A finished run directory as ``train_run`` writes it: ``per_seed[i]`` is seed i's score
+    (max of the last two evaluations) in every split; its curve over steps 0, every, ...,
+    total ends ``score - 1, score``."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(dict(env=env, algo=algo, total_steps=total, eval_every=every,
+                       eval_episodes=episodes, seeds=len(per_seed), seed=seed0), f)
+    steps = list(range(0, total + 1, every))
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        for i, score in enumerate(per_seed):
+            curve = [0.0] * (len(steps) - 2) + [score - 1.0, score]
+            for split in stats.SPLITS:
+                for step, aer in zip(steps, curve):
+                    f.write(json.dumps(dict(seed=seed0 + i, step=step, split=split, aer=aer,
+                                            returns=[aer])) + "\n")
+    with open(os.path.join(path, "summary.json"), "w") as f:
+        json.dump({"aer": {}, **({"code": code} if code else {})}, f)
+    return path
+
+
+def test_v2_iqm_table_gives_v2_table_9():
+    """The paper's gain is a ratio of IQMs: v2's rounded IQM table reproduces all 27 cells of
+    v2's Table 9 to 0.1."""
+    cells = 0
+    for regime, by_base in paper.GAIN.items():
+        for b, per_class in by_base.items():
+            for j, want in enumerate(per_class):
+                got = stats.relative_gain(paper.IQM[regime]["dma_sh"][j], paper.IQM[regime][b][j])
+                assert abs(got - want) <= 0.05 + 1e-9, (regime, b, j, got, want)
+                cells += 1
+    assert cells == 27
+
+
+def test_gain_is_a_ratio_of_iqms_not_of_means():
+    """One outlier among four runs: the IQM drops it, a mean does not (100 % against 14 %)."""
+    scores = {"di": {"dma_sh": {s: [50.0, 50.0, 50.0, 50.0] for s in stats.SPLITS},
+                     "dr": {s: [25.0, 25.0, 25.0, 100.0] for s in stats.SPLITS}}}
+    cell = stats.gain_table(scores, "dma_sh", ("dr",), reps=200)["train"]["dr"]["all"]
+    gain, lo, hi = cell["gain"]
+    assert gain == pytest.approx(100.0)                      # IQM 0.5 vs 0.25
+    assert stats.relative_gain(0.5, np.mean([.25, .25, .25, 1.0])) == pytest.approx(14.2857, 1e-4)
+    assert lo <= gain <= hi
+    p = cell["poi"][0]    # P(0.5 > y): 3 of 4 runs of DR are lower
+    assert p == pytest.approx(0.75)
+    assert cell["envs"] == ["di"]
+
+
+def test_unequal_seed_counts_pool_and_bootstrap():
+    cols_eq = [np.array([0.1, 0.4, 0.5]), np.array([0.3, 0.2, 0.9])]
+    point, lo, hi = stats.iqm_ci(cols_eq, reps=500)  # equal counts: rliable
+    assert point == pytest.approx(stats.iqm_of(cols_eq))
+    b = stats.bootstrap_iqms(cols_eq, reps=4000)   # the generalised resampler agrees
+    assert np.percentile(b, 2.5) == pytest.approx(lo, abs=0.05)
+    assert np.percentile(b, 97.5) == pytest.approx(hi, abs=0.05)
+    cols = [np.array([0.1, 0.4, 0.5]), np.array([0.3, 0.2, 0.9, 0.8, 0.7])]
+    point, lo, hi = stats.iqm_ci(cols, reps=500)
+    assert point == pytest.approx(stats.iqm_of(cols)) and lo <= point <= hi
+    scores = {"di": {"dma_sh": {s: [60.0, 62.0, 61.0] for s in stats.SPLITS},
+                     "dr": {s: [20.0, 25.0, 22.0, 21.0, 30.0] for s in stats.SPLITS}},
+              "ode": {"dr": {s: [80.0, 90.0] for s in stats.SPLITS}}}
+    table = stats.iqm_table(scores, ["dma_sh", "dr"], reps=200)
+    assert table["train"]["all"]["dr"] is not None
+    g = stats.gain_table(scores, "dma_sh", ("dr",), reps=200)["eval_out"]["dr"]["all"]
+    assert g["envs"] == ["di"]  # only the task both ran
+    # scipy's trim_mean cuts int(0.25 n) runs at each end: none of 3, one of 5 (21, 22, 25 kept)
+    dr = np.mean([0.21, 0.22, 0.25])
+    assert g["gain"][0] == pytest.approx(100 * (0.61 - dr) / dr, rel=1e-6)
+
+
+def test_runs_pool_by_task_and_method(tmp_path):
+    _run_dir(tmp_path / "a" / "di" / "dr", "di", "dr", [20.0, 30.0])
+    _run_dir(tmp_path / "b" / "dr", "di", "dr", [40.0], seed0=7)
+    _run_dir(tmp_path / "a" / "di" / "dma_sh", "di", "dma_sh", [60.0])
+    runs, skipped = collect.load([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert not skipped and len(runs) == 3
+    study = collect.merge(runs)
+    assert study.scores["di"]["dr"]["train"] == [20.0, 30.0, 40.0]   # 2 + 1 seeds
+    assert study.scores["di"]["dma_sh"]["eval_out"] == [60.0]
+    assert study.meta["budgets"] == {"di": [20, 10, 1]}
+    assert {p["path"] for p in study.meta["pooled"]} == {
+        str(tmp_path / "a" / "di" / "dr"), str(tmp_path / "b" / "dr"),
+        str(tmp_path / "a" / "di" / "dma_sh")}
+
+
+def test_mixed_budgets_or_code_are_refused_unless_allowed(tmp_path):
+    _run_dir(tmp_path / "dr", "di", "dr", [20.0])
+    _run_dir(tmp_path / "sh", "di", "dma_sh", [60.0], total=30, every=10)
+    runs, _ = collect.load([str(tmp_path)])
+    with pytest.raises(collect.CollectError, match=r"di: budgets differ \(.*dr \[20, 10, 1\].*"
+                                                   r"dma_sh \[30, 10, 1\]"):
+        collect.merge(runs)
+    study = collect.merge(runs, allow_mixed=True)
+    assert "budgets differ" in study.meta["mixed"][0]
+    _run_dir(tmp_path / "sh", "di", "dma_sh", [60.0], code={"version": "0.2.0",
+                                                                     "commit": "def456"})
+    runs, _ = collect.load([str(tmp_path)])
+    with pytest.raises(collect.CollectError, match="code versions differ .*abc123.*def456"):
+        collect.merge(runs)
+    # runs that predate the record pool within one directory given, not across two
+    _run_dir(tmp_path / "old1" / "dr", "di", "dr", [20.0], code=None)
+    _run_dir(tmp_path / "old1" / "sh", "di", "dma_sh", [60.0], code=None)
+    _run_dir(tmp_path / "old2" / "concat", "di", "concat", [50.0], code=None)
+    collect.merge(collect.load([str(tmp_path / "old1")])[0])
+    with pytest.raises(collect.CollectError, match="code versions differ"):
+        collect.merge(collect.load([str(tmp_path / "old1"), str(tmp_path / "old2")])[0])
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("metrics", "metrics.jsonl: unreadable"), ("summary", "no summary.json"),
+    ("config", "config.json: unreadable"), ("short", "rows end at step 10")])
+def test_a_damaged_run_directory_is_named_and_skipped_or_refused(tmp_path, damage, why):
+    _run_dir(tmp_path / "good", "di", "dr", [20.0])
+    bad = _run_dir(tmp_path / "bad", "di", "dma_sh", [60.0])
+    if damage == "metrics":
+        with open(bad / "metrics.jsonl", "a") as f:
+            f.write('{"seed": 0, "st')
+    elif damage == "summary":
+        os.remove(bad / "summary.json")
+    elif damage == "config":
+        (bad / "config.json").write_text("{")
+    else:
+        lines = (bad / "metrics.jsonl").read_text().splitlines()
+        (bad / "metrics.jsonl").write_text("\n".join(l for l in lines
+                                                     if json.loads(l)["step"] < 20))
+    runs, skipped = collect.load([str(tmp_path)])
+    assert [r.algo for r in runs] == ["dr"]
+    assert len(skipped) == 1 and str(bad) in skipped[0] and why in skipped[0]
+    with pytest.raises(collect.CollectError, match=why):
+        collect.load([str(tmp_path)], strict=True)
+
+
+def test_a_study_file_without_run_directories_is_read(tmp_path):
+    study = {"envs": ["di"], "algos": ["dr"], "curves": {}, "diagnostics": {},
+             "scores": {"di": {"dr": {s: [10.0, 12.0] for s in stats.SPLITS}}},
+             "meta": {"seeds": 2, "budgets": {"di": [5000, 1000, 5]}}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    runs, _ = collect.load([str(tmp_path)])
+    assert [(r.env, r.algo, r.budget, r.scores["train"]) for r in runs] == [
+        ("di", "dr", (5000, 1000, 5), [10.0, 12.0])]
+    # a run directory under the study's folder wins over its study.json cell
+    _run_dir(tmp_path / "dr", "di", "dr", [20.0], total=5000, every=1000)
+    with open(tmp_path / "dr" / "metrics.jsonl", "w") as f:
+        for split in stats.SPLITS:
+            for step in range(0, 5001, 1000):
+                f.write(json.dumps(dict(seed=0, step=step, split=split, aer=20.0)) + "\n")
+    runs, _ = collect.load([str(tmp_path)])
+    assert [r.path for r in runs] == [str(tmp_path / "dr")]
+
+
+def test_report_cli_writes_the_merged_report_and_refuses_in_one_line(tmp_path):
+    for algo, v in (("dr", 20.0), ("concat", 50.0), ("dma_sh", 60.0)):
+        _run_dir(tmp_path / "runs" / algo, "di", algo, [v, v + 2])
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "runs"),
+                          f"--out={out}", "--bootstrap_reps=200"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (out / "report.md").read_text()
+    assert "## What was pooled" in text and "The headline" in text and "111.8" in text
+    assert json.loads((out / "study.json").read_text())["scores"]["di"]["dr"]["train"] == [
+        20.0, 22.0]
+    _run_dir(tmp_path / "runs" / "dma_sh", "di", "dma_sh", [60.0], total=30)
+    for args, msg in (([str(tmp_path / "runs"), f"--out={out}"], "refusing to pool: di: "
+                       "budgets differ"),
+                      ([f"--out={out}"], "name at least one run or study directory"),
+                      ([str(tmp_path / "nowhere"), f"--out={out}"], "no such file")):
+        res = subprocess.run([sys.executable, "-m", "experiments.report", *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and msg in res.stderr, res.stderr[-2000:]
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
