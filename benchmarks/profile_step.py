@@ -45,7 +45,7 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     from hyperjax.agents import replay as rb
     from hyperjax.utils import enable_compilation_cache
 
-    enable_compilation_cache()
+    enable_compilation_cache(quiet=True)
     T = hj.envs.episode_length(task)
     cfg = hj.Config(env=task, algo=algo, total_steps=100_000, eval_every=T, learning_starts=T,
                     num_envs=num_envs)

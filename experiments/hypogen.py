@@ -120,7 +120,7 @@ def main(argv):
     cfg = config_from_flags()
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from hyperjax.utils import enable_compilation_cache
-    enable_compilation_cache()
+    enable_compilation_cache(quiet=True)
     from hyperjax.hypogen import pipeline
     run_dir = FLAGS.run_dir or os.path.join("runs", f"hypogen-{FLAGS.task}")
     try:

@@ -519,9 +519,7 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
 
     from hyperjax import checkpoint
     from hyperjax.train import make_program
-    from hyperjax.utils import enable_compilation_cache
 
-    enable_compilation_cache()
     cfg = cfg.resolved()
     main_proc = is_main()
     say = (lambda msg: log(msg)) if (log is not None and main_proc) else (lambda msg: None)

@@ -1,10 +1,13 @@
 """Process-level helpers: JAX's persistent compilation cache, comma-list flag parsing."""
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +15,9 @@ import jax.numpy as jnp
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hyperjax", "jax")
 
 
-# what XLA:CPU logs when it refuses a cached executable (jax-ml/jax#38445, openxla/xla#44565)
-AOT_REJECTED = "cpu_aot_loader"
+# the source file of XLA:CPU's AOT loader, which names itself in every line it logs
+# (jax-ml/jax#38445, openxla/xla#44565)
+AOT_LOADER_LOG = "cpu_aot_loader"
 
 
 @contextlib.contextmanager
@@ -35,20 +39,37 @@ def captured_stderr_fd():
             out.append(tmp.read().decode("utf-8", errors="replace"))
 
 
-def cache_entries_load() -> bool:
-    """Whether this host can load what the persistent compilation cache holds: compiles a
-    tiny program into the cache, drops the in-memory copies and compiles it again, which
-    reads the entry back, with XLA's logging captured. False when XLA:CPU refused the entry.
+@dataclasses.dataclass(frozen=True)
+class CacheProbe:
+    """What ``probe_cache`` found: ``loads`` (a cached executable was read back instead of
+    compiled) and ``loader_logs`` (XLA:CPU's AOT loader logged an error line while reading
+    it)."""
+    loads: bool
+    loader_logs: bool
 
-    On some x86 CPUs XLA records LLVM tuning attributes (``+prefer-no-gather``,
+
+def probe_cache() -> CacheProbe:
+    """Whether this host reads back what the persistent compilation cache holds: compiles a
+    tiny program into the (already configured) cache, drops the in-memory copies and compiles
+    it again with XLA's logging captured, counting JAX's ``cache_hits`` event.
+
+    On some x86 CPUs (AMD Zen here) XLA records LLVM tuning attributes (``+prefer-no-gather``,
     ``+prefer-no-scatter``) among the compile machine's features, and its AOT loader then
-    refuses every cached executable on the same host, logging a multi-line error that ends in
-    "could lead to execution errors such as SIGILL", and recompiles (jax-ml/jax#38445): there
-    the cache only costs time and log lines.
+    logs an ERROR line on every read, ending in "could lead to execution errors such as
+    SIGILL" (jax-ml/jax#38445). On jaxlib 0.9.2 that line is a warning only: the entry
+    loads and runs bitwise as compiled (measured 2026-12-07: ``loads`` and ``loader_logs``
+    both true). A newer XLA that refuses such entries gives ``loads=False``.
     """
     from jax.experimental.compilation_cache import compilation_cache as cc
+    hits: list[str] = []
+
+    def listen(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
     min_time = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.monitoring.register_event_listener(listen)
     try:
         with captured_stderr_fd() as log:
             probe = jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0)
@@ -57,27 +78,72 @@ def cache_entries_load() -> bool:
             cc.reset_cache()
             probe.lower(jnp.zeros((3,), jnp.float32)).compile()
     finally:
+        jax.monitoring.unregister_event_listener(listen)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
-    return AOT_REJECTED not in log[0]
+    return CacheProbe(loads=bool(hits), loader_logs=AOT_LOADER_LOG in log[0])
 
 
-_PROBED: dict[str, bool] = {}
+_PROBED: dict[str, CacheProbe] = {}
 
 
-def _probed(path: str) -> bool:
-    """``cache_entries_load()`` once per process and cache directory."""
-    if path not in _PROBED:
-        _PROBED[path] = cache_entries_load()
-    return _PROBED[path]
+class _Fd2LineFilter:
+    """Process-wide: file descriptor 2 becomes a pipe whose lines a daemon thread copies to
+    the original stderr, except lines containing ``needle`` (bytes). Text without a newline
+    yet is passed on at once unless it may begin a C++ log line (``E``/``W``/``I``/``F``
+    prefix). Undone at exit (``atexit``); a process killed outright may lose what the thread
+    had not yet copied (microseconds of output)."""
+
+    def __init__(self, needle: bytes):
+        self.needle = needle
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+        self.thread = threading.Thread(target=self._pump, args=(r,), daemon=True,
+                                       name="stderr-filter")
+        self.thread.start()
+        atexit.register(self.close)
+
+    def _emit(self, data: bytes):
+        while data:
+            data = data[os.write(self.saved, data):]
+
+    def _pump(self, r: int):
+        buf = b""
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            *lines, buf = (buf + chunk).split(b"\n")
+            self._emit(b"".join(ln + b"\n" for ln in lines if self.needle not in ln))
+            if buf and buf[:1] not in (b"E", b"W", b"I", b"F"):
+                self._emit(buf)
+                buf = b""
+        if buf and self.needle not in buf:
+            self._emit(buf)
+        os.close(r)
+
+    def close(self):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)   # the pipe's last writer in this process: the thread sees EOF
+        self.thread.join(timeout=2.0)
 
 
-def enable_compilation_cache(path: str | None = None, probe: bool = True) -> str | None:
+_FILTER: list[_Fd2LineFilter] = []
+
+
+def enable_compilation_cache(path: str | None = None, probe: bool = True,
+                             quiet: bool = False) -> str | None:
     """Turns on JAX's persistent compilation cache (``HYPERJAX_CACHE_DIR`` or ``~/.cache``).
 
     Entries depend on the CPU type (stack.md §4); the cache is a few MB. With ``probe``, on a
-    CPU backend the cache stays on only where this host can load its entries
-    (``cache_entries_load``): elsewhere every load would be refused with an error log and a
-    recompile, so the cache is turned off, silently. Returns the path, or None when off.
+    CPU backend the cache stays on only where this host reads its entries back
+    (``probe_cache``, once per process and directory); elsewhere it is turned off, silently.
+    ``quiet``: where XLA's AOT loader logs an error line on every read of an entry this host
+    loads correctly (jax-ml/jax#38445), drop those lines from file descriptor 2 for the rest
+    of the process (the CLIs' choice; a library call leaves stderr alone). Returns the path,
+    or None when off.
     """
     path = path or os.environ.get("HYPERJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
     os.makedirs(path, exist_ok=True)
@@ -85,11 +151,18 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True) -> str
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    if probe and jax.default_backend() == "cpu" and not _probed(path):
+    if not (probe and jax.default_backend() == "cpu"):
+        return path
+    if path not in _PROBED:
+        _PROBED[path] = probe_cache()
+    found = _PROBED[path]
+    if not found.loads:
         from jax.experimental.compilation_cache import compilation_cache as cc
         jax.config.update("jax_enable_compilation_cache", False)
         cc.reset_cache()
         return None
+    if quiet and found.loader_logs and not _FILTER:
+        _FILTER.append(_Fd2LineFilter(AOT_LOADER_LOG.encode()))
     return path
 
 

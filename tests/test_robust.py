@@ -258,7 +258,7 @@ def test_a_record_that_fails_to_serialise_leaves_the_old_file_whole(tmp_path):
     assert os.listdir(tmp_path) == ["summary.json"]
 
 
-# --- the persistent compilation cache: quiet, and off where this host refuses its entries ---
+# --- the persistent compilation cache: read back where this host can, and quiet in the CLIs ---
 
 def test_captured_stderr_fd_holds_what_cxx_code_writes_to_fd_2():
     from hyperjax.utils import captured_stderr_fd
@@ -267,10 +267,10 @@ def test_captured_stderr_fd_holds_what_cxx_code_writes_to_fd_2():
     assert "cpu_aot_loader" in log[0]
 
 
-def test_the_cache_is_turned_off_where_the_host_refuses_its_entries(tmp_path, monkeypatch):
+def test_the_cache_is_turned_off_where_the_host_cannot_read_its_entries(tmp_path, monkeypatch):
     import jax
     from hyperjax import utils
-    monkeypatch.setattr(utils, "cache_entries_load", lambda: False)
+    monkeypatch.setattr(utils, "probe_cache", lambda: utils.CacheProbe(False, True))
     try:
         assert utils.enable_compilation_cache(str(tmp_path)) is None
         assert not jax.config.jax_enable_compilation_cache
@@ -280,18 +280,34 @@ def test_the_cache_is_turned_off_where_the_host_refuses_its_entries(tmp_path, mo
     assert jax.config.jax_enable_compilation_cache
 
 
-def test_a_cached_run_prints_no_xla_cache_lines(tmp_path):
-    """Two processes through the CLI module's setup: the second reads the first's entries
-    (or, on a host whose XLA refuses them, runs without the cache); neither prints XLA's
-    loader errors or its per-hit warnings."""
-    code = ("import sys, experiments.aib, jax, jax.numpy as jnp\n"
+def test_a_cached_run_reads_the_first_runs_entry_bitwise_and_prints_no_loader_lines(tmp_path):
+    """Two processes through the CLI's setup (``quiet=True``): the second reads the first's
+    entry (JAX's ``cache_hits`` event) where the probe says this host can, and its result is
+    the first's to the bit; XLA's AOT-loader lines are dropped from fd 2 while the process's
+    other stderr output, partial lines included, passes in order."""
+    code = ("import os, sys, experiments.aib, jax, jax.numpy as jnp\n"
             "from hyperjax.utils import enable_compilation_cache\n"
-            "print(enable_compilation_cache(sys.argv[1]))\n"
-            "print(float(jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((4, 4))).sum()))\n")
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
+            "hits = []\n"
+            "jax.monitoring.register_event_listener(lambda e, **k: hits.append(e) "
+            "if e.endswith('cache_hits') else None)\n"
+            "path = enable_compilation_cache(sys.argv[1], quiet=True)\n"
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
+            "hits.clear()\n"
+            "x = jax.jit(lambda x: jnp.sin(x) @ x)(jnp.arange(16.0).reshape(4, 4))\n"
+            "os.write(2, b'E0000 cpu_aot_loader.cc:1] a loader line\\nkept line\\n')\n"
+            "sys.stderr.write('partial'); sys.stderr.flush()\n"
+            "print(path is not None, len(hits), x.ravel().tolist())\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    outs = []
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert "cpu_aot_loader" not in out.stderr and "pjrt_executable" not in out.stderr, \
             out.stderr
+        assert out.stderr.endswith("kept line\npartial"), out.stderr
+        outs.append(out.stdout.split(" ", 2))
+    (on, hits0, x0), (_, hits1, x1) = outs
+    assert hits0 == "0" and x0 == x1
+    assert (int(hits1) > 0) == (on == "True")

@@ -92,7 +92,15 @@ def test_metrics_shapes_and_counters(dma_sh_runs):
     assert (m["alpha"][:, -1] < 1.0).all()
 
 
-@pytest.mark.parametrize("algo", ["dr", "concat", "da", "dma", "dma_pearl", "dma_star"])
+# DA, DMA and DMA-Pearl in the compiled loop run under -m slow: their losses and gradient
+# routing are checked for every preset in the default suite (test_methods), and the loop around
+# the update is the same for every method with an encoder (DMA* here, DMA*-SH above).
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("algo", ["dr", "concat", pytest.param("da", marks=SLOW),
+                                  pytest.param("dma", marks=SLOW),
+                                  pytest.param("dma_pearl", marks=SLOW), "dma_star"])
 def test_every_method_trains(algo):
     cfg = hj.Config(algo=algo, **SMALL)
     state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))

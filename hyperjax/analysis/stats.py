@@ -68,10 +68,18 @@ def interval(scores, func, reps: int = 5000, seed: int = 0):
       ``(point float[m], lo float[m], hi float[m])``.
     """
     scores = np.asarray(scores, np.float64)
-    with warnings.catch_warnings():  # rliable hands arch a RandomState (a FutureWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps,
-                                               random_state=np.random.RandomState(seed))
+    # rliable's StratifiedBootstrap draws its resamples from NumPy's global RNG
+    # (`np.random.choice` in `update_indices`), not from the `random_state` it is given: the
+    # global RNG is seeded here and restored after, so an interval depends on `seed` only
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable hands arch a RandomState (a FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps,
+                                                   random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return point["x"], ci["x"][0], ci["x"][1]
 
 
