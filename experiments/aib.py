@@ -233,13 +233,13 @@ def prepare_run_dir(default_name: str) -> tuple[str, bool]:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from hyperjax.utils import enable_compilation_cache
-    enable_compilation_cache(quiet=True)  # the CLI's choice: hyperjax.run leaves it alone
     try:
         if FLAGS.suite == "paper" and not FLAGS["seeds"].present:
             from hyperjax.analysis.paper import PAPER_SEEDS
             FLAGS.seeds = PAPER_SEEDS
-        init_distributed()
+        init_distributed()  # before anything touches a JAX backend (the cache's probe does)
+        from hyperjax.utils import enable_compilation_cache
+        enable_compilation_cache(quiet=True)  # the CLI's choice: hyperjax.run leaves it alone
         from hyperjax import run
         sweep = run.parse_sweep(FLAGS.sweep)
         from hyperjax.train import check_layout
