@@ -69,9 +69,13 @@ def restore(directory: str, abstract_state, step: int | None = None):
     without it orbax would turn tuples into lists.
 
     Raises:
-      CheckpointError: no checkpoint in ``directory``.
+      CheckpointError (a ValueError): no checkpoint in ``directory``, or none at ``step``
+        (the message lists the steps there are).
     """
     with _manager(directory) as mgr:
+        if step is not None and step not in mgr.all_steps():
+            raise CheckpointError(f"no checkpoint at step {step} in {directory}; there are "
+                                  f"{sorted(mgr.all_steps()) or 'none'}")
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {directory}")

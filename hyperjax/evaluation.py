@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperjax.policy import Policy, PolicyState
 
@@ -115,8 +116,10 @@ def evaluate(policy: Policy, params, env, contexts, key, episodes: int = 1) -> j
     Raises:
       ValueError: ``episodes`` is not a positive integer or ``contexts`` is not 2-D.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
+    if isinstance(episodes, (bool, np.bool_)) or not isinstance(episodes, (int, np.integer)) \
+            or episodes <= 0:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    episodes = int(episodes)  # a NumPy integer too (a static shape)
     contexts = jnp.asarray(contexts, jnp.float32)
     if contexts.ndim != 2:
         raise ValueError(f"contexts must be [N, n_factors], got shape {list(contexts.shape)}")

@@ -34,6 +34,9 @@ def test_loaded_policy_reproduces_the_clis_last_evaluation(tiny_dma_sh_run):
     last = {r["split"]: r["returns"] for r in rows if r["step"] == 20}
     want = np.array([last[s] for s in ("train", "eval_in", "eval_out")])
     np.testing.assert_allclose(ret, want, atol=1e-4)
+    # a checkpoint that is not there: a ValueError naming the steps that are
+    with pytest.raises(ValueError, match=r"no checkpoint at step 99 in .*; there are \[2, 3\]"):
+        hj.load_policy(cli_run, step=99)
     # and the program's own evaluation with those parameters and that key
     direct = np.asarray(prog.evaluate(params, k_eval)).reshape(3, 20)
     np.testing.assert_array_equal(ret, direct)
@@ -77,5 +80,9 @@ def test_evaluate_lays_out_episodes_as_the_cli_and_refuses_bad_input():
     np.testing.assert_array_equal(ret.reshape(3, 20, 2), prog.evaluate(params, key))
     with pytest.raises(ValueError, match="episodes must be a positive integer"):
         hj.evaluate(policy, params, prog.env, ctx, key, episodes=0)
+    with pytest.raises(ValueError, match="episodes must be a positive integer"):
+        hj.evaluate(policy, params, prog.env, ctx, key, episodes=np.bool_(True))
+    np.testing.assert_array_equal(  # a NumPy integer is an integer
+        hj.evaluate(policy, params, prog.env, ctx, key, episodes=np.int64(2)), ret)
     with pytest.raises(ValueError, match=r"contexts must be \[N, n_factors\]"):
         hj.evaluate(policy, params, prog.env, ctx[0], key)
