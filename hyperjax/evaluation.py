@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperjax.policy import Policy, PolicyState
+from hyperjax.utils import raw_key
 
 
 class Trajectory(NamedTuple):
@@ -61,14 +62,14 @@ def run_episodes(policy: Policy, params, env, contexts, key, record: bool = Fals
       params: the policy's parameters (``AgentParams``).
       env: a ``hyperjax.envs.Env``.
       contexts: ``float32[N, n_factors]``.
-      key: PRNG key.
+      key: PRNG key, raw ``uint32[2]`` or typed threefry (the same numbers).
       record: also return the ``Trajectory``.
     Returns:
       ``(returns float32[N], Trajectory or None)``.
     """
     n = contexts.shape[0]
     P, T = policy.warmup_steps, env.episode_length
-    k_reset, k_run = jax.random.split(key)
+    k_reset, k_run = jax.random.split(raw_key(key))
 
     def reset(k, c):
         return jax.vmap(env.reset)(jax.random.split(k, c.shape[0]), c)

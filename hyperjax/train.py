@@ -47,6 +47,7 @@ from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window,
                                     window_features)
 from hyperjax.evaluation import Trajectory, random_policy, run_episodes  # noqa: F401
 from hyperjax.policy import make_policy
+from hyperjax.utils import raw_key
 
 SPLITS = envs.contexts.SPLITS
 
@@ -195,8 +196,10 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
         return jax.vmap(env.reset)(jax.random.split(key, contexts.shape[0]), contexts)
 
     def init(key, hparams=None) -> TrainState:
-        """A fresh ``TrainState`` from ``key`` (``uint32[2]``); ``hparams``: ``{name:
-        float32[]}`` for the swept names (default: the config's values)."""
+        """A fresh ``TrainState`` from ``key`` (a raw ``uint32[2]`` or a typed threefry key,
+        the same numbers either way: ``utils.raw_key``); ``hparams``: ``{name: float32[]}``
+        for the swept names (default: the config's values)."""
+        key = raw_key(key)
         k_agent, k_reset, k_run = jax.random.split(key, 3)
         replay = rb.init(n_envs, lay.slots, K, T, env.obs_dim, A)
         env_state, ts = reset(k_reset, env_ctx)
@@ -366,8 +369,9 @@ def make_train(config: Config, sets: envs.ContextSets | None = None,
     ``metrics`` leaves have a leading axis ``[n_segments]`` (one row per evaluation):
     ``step``, ``aer`` ``[n, 3]`` (train, eval_in, eval_out), ``eval_return`` ``[n, 3, 20]``,
     ``train_return``, ``q_loss``, ``actor_loss``, ``alpha``, ... ``jax.jit(jax.vmap(train))``
-    over a batch of keys is a seed sweep. ``sets`` and ``env`` as ``make_program`` (an env
-    instance need not be registered).
+    over a batch of keys is a seed sweep. ``key``: a raw ``uint32[2]`` key
+    (``jax.random.PRNGKey``) or a typed threefry key (``jax.random.key``), the same run either
+    way. ``sets`` and ``env`` as ``make_program`` (an env instance need not be registered).
 
     Raises:
       ValueError: invalid config (see ``Config.resolved``) or context sets.

@@ -166,6 +166,25 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
     return path
 
 
+def raw_key(key) -> jax.Array:
+    """``uint32[..., 2]``: the raw threefry key data of ``key``. A typed key
+    (``jax.random.key(0)``, dtype ``key<fry>``) becomes its ``jax.random.key_data``; a raw key
+    (``jax.random.PRNGKey(0)``, ``uint32[2]``) passes unchanged, so both kinds give the same
+    numbers. Works under ``jit`` / ``vmap``.
+
+    Raises:
+      ValueError: a typed key of another implementation than threefry2x32 (the train state
+        stores raw threefry keys).
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(key))
+        if impl != "threefry2x32":
+            raise ValueError(f"PRNG key: hyperjax takes threefry2x32 keys (jax.random.key(0) or "
+                             f"jax.random.PRNGKey(0)), got a {impl} key")
+        return jax.random.key_data(key)
+    return key
+
+
 def code_identity() -> dict:
     """``{"version": hyperjax's package version, "commit": the git commit of the imported
     source tree (``+dirty`` with uncommitted changes) or None}``: what a run's ``summary.json``
