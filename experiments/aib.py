@@ -56,6 +56,7 @@ CONFIG_FLAGS = _config.define_flags(
                "learning_starts 1,000, 5 eval episodes; MJX tasks: the paper's); set: the "
                "paper's settings for the unset budget flags (eval every 5,000, "
                "learning_starts 5,000, 5 eval episodes)."))
+flags.adopt_module_key_flags(_config)  # --helpshort lists them (absl files them under config)
 flags.DEFINE_integer("seeds", 1, "Number of seeds, vmapped in one program (--suite=paper: "
                      "10 unless given).")
 flags.DEFINE_enum("suite", None, ["paper"], "A predefined study: 'paper' = the paper's grid "

@@ -77,6 +77,13 @@ def test_bad_input_exit_status_of_the_process():
     _one_line_error(aib("--algo=sac"), r"unknown algo 'sac'")
 
 
+def test_helpshort_lists_the_budget_and_hyperparameter_flags():
+    """The Config flags are defined in hyperjax.config; the CLI adopts them as its own."""
+    res = aib("--helpshort")
+    for name in ("--total_steps", "--eval_every", "--q_lr", "--tau", "--seeds", "--algo"):
+        assert f"  {name}:" in res.stdout + res.stderr, name
+
+
 @pytest.mark.parametrize("content, pattern", [
     ({"train": [[1.0, 1.0, 3.0]]}, r"train context set must have shape \[N, 2\]"),
     ({"eval_out": [[float("nan"), 1.0]]}, r"'mass' is not finite in row 0"),
