@@ -237,3 +237,20 @@ def test_fill_context_window_runs_k_steps_in_the_context():
     np.testing.assert_array_equal(warm.obs[1:], warm.next_obs[:-1])
     # inverted actuators: +1 action accelerates towards negative velocity
     assert (warm.next_obs[:3, 2:] < 0).all()
+
+
+def test_a_grid_smaller_than_the_context_count_warns_with_its_counts():
+    """One binary factor: the authors' linspace recipe gives 19 contexts of one value and 1 of
+    the other in every split; make_context_sets says so. The AIB tasks' sets do not warn."""
+    import warnings
+
+    from hyperjax.envs import contexts
+    binary = (contexts.Factor("sign", 1.0, (-1.0, 1.0), (-1.0, 1.0), values=(-1.0, 1.0)),)
+    with pytest.warns(UserWarning, match=r"the \w+ grid has 2 points for 20 contexts; .*"
+                                         r"\[19, 1\] times"):
+        sets = contexts.make_context_sets(binary)
+    assert (sets.train[:, 0] == -1.0).sum() == 19
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("di", "ode", "cartpole"):
+            hj.context_sets(name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 
 import numpy as np
 
@@ -118,12 +119,20 @@ def make_context_sets(factors: tuple[Factor, ...], num: int = NUM_CONTEXTS) -> C
       num: contexts per split (20 in the paper).
     Returns:
       ``ContextSets`` with ``float32[num, len(factors)]`` arrays.
+    Warns:
+      UserWarning: a split's grid has fewer points than ``num`` (the recipe then repeats them
+        unevenly: 19 and 1 for one binary factor).
     """
     out = {}
     for split in SPLITS:
         grids = [f.split_values(split) for f in factors]
         mesh = sorted(itertools.product(*[g.tolist() for g in grids]))
         idx = np.linspace(0, len(mesh) - 1, num).astype(int)
+        if len(mesh) < num:  # one binary factor: 19 contexts of one value, 1 of the other
+            counts = np.bincount(idx, minlength=len(mesh)).tolist()
+            warnings.warn(f"make_context_sets: the {split} grid has {len(mesh)} points for "
+                          f"{num} contexts; the authors' recipe repeats them {counts} times "
+                          f"(build the contexts yourself for a balanced set)", stacklevel=2)
         out[split] = np.asarray([mesh[i] for i in idx], np.float32)
     return ContextSets(tuple(f.name for f in factors), **out)
 
