@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_cases import run_cases
 
 from hyperjax.analysis import collect, paper, stats
 
@@ -194,28 +195,6 @@ def test_report_cli_writes_the_merged_report_and_refuses_in_one_line(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and cases[0][1] in res.stderr, res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    res = subprocess.run([sys.executable, "-c", _CASES, json.dumps([a for a, _ in cases])],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for (args, msg), (code, err) in zip(cases, json.loads(res.stdout.splitlines()[-1])):
+    for (args, msg), (code, err) in zip(cases, run_cases("experiments.report",
+                                                         [a for a, _ in cases])):
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
-
-
-# CLI cases in one process (absl's flags reset between cases): exit status and stderr of
-# `python -m experiments.report ARGS`
-_CASES = """
-import contextlib, io, json, sys
-import experiments.report as cli
-from hyperjax.utils import absl_flags_parser
-out = []
-for args in json.loads(sys.argv[1]):
-    cli.FLAGS.unparse_flags()
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err):
-        try:
-            cli.main(absl_flags_parser(cli.FLAGS)(["report", *args]))
-        except SystemExit as e:
-            code = e.code
-    out.append([code, err.getvalue()])
-print(json.dumps(out))
-"""

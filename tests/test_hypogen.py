@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_cases import run_cases
 
 from hyperjax.hypogen import data as D
 from hyperjax.hypogen import lqr, models as M, specs as S, train as T
@@ -297,26 +298,6 @@ BAD_INPUT = [
     (["--task=lift_cube_stiffness", "--ppo_init=/nonexistent.npz"], "--ppo_init=.* is not a file"),
 ]
 
-# every case in one process (absl's flags reset between cases): what the CLI prints to stderr
-# and its exit status, as `python -m experiments.hypogen ARGS` gives them
-_CASES = """
-import contextlib, io, json, sys
-from absl import app
-import experiments.hypogen as cli
-from hyperjax.utils import absl_flags_parser
-out = []
-for args in json.loads(sys.argv[1]):
-    cli.FLAGS.unparse_flags()
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err):
-        try:
-            cli.main(absl_flags_parser(cli.FLAGS)(["hypogen", *args]))
-        except SystemExit as e:
-            code = e.code
-    out.append([code, err.getvalue()])
-print(json.dumps(out))
-"""
-
 
 def test_cli_bad_input_is_one_line():
     """Each bad input: exit status 2 and one stderr line naming it. The first case runs as its
@@ -327,10 +308,8 @@ def test_cli_bad_input_is_one_line():
     assert res.returncode == 2, res.stderr
     lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and re.search(pattern, lines[0]), res.stderr
-    res = subprocess.run([sys.executable, "-c", _CASES, json.dumps([a for a, _ in BAD_INPUT])],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for (args, pattern), (code, err) in zip(BAD_INPUT, json.loads(res.stdout.splitlines()[-1])):
+    for (args, pattern), (code, err) in zip(BAD_INPUT, run_cases("experiments.hypogen",
+                                                                 [a for a, _ in BAD_INPUT])):
         lines = [l for l in err.strip().splitlines() if l.strip()]
         assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), (args, code, err)
 
