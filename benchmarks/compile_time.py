@@ -21,7 +21,7 @@ def one(env: str, algo: str, seeds: int) -> dict:
     import jax
     jax.config.update("jax_enable_compilation_cache", False)
     import hyperjax as hj
-    from hyperjax.run import abstract_state, over_seeds, seed_keys
+    from hyperjax.parallel import abstract_state, over_seeds
 
     T = hj.envs.episode_length(env)
     cfg = hj.Config(env=env, algo=algo, total_steps=1000 if T < 1000 else 5000,

@@ -11,7 +11,7 @@ For each (algo, task) on the CLI's defaults (``hj.Config``: an evaluation every 
 * **policy**: ``Policy.act`` on the whole batch for K + T steps on fixed observations (for
   inferred methods the window push, the encoder g_phi and, for DMA*-SH, the hypernet h_eta);
 * **warm-up**: the K warm-up steps' share of physics + policy (the DMA protocol's own);
-* **host**: what the driver does after each interval (``run.to_host`` of the metrics, one
+* **host**: what the driver does after each interval (``parallel.to_host`` of the metrics, one
   ``checkpoint.save`` of the whole train state, replay included);
 * **training**: ``Program.steps`` over 250 update steps after a random phase of one episode,
   scaled to ``eval_every`` steps.
@@ -52,7 +52,7 @@ def profile(algo: str, task: str, update_steps: int = 250) -> dict:
     import jax.numpy as jnp
 
     import hyperjax as hj
-    from hyperjax import checkpoint, run
+    from hyperjax import checkpoint, parallel
 
     T = hj.envs.episode_length(task)
     cfg = hj.Config(env=task, algo=algo, learning_starts=T)  # CLI defaults otherwise
@@ -99,7 +99,7 @@ def profile(algo: str, task: str, update_steps: int = 250) -> dict:
     returns = jax.block_until_ready(evaluate(params, key))
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        run.to_host({"eval_return": returns})
+        parallel.to_host({"eval_return": returns})
         checkpoint.save(d, 1, state, {"segments": 1})
         out["host (metrics to host, checkpoint save)"] = time.perf_counter() - t0
     share = out["evaluation"] / (train_interval + out["evaluation"]

@@ -94,7 +94,7 @@ def profile(algo: str, task: str, num_envs: int | None, repeats: int) -> dict:
     t_c, f_c = _time(lambda s: update(s, False), state.agent, repeats=repeats)
     out["update"] = ((t_a + t_c) / 2, (f_a + f_c) / 2)
     from hyperjax.agents.agent import ADAM
-    from hyperjax.agents.sac import apply_gradients
+    from hyperjax.optim import apply_gradients
     hp = state.agent.hparams
     if agent.method.has_aux():
         def model_step(p, o):

@@ -18,7 +18,7 @@ batch 240 (12 per context), one gradient step per vector step, actor every 2nd s
 the second call of the compiled ``steps`` program (no evaluation inside), ``--episodes`` x T
 steps. The 2048^3 float32 matmul rate is measured at the start of the run and every method's
 GFLOP/s is printed as a share of it. The runs
-are sharded over every local device (``hyperjax.run.run_mesh``). GFLOP/s: XLA's count
+are sharded over every local device (``hyperjax.parallel.run_mesh``). GFLOP/s: XLA's count
 (``cost_analysis``) of a vector step's parts times the vector steps/s measured
 (``step_gflop``; ``benchmarks/profile_step.py`` breaks a step into its parts and times them).
 """
@@ -103,7 +103,7 @@ def one(algo: str, env: str, seeds: int, episodes: int, num_envs: int | None = N
     from jax.sharding import NamedSharding, PartitionSpec
 
     import hyperjax as hj
-    from hyperjax.run import RUN_AXIS, over_seeds, run_mesh, seed_keys, state_shardings
+    from hyperjax.parallel import RUN_AXIS, over_seeds, run_mesh, seed_keys, state_shardings
     jax.config.update("jax_enable_compilation_cache", False)  # compile seconds are measured
     T = hj.envs.episode_length(env)
     cfg = hj.Config(env=env, algo=algo, total_steps=total_steps, eval_every=T,

@@ -9,7 +9,7 @@ get the representation diagnostics (the authors' `dmash/informativeness/metrics.
 study's report and figures are written.
 
 Scale: the runs (``--seeds`` x ``--sweep`` points) are one program whose run axis is sharded
-over every device JAX finds (``hyperjax.run``). ``--sweep q_lr=1e-3,3e-4 --sweep tau=0.01,0.02``
+over every device JAX finds (``hyperjax.parallel``). ``--sweep q_lr=1e-3,3e-4 --sweep tau=0.01,0.02``
 trains the grid of shape-preserving hyperparameters in that one program. On several hosts, start
 one process per host with ``--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`` (``jax.distributed.initialize``) and a shared ``--out_dir``: each process
@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 
 # XLA's C++ warnings (one per cache hit: "Assume version compatibility...") stay quiet unless
@@ -124,12 +123,12 @@ def init_distributed() -> None:
 
 
 def is_main() -> bool:
-    from hyperjax.run import is_main as main_process
+    from hyperjax.parallel import is_main as main_process
     return main_process()
 
 
 def barrier(name: str) -> None:
-    from hyperjax.run import barrier as meet
+    from hyperjax.parallel import barrier as meet
     meet(name)
 
 
@@ -223,9 +222,9 @@ def load_context_sets(cfg):
 
 
 def prepare_run_dir(default_name: str) -> tuple[str, bool]:
-    """Returns ``(run_dir, resuming)`` (``hyperjax.run.prepare_run_dir``: refuses to overwrite
+    """Returns ``(run_dir, resuming)`` (``hyperjax.rundir.prepare_run_dir``: refuses to overwrite
     silently)."""
-    from hyperjax.run import prepare_run_dir as prepare
+    from hyperjax.rundir import prepare_run_dir as prepare
     run_dir = FLAGS.out_dir or os.path.join(
         "runs", f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return prepare(run_dir, FLAGS.resume, FLAGS.overwrite)
@@ -241,8 +240,8 @@ def main(argv):
         init_distributed()  # before anything touches a JAX backend (the cache's probe does)
         from hyperjax.utils import enable_compilation_cache
         enable_compilation_cache(quiet=True)  # the CLI's choice: hyperjax.run leaves it alone
-        from hyperjax import run
-        sweep = run.parse_sweep(FLAGS.sweep)
+        from hyperjax.config import parse_sweep
+        sweep = parse_sweep(FLAGS.sweep)
         from hyperjax.train import check_layout
         env_list, algo_list = selected()
         plan = []  # (cfg, sets) for every pair, all validated before anything compiles
@@ -303,7 +302,7 @@ def write_report(top) -> None:
 def run_config(cfg) -> dict:
     """What defines a run: the resolved Config plus the seeds (diagnostics flags excluded:
     they do not change training)."""
-    from hyperjax.run import run_record
+    from hyperjax.rundir import run_record
     return run_record(cfg, FLAGS.seeds, FLAGS.seed, FLAGS.sweep,
                       context_file=FLAGS.context_file)
 
@@ -321,6 +320,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
     returns ``(cfg, rows, final_scores, diagnostics or None)``. Errors end the process with
     one line: exit 2 for bad input or checkpoints, 1 for a non-finite run."""
     from hyperjax import checkpoint, run
+    from hyperjax.guards import NonFiniteError
     try:
         out = run.train_run(
             cfg, run_dir, sets=sets, seeds=FLAGS.seeds, seed=FLAGS.seed, sweep=FLAGS.sweep,
@@ -330,7 +330,7 @@ def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None
             shard_envs=FLAGS.shard_envs, skip_memory_check=FLAGS.skip_memory_check,
             extra_record={"context_file": FLAGS.context_file},
             log=lambda msg: print(msg, flush=True))
-    except run.NonFiniteError as e:
+    except NonFiniteError as e:
         _fail(str(e), code=1)
     except (ValueError, checkpoint.CheckpointError) as e:
         _fail(str(e))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from hyperjax import __version__
+from hyperjax._version import __version__
 
 
 class CheckpointError(ValueError):

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import itertools
 
-from hyperjax import envs
+from hyperjax import envs, methods
 
 # Method presets and their labels live in the registry of ``hyperjax.methods`` (``--algo``).
 
@@ -19,7 +19,6 @@ def _f(default, help_text: str, sweep: bool = False):
 
 def __getattr__(name):  # ``METHODS``: the registered preset names, read when asked
     if name == "METHODS":
-        from hyperjax import methods
         return methods.names()
     raise AttributeError(name)
 
@@ -129,7 +128,6 @@ class Config:
         """
         if env is None and self.__dict__.get("_resolved"):
             return self  # resolved and validated once (a changed copy is a new object)
-        from hyperjax import methods
         method = methods.get(self.algo)
         if env is None and self.env not in envs.env_names():
             raise ValueError(f"unknown env {self.env!r}; valid: {', '.join(envs.env_names())}")
@@ -150,7 +148,6 @@ class Config:
     def method(self):
         """The run's ``ContextMethod``: the preset with this config's method knobs (the mask
         rate, the PLSTM's KL weight) where they differ from the preset's."""
-        from hyperjax import methods
         m = methods.get(self.algo)
         if m.inferred and self.mask_rate is not None and self.mask_rate != m.mask_rate:
             m = m.with_mask_rate(self.mask_rate)
@@ -190,19 +187,69 @@ class Config:
     @property
     def inferred(self) -> bool:
         """The method reads a window of transitions (an encoder)."""
-        from hyperjax import methods
         return methods.get(self.algo).inferred
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_record(cls, record: dict) -> "Config":
+        """The ``Config`` of a run record (``config.json``: the Config's fields plus the
+        run's ``seeds``, ``seed``, ``sweep`` and extra fields, ``rundir.run_record``); fields
+        a record lacks take their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+# --- sweeps: ``--sweep NAME=V1,V2`` items, one program over their Cartesian product -------
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """``["q_lr=1e-3,3e-4", "tau=0.01"]`` -> ``{"q_lr": [1e-3, 3e-4], "tau": [0.01]}``.
+
+    ``lr`` stands for all four learning rates (q, actor, alpha, model) set to one value.
+
+    Raises:
+      ValueError: malformed item, unknown or repeated name, empty or non-numeric values.
+    """
+    SWEEPABLE = Config.sweepable()
+    out: dict[str, list[float]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--sweep {spec!r}: expected NAME=V1,V2,...")
+        if name not in SWEEPABLE and name != "lr":
+            raise ValueError(f"--sweep: cannot sweep {name!r}; sweepable: lr (all four "
+                             f"learning rates), {', '.join(SWEEPABLE)}")
+        try:
+            vals = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--sweep {spec!r}: values must be numbers") from None
+        if not vals:
+            raise ValueError(f"--sweep {spec!r}: no values")
+        for v in vals:  # the same rule as the flags and Config (config.check_hparam)
+            try:
+                check_hparam("q_lr" if name == "lr" else name, v)
+            except ValueError as e:
+                raise ValueError(f"--sweep {spec!r}: {e}") from None
+        if name in out:
+            raise ValueError(f"--sweep: {name!r} given twice")
+        out[name] = vals
+    if "lr" in out and {"q_lr", "actor_lr", "alpha_lr", "model_lr"} & set(out):
+        raise ValueError("--sweep: 'lr' sets every learning rate; do not combine it with "
+                         "q_lr / actor_lr / alpha_lr / model_lr")
+    return out
+
+
+def sweep_points(sweep: dict[str, list[float]]) -> list[dict[str, float]]:
+    """The Cartesian product of a sweep, first name slowest: ``[{name: value}, ...]``
+    (``lr`` expanded to the four learning rates). ``{}`` gives ``[{}]``."""
+    names = list(sweep)
+    points = []
+    for combo in itertools.product(*(sweep[n] for n in names)):
+        p = {}
+        for n, v in zip(names, combo):
+            p.update({k: v for k in ("q_lr", "actor_lr", "alpha_lr", "model_lr")}
+                     if n == "lr" else {n: v})
+        points.append(p)
+    return points
 
 
 _FLAG_KINDS = {"int": "integer", "int | None": "integer", "float": "float",

@@ -21,8 +21,6 @@ reproduces the CLI's evaluation returns this way).
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable, NamedTuple
 
 import jax
@@ -84,39 +82,3 @@ def make_policy(agent) -> Policy:
                            jnp.zeros_like(ps.has_prev), ps.context)
 
     return Policy(init, act, reset, K, agent)
-
-
-def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
-    """Parameters and the ``Policy`` of a CLI run (``python -m experiments.aib``).
-
-    Args:
-      run_dir: the run directory (``config.json`` and ``checkpoints/``).
-      step: the checkpoint (number of segments done); default the newest that restores.
-      seed_index: which of the run's vmapped runs (seed ``seed + seed_index``).
-    Returns:
-      ``(params, policy)``: ``AgentParams`` of that run and its ``Policy``.
-    Raises:
-      ValueError: no such run directory, config or checkpoint, or a run index out of range.
-    """
-    from hyperjax import checkpoint, run
-    from hyperjax.config import Config
-    from hyperjax.train import make_program
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{run_dir} is not a run directory (no config.json)")
-    with open(path) as f:
-        saved = json.load(f)
-    points = run.sweep_points(run.parse_sweep(saved.get("sweep", [])))
-    n_runs = int(saved.get("seeds", 1)) * len(points)
-    if not 0 <= seed_index < n_runs:
-        raise ValueError(f"seed_index={seed_index} is outside the run's {n_runs} run(s)")
-    fields = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
-    prog = make_program(Config(**fields), sweep=tuple(points[0]))
-    abstract = run.abstract_state(prog, n_runs)
-    ckpt = os.path.join(run_dir, "checkpoints")
-    if step is None:  # the newest checkpoint that restores (the CLI's --resume rule)
-        state = checkpoint.restore_good(ckpt, abstract)[0]
-    else:
-        state, _ = checkpoint.restore(ckpt, abstract, step)
-    params = jax.tree.map(lambda x: x[seed_index], state.agent.params)
-    return params, make_policy(prog.agent)

@@ -358,10 +358,6 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
                    lay.n_segments, segment_steps)
 
 
-def _nanmean(x):
-    return jnp.nanmean(x, axis=0) if x.ndim else x
-
-
 def make_train(config: Config, sets: envs.ContextSets | None = None,
                env: envs.Env | None = None):
     """``train(key) -> (TrainState, metrics)``: the whole run as one pure function.

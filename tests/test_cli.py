@@ -181,7 +181,7 @@ def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
     check = textwrap.dedent(f"""
         import jax, numpy as np, hyperjax as hj
         from hyperjax import checkpoint
-        from hyperjax.run import seed_keys
+        from hyperjax.parallel import seed_keys
         prog = hj.make_program(hj.Config(algo="dr", total_steps=500, eval_every=100,
                                          learning_starts=100, eval_episodes=1))
         abstract = jax.eval_shape(jax.vmap(prog.init), seed_keys(0, 1))

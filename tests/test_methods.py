@@ -314,10 +314,10 @@ def test_every_sweepable_config_field_sweeps():
     accepts and that one vmapped update reads per run: changing it alone changes that run's
     update and no other run's. A new sweepable hyperparameter (one ``Config`` field and the
     code that reads it) is covered here without listing it."""
-    from hyperjax import run
+    from hyperjax.config import parse_sweep
     names = hj.Config.sweepable()
     assert hj.HParams.names() == names
-    assert set(run.parse_sweep([f"{n}=0.5" for n in names if n != "target_entropy"]))
+    assert set(parse_sweep([f"{n}=0.5" for n in names if n != "target_entropy"]))
     prog = hj.make_program(hj.Config(algo="dma_star", **TINY), sweep=names)
     agent = prog.agent
     batch = _batch(prog, jax.random.PRNGKey(1))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import hyperjax as hj
-from hyperjax import checkpoint, methods, run
+from hyperjax import checkpoint, methods, parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def test_loaded_policy_reproduces_the_clis_last_evaluation(tiny_dma_sh_run):
     prog = hj.make_program(hj.Config(env="di", algo="dma_sh", total_steps=20, eval_every=10,
                                      learning_starts=100, eval_episodes=1))
     state, _ = checkpoint.restore(os.path.join(cli_run, "checkpoints"),
-                                  run.abstract_state(prog, 1))
+                                  parallel.abstract_state(prog, 1))
     k_eval = state.eval_key[0]
     ctx = jnp.asarray(prog.sets.stacked().reshape(-1, 2))  # [60, 2]: train, in, out
     ret = np.asarray(jax.jit(lambda p, k: hj.evaluate(policy, p, prog.env, ctx, k))(

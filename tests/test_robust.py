@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import hyperjax as hj
-from hyperjax import checkpoint, run
+from hyperjax import checkpoint, config, guards, parallel, rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
@@ -142,7 +142,7 @@ def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path):
     d = str(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from hyperjax.run import lock_run_dir
+        from hyperjax.rundir import lock_run_dir
         lock = lock_run_dir({d!r})
         print("locked", flush=True)
         time.sleep(600)
@@ -157,16 +157,16 @@ def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # the holder died without cleaning up: the lock is free again
-    lock = run.lock_run_dir(d)
+    lock = rundir.lock_run_dir(d)
     lock.close()
 
 
 def test_the_lock_is_exclusive_within_and_across_processes(tmp_path):
     d = str(tmp_path / "run")
-    lock = run.lock_run_dir(d)
+    lock = rundir.lock_run_dir(d)
     try:
         res = subprocess.run([sys.executable, "-c",
-                              f"from hyperjax.run import lock_run_dir; lock_run_dir({d!r})"],
+                              f"from hyperjax.rundir import lock_run_dir; lock_run_dir({d!r})"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert res.returncode != 0 and f"pid {os.getpid()}" in res.stderr
     finally:
@@ -182,7 +182,7 @@ def test_the_lock_is_exclusive_within_and_across_processes(tmp_path):
                                       ("tau=nan", "tau must be finite")])
 def test_sweep_values_are_validated_like_the_flags(item, msg):
     with pytest.raises(ValueError, match=msg):
-        run.parse_sweep([item])
+        config.parse_sweep([item])
 
 
 def test_cli_refuses_a_bad_sweep_point_in_one_line():
@@ -193,7 +193,7 @@ def test_cli_refuses_a_bad_sweep_point_in_one_line():
 
 def test_seed_keys_needs_a_seed():
     with pytest.raises(ValueError, match="at least one seed"):
-        run.seed_keys(0, 0)
+        parallel.seed_keys(0, 0)
 
 
 def test_a_train_state_that_cannot_fit_is_refused_before_compiling():
@@ -209,7 +209,7 @@ def test_a_train_state_that_cannot_fit_is_refused_before_compiling():
 def test_state_bytes_counts_the_replay():
     prog = hj.make_program(hj.Config(algo="dr", total_steps=100, eval_every=100,
                                      learning_starts=100, eval_episodes=1))
-    one, four = run.state_bytes(prog, 1), run.state_bytes(prog, 4)
+    one, four = guards.state_bytes(prog, 1), guards.state_bytes(prog, 4)
     assert four == 4 * one
     # at least obs and next_obs of one stored episode per context, float32
     assert one > 20 * 100 * 2 * prog.env.obs_dim * 4

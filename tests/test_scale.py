@@ -17,7 +17,8 @@ import pytest
 
 import hyperjax as hj
 from hyperjax.agents import replay as rb
-from hyperjax.run import parse_sweep, sweep_hparams, sweep_points
+from hyperjax.config import parse_sweep, sweep_points
+from hyperjax.parallel import sweep_hparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # three segments (checkpoints between them), 21 gradient steps: long enough to move every
@@ -135,7 +136,7 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path, algo):
 
 
 def test_run_mesh_shapes():
-    from hyperjax.run import run_mesh
+    from hyperjax.parallel import run_mesh
     devs = [jax.devices()[0]] * 8  # shapes only
     shape = lambda *a, **k: dict(run_mesh(*a, devices=devs, **k).shape)
     assert shape(16) == {"seed": 8, "env": 1} and shape(6) == {"seed": 6, "env": 1}

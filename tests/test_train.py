@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hyperjax as hj
-from hyperjax.run import compile_program, seed_keys
+from hyperjax.parallel import compile_program, seed_keys
 
 SMALL = dict(total_steps=100, eval_every=50, learning_starts=100, eval_episodes=1)
 

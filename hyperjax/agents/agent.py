@@ -34,7 +34,8 @@ from hyperjax.agents import sac
 from hyperjax.agents.replay import Batch
 from hyperjax.config import Config
 from hyperjax.methods import ContextMethod, MethodShapes
-from hyperjax.nets.networks import Actor, Cond, TwinCritic
+from hyperjax.nets.networks import Actor, TwinCritic
+from hyperjax.optim import apply_gradients, polyak
 
 
 class _HParamsMethods:
@@ -313,7 +314,7 @@ class Agent:
             (ql, q_mean), g = jax.value_and_grad(
                 lambda c: self.critic_loss(p.replace(critic=c), batch, context, k_q, hp),
                 has_aux=True)(p.critic)
-        critic, o_c = sac.apply_gradients(ADAM, g, o.critic, p.critic, hp.q_lr)
+        critic, o_c = apply_gradients(ADAM, g, o.critic, p.critic, hp.q_lr)
         p, o = p.replace(critic=critic), o.replace(critic=o_c)
         metrics.update(q_loss=ql, q_mean=q_mean)
 
@@ -366,13 +367,13 @@ class Agent:
                     (al, _), g = jax.value_and_grad(
                         lambda a: self.actor_loss(p.replace(actor=a), batch, context, k_l,
                                                   hp, conds), has_aux=True)(p.actor)
-                actor, o_a = sac.apply_gradients(ADAM, g, o.actor, p.actor, hp.actor_lr)
+                actor, o_a = apply_gradients(ADAM, g, o.actor, p.actor, hp.actor_lr)
                 p, o = p.replace(actor=actor), o.replace(actor=o_a)
                 # CleanRL: alpha uses a fresh sample from the updated actor, the same z
                 logp = jax.lax.stop_gradient(self.losses.log_prob(p.actor, batch.obs,
                                                                   conds[0], k_a))
                 g_a = jax.grad(self.losses.alpha)(p.log_alpha, logp, hp.target_entropy)
-                log_alpha, o_al = sac.apply_gradients(ADAM, g_a, o.alpha, p.log_alpha,
+                log_alpha, o_al = apply_gradients(ADAM, g_a, o.alpha, p.log_alpha,
                                                       hp.alpha_lr)
                 p, o = p.replace(log_alpha=log_alpha), o.replace(alpha=o_al)
                 return moving(p, o), (al, -jnp.mean(logp))
@@ -386,7 +387,7 @@ class Agent:
 
         m, (al, ent) = jax.lax.cond(do_actor, actor_phase, skip, moving(p, o))
         p, o = full(m)
-        p = p.replace(target_critic=sac.polyak(p.target_critic, p.critic, hp.tau))
+        p = p.replace(target_critic=polyak(p.target_critic, p.critic, hp.tau))
         metrics.update(actor_loss=al, entropy=ent, alpha=jnp.exp(p.log_alpha))
         return AgentState(p, o, hp), metrics
 
@@ -399,6 +400,6 @@ def _step_groups(params: dict, opt: dict, grads: dict, lr, only=None):
     for name in params:
         if only is not None and name not in only:
             continue
-        new_p[name], new_o[name] = sac.apply_gradients(ADAM, grads[name], opt[name],
+        new_p[name], new_o[name] = apply_gradients(ADAM, grads[name], opt[name],
                                                        params[name], lr)
     return new_p, new_o

@@ -69,23 +69,6 @@ def td_target(reward, done, next_q_min, next_log_prob, alpha, gamma):
     return reward + (1.0 - done) * gamma * (next_q_min - alpha * next_log_prob)
 
 
-def polyak(target, online, tau: float):
-    """``target <- tau * online + (1 - tau) * target`` leaf by leaf."""
-    return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
-
-
-def apply_gradients(tx, grads, opt_state, params, lr=None):
-    """One optimizer step: ``tx.update`` then, when ``lr`` is given, ``-lr * update`` (``lr``
-    a float or a ``float32[]`` hyperparameter leaf; ``tx = optax.scale_by_adam()`` with it is
-    ``optax.adam(lr)``). Returns ``(params, opt_state)``. The one helper every training loop
-    of hyperjax steps its optimizers with (SAC, the TD3 experts, HyPoGen)."""
-    import optax
-    updates, opt_state = tx.update(grads, opt_state, params)
-    if lr is not None:
-        updates = jax.tree.map(lambda u: -lr * u, updates)
-    return optax.apply_updates(params, updates), opt_state
-
-
 class Losses(NamedTuple):
     """SAC's pure losses over already-conditioned networks (``make_losses``)."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hyperjax.analysis import stats
+
 # The paper's AIB tasks (v2: 14 environments). ODE-k is left out of the suite: no source says
 # which k the paper ran.
 PAPER_TASKS = ("di", "di_friction", "di_perm", "ode", "cartpole", "ball_in_cup", "walker",
@@ -108,7 +110,6 @@ def side_by_side(scores: dict, algos, table: dict, gains: dict | None, reps: int
       reps: bootstrap resamples for the per-task CIs.
       label: ``algo -> paper label``.
     """
-    from hyperjax.analysis import stats
     envs = sorted(scores)
     covered = [e for e in PAPER_TASKS if e in scores]
     extra = [e for e in envs if e not in PAPER_TASKS]

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from hyperjax.analysis import stats
+from hyperjax.analysis import paper, stats
 from hyperjax import methods
 
 SPLIT_LABELS = {"train": "train", "eval_in": "eval-in", "eval_out": "eval-out",
@@ -171,7 +171,6 @@ def render(study: Study, reps: int = 5000, plots: dict | None = None,
         lines += _table(["regime", "baseline", "gain % [95 % CI]", "P(improvement) [95 % CI]"],
                         rows) + [""]
 
-    from hyperjax.analysis import paper
     lines += paper.side_by_side(study.scores, algos, table, gains, reps, label)
 
     if any(study.diagnostics.get(e) for e in study.envs):

@@ -26,7 +26,7 @@ def final_scores(rows: list[dict]) -> dict:
     """Per split: per-seed score = max of the last two evaluations (the authors'
     `dmash/informativeness/metrics.py`, ``max(ys[-2:])``), then ``(mean, std, [per seed])``.
 
-    Rows of a sweep (with ``hparams``) must be split by point first (``run.rows_by_point``).
+    Rows of a sweep (with ``hparams``) must be split by point first (``rundir.rows_by_point``).
     """
     out = {}
     for split in SPLITS:

@@ -15,7 +15,7 @@ from hyperjax import methods
 from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
-from hyperjax.run import over_seeds, to_host
+from hyperjax.parallel import over_seeds, to_host
 from hyperjax.utils import write_json_atomic, write_text_atomic
 
 # The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py`

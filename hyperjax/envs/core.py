@@ -12,7 +12,7 @@ under ``jax.vmap``.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -147,3 +147,16 @@ class EnvState(NamedTuple):
 
     physics: Any
     t: jax.Array
+
+
+def per_spec_episodes(episode: Callable, specs, key, episodes: int, *per_spec_args):
+    """``episode(*args_s, spec, k)`` for every spec (rows of ``specs``, with the matching
+    leading-axis entries of ``per_spec_args``) and ``episodes`` episodes each, vmapped; episode
+    ``e`` of spec ``s`` gets the key ``fold_in(fold_in(key, s), e)``. Outputs gain leading
+    ``[S, E]`` axes."""
+    def per_spec(s, spec, *args_s):
+        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
+            jnp.arange(episodes))
+        return jax.vmap(lambda k: episode(*args_s, spec, k))(keys)
+
+    return jax.vmap(per_spec)(jnp.arange(specs.shape[0]), specs, *per_spec_args)

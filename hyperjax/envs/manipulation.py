@@ -65,6 +65,7 @@ from mujoco import mjx
 
 from hyperjax.envs import mjx_tasks as mt
 from hyperjax.envs.contexts import Factor
+from hyperjax.envs.core import per_spec_episodes
 
 ASSET = os.path.join(os.path.dirname(__file__), "assets", "panda_cube.xml")
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
@@ -463,5 +464,4 @@ def scripted_episodes(env: ManipulationTask, specs, key, episodes: int, steps: i
         step = jnp.where(first.any(), jnp.argmax(first), steps).astype(jnp.int32)
         return first.any(), step, z
 
-    from hyperjax.hypogen.data import per_spec_episodes  # noqa: PLC0415
     return per_spec_episodes(episode, jnp.asarray(specs, jnp.float32), key, episodes)

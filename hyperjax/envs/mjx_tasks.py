@@ -525,6 +525,7 @@ def _ball_in_cup():
 
 
 def _gym(kind):
+    # Local: gym_tasks imports MuJoCo Playground (~1 s), paid only by a run of a gym task.
     from hyperjax.envs.gym_tasks import GymLocomotion  # noqa: PLC0415
     return lambda: GymLocomotion(kind)
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperjax.envs.core import Env
+from hyperjax.envs.core import Env, per_spec_episodes
 from hyperjax.utils import save_npz_atomic
 
 DATASET_FILE = "dataset.npz"
@@ -105,19 +105,6 @@ def rollout(env: Env, policy: Callable, value: Callable | None, policy_params, s
     if not record:
         return out["reward"].sum(-1)
     return out
-
-
-def per_spec_episodes(episode: Callable, specs, key, episodes: int, *per_spec_args):
-    """``episode(*args_s, spec, k)`` for every spec (rows of ``specs``, with the matching
-    leading-axis entries of ``per_spec_args``) and ``episodes`` episodes each, vmapped; episode
-    ``e`` of spec ``s`` gets the key ``fold_in(fold_in(key, s), e)``. Outputs gain leading
-    ``[S, E]`` axes."""
-    def per_spec(s, spec, *args_s):
-        keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(key, s), e))(
-            jnp.arange(episodes))
-        return jax.vmap(lambda k: episode(*args_s, spec, k))(keys)
-
-    return jax.vmap(per_spec)(jnp.arange(specs.shape[0]), specs, *per_spec_args)
 
 
 def random_returns(env: Env, specs, key, episodes: int, steps: int | None = None):

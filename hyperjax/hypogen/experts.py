@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from hyperjax.envs.core import Env
-from hyperjax.agents.sac import apply_gradients, polyak
+from hyperjax.optim import apply_gradients, polyak
 
 
 @dataclasses.dataclass(frozen=True)

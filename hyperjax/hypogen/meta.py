@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperjax.agents.sac import apply_gradients
+from hyperjax.optim import apply_gradients
 from hyperjax.envs.core import Env
 from hyperjax.hypogen import data as D
 from hyperjax.hypogen.models import EMBED_DIM, HIDDEN_DIM, CondPolicy, _orthogonal

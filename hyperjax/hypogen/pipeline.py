@@ -37,7 +37,7 @@ import shutil
 import time
 from typing import Callable
 
-from hyperjax.run import NonFiniteError
+from hyperjax.guards import NonFiniteError
 from hyperjax.utils import save_npz_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["MANIPULATION_DEFAULTS", "NonFiniteError", "PipelineConfig", "PipelineError",

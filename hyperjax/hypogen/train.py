@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from hyperjax.envs.core import Env
-from hyperjax.agents.sac import apply_gradients
+from hyperjax.optim import apply_gradients
 from hyperjax.hypogen import data as D
 from hyperjax.hypogen.models import LEARNING_RATES, TargetNetConfig, make_model
 

@@ -27,7 +27,8 @@ exact zeros.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+
+from hyperjax.nets.networks import Cond
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,6 @@ class ContextMethod:
         Args: ``params`` the agent's ``AgentParams``; ``window`` ``float32[B, K, D]``;
         ``context`` ``float32[B, F]``; ``key`` for the encoder; ``training`` its mode.
         """
-        from hyperjax.nets.networks import Cond
         return Cond(), Cond()
 
     def has_aux(self) -> bool:

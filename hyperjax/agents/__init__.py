@@ -1,0 +1,2 @@
+"""SAC with a context method plugged in: the agent (``agent``), its losses (``sac``) and the
+replay buffer (``replay``)."""

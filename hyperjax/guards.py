@@ -1,0 +1,82 @@
+"""What stops a run before it wastes a machine or reports wrongly: the memory check before
+compiling (``check_fits``) and the non-finite guard after every interval (``non_finite``,
+``NonFiniteError``), shared by the AIB driver (``hyperjax.run``) and HyPoGen's pipeline."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperjax.agents.agent import GROUPS
+from hyperjax.parallel import abstract_state, to_host
+from hyperjax.train import Program
+
+def state_bytes(prog: Program, n_runs: int, hparams=None) -> int:
+    """Bytes of a run-batched ``TrainState`` (replay, parameters, optimiser states, env
+    states), from shapes alone (``jax.eval_shape``: nothing is allocated or compiled)."""
+    abstract = abstract_state(prog, n_runs, hparams)
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(abstract)))
+
+
+def available_bytes() -> int:
+    """Memory the train state may take: the accelerators' limits summed (``memory_stats``),
+    else the host's available physical memory."""
+    devs = jax.devices()
+    if devs[0].platform != "cpu":
+        try:
+            return int(sum(d.memory_stats()["bytes_limit"] for d in devs))
+        except Exception:  # noqa: BLE001 - no stats on this backend: use the host's
+            pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def check_fits(prog: Program, n_runs: int, hparams=None) -> int:
+    """Raises ``ValueError`` (one line, with both figures) when the train state alone would
+    not fit in ``available_bytes()``; returns the estimate. The compiled step needs more
+    (activations, gradients), so this refuses only what cannot possibly run."""
+    need, have = state_bytes(prog, n_runs, hparams), available_bytes()
+    if need > have:
+        raise ValueError(f"the train state of {n_runs} run(s) needs {need / 2**30:.1f} GiB "
+                         f"(replay, parameters, optimiser states) but {have / 2**30:.1f} GiB "
+                         f"is available: use fewer --seeds / --num_envs or a smaller "
+                         f"--buffer_size (--skip_memory_check to try anyway)")
+    return need
+
+
+@jax.jit
+def finite_params(params) -> jax.Array:
+    """``bool[groups, n_runs]``: whether each ``AgentParams`` group (``agent.GROUPS`` order) is
+    finite, per run (``params`` carry a leading run axis)."""
+    rows = []
+    for name in GROUPS:
+        leaves = jax.tree.leaves(getattr(params, name))
+        n = leaves[0].shape[0] if leaves else params.log_alpha.shape[0]
+        ok = jnp.ones((n,), bool)
+        for leaf in leaves:
+            ok &= jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(-1)
+        rows.append(ok)
+    return jnp.stack(rows)
+
+
+def non_finite(state, rows: list[dict], updates: bool, seed: int, n_seeds: int):
+    """The first ``(quantity, seed)`` that is not finite after a segment, or None: the
+    segment's loss rows (``metric_rows``; only when it ran updates), then every parameter
+    group of every run. The same answer on every process (the check reads global arrays)."""
+    if updates:
+        for r in rows:
+            for k in ("q_loss", "actor_loss", "model_loss", "alpha"):
+                if k in r and not np.isfinite(r[k]):
+                    return k, r["seed"]
+    ok = to_host(finite_params(state.agent.params))
+    for g, name in enumerate(GROUPS):
+        if not ok[g].all():
+            return f"{name} parameters", seed + int(np.flatnonzero(~ok[g])[0]) % n_seeds
+    return None
+
+
+class NonFiniteError(RuntimeError):
+    """A run produced a non-finite loss or parameter; the message says which, where, and which
+    checkpoint is kept (``train_run(..., resume=True)`` continues from it)."""
