@@ -1,6 +1,9 @@
 """HyPoGen's manipulation tasks on MJX (hyperjax.envs.manipulation): the spec edits, the released
 grids and split, observations and rewards, and the physics against C MuJoCo on a scripted
 grasp-and-lift."""
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -95,9 +98,9 @@ def test_ee_frame_delta_on_a_rotated_tcp():
     np.testing.assert_allclose(M.ee_delta(np.r_[0, 0, 0, 0.3, 0.4, 0, 0], r, xp=np)[3:],
                                r @ np.array([0.03, 0.04, 0.0]))
 
-    # the MJX controller: one IK step on "+z in the TCP frame" moves the TCP down
-    state, _ = jax.jit(env.reset)(jax.random.key(0), jnp.array([1000.0]))
-    data = state.physics.state.data
+    # the MJX controller: one IK step on "+z in the TCP frame" moves the TCP down, from a
+    # reset state (the scripted run's: its program is compiled once for this module)
+    data = _scripted_run("lift_cube_stiffness", 1000.0).state0.physics.state.data
     act = jnp.zeros(7).at[2].set(1.0).at[6].set(1.0)
     q = np.asarray(jax.jit(lambda dd: be.arm_targets(be.mjx_model, dd, act))(data))
     d.qpos[:] = np.asarray(data.qpos)
@@ -150,20 +153,27 @@ def _c_episode(m, qpos0, task, goal, steps):
     return np.array(qs), np.array(cubes)
 
 
-@pytest.mark.parametrize("name,spec", [("lift_cube_stiffness", 1000.0),
-                                       pytest.param("pick_cube_damping", 100.0,
-                                                    marks=pytest.mark.slow)])
-def test_scripted_grasp_matches_c_mujoco(name, spec):
-    """The scripted grasp-and-lift in MJX (float32) against C MuJoCo (float64) from the same
-    start: the arm's joints agree to 2e-3 rad before contact, the cube ends within 2 cm and
-    both succeed."""
+class ScriptedRun(NamedTuple):
+    env: object
+    state0: object        # the reset state (jax arrays)
+    obs0: np.ndarray      # its observation
+    q: np.ndarray         # [T, 9] joint positions after each step
+    cube: np.ndarray      # [T, 3] cube position
+    term: np.ndarray      # [T] success
+    reward: np.ndarray    # [T]
+
+
+@functools.lru_cache(maxsize=None)
+def _scripted_run(name: str, spec: float) -> ScriptedRun:
+    """The scripted grasp-and-lift in MJX from ``key(3)``: one compiled program per task for
+    the whole module (tracing and compiling the Panda scene costs 20-40 s on a 2-core CPU)."""
     env = M.make_task(name, specs=[spec])
     be = env.backend
     ctx = jnp.array([spec], jnp.float32)
     steps = 80 if name.startswith("lift") else 100
 
     def episode(key):
-        state, _ = env.reset(key, ctx)
+        state, ts0 = env.reset(key, ctx)
 
         def f(state, t):
             data = state.physics.state.data
@@ -179,10 +189,22 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
 
         state0 = state
         _, out = jax.lax.scan(f, state, jnp.arange(steps))
-        return state0, out
+        return state0, ts0.obs, out
 
-    state0, (q, cube, term, reward) = jax.jit(episode)(jax.random.key(3))
-    q, cube, term = np.asarray(q), np.asarray(cube), np.asarray(term)
+    state0, obs0, out = jax.jit(episode)(jax.random.key(3))
+    return ScriptedRun(env, state0, np.asarray(obs0), *map(np.asarray, out))
+
+
+@pytest.mark.parametrize("name,spec", [("lift_cube_stiffness", 1000.0),
+                                       pytest.param("pick_cube_damping", 100.0,
+                                                    marks=pytest.mark.slow)])
+def test_scripted_grasp_matches_c_mujoco(name, spec):
+    """The scripted grasp-and-lift in MJX (float32) against C MuJoCo (float64) from the same
+    start: the arm's joints agree to 2e-3 rad before contact, the cube ends within 2 cm and
+    both succeed."""
+    env, state0, _, q, cube, term, reward = _scripted_run(name, spec)
+    be = env.backend
+    steps = len(q)
     qpos0 = np.asarray(state0.physics.state.data.qpos, np.float64)
     goal = np.asarray(state0.physics.state.info["goal"], np.float64)
     cq, ccube = _c_episode(env.mj_model([spec]), qpos0, be.task, goal, steps)
@@ -201,7 +223,6 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
     np.testing.assert_allclose(cube[first], ccube[first], atol=0.02)
     # the grasp shows in the reward: fingers open on the way down (reach only, <= 1), the
     # grasp bonus once closed on the cube (>= reach + 0.25 / + 1)
-    reward = np.asarray(reward)
     assert reward[M.SCRIPT_PHASES[1] - 2] <= 1.0
     bonus = 0.25 if be.task == "lift_cube" else 1.0
     assert reward[M.SCRIPT_PHASES[2] + 2] >= 0.5 + bonus
@@ -221,10 +242,15 @@ def test_scripted_policy_succeeds_on_every_stiffness():
 
 
 def test_reset_observation_layout():
-    for name, dim in (("lift_cube_cube", 42), ("pick_cube_cube", 51)):
-        env = M.make_task(name, specs=[0.02])
-        state, ts = jax.jit(env.reset)(jax.random.key(0), jnp.array([0.02]))
-        obs = np.asarray(ts.obs)
+    """LiftCube's 42 and PickCube's 51 observation entries (LiftCube's from the scripted run's
+    reset: one compiled Panda program less; its cube has the default half-size 0.02)."""
+    for name, dim in (("lift_cube_stiffness", 42), ("pick_cube_cube", 51)):
+        if dim == 42:
+            env, obs = _scripted_run(name, 1000.0).env, _scripted_run(name, 1000.0).obs0
+        else:
+            env = M.make_task(name, specs=[0.02])
+            _, ts = jax.jit(env.reset)(jax.random.key(0), jnp.array([0.02]))
+            obs = np.asarray(ts.obs)
         assert obs.shape == (dim,) == (env.obs_dim,)
         np.testing.assert_allclose(obs[:7], M.REST_QPOS[:7], atol=0.1)     # N(0, 0.02) noise
         np.testing.assert_array_equal(obs[18:25], np.float32(M.BASE_POSE))

@@ -12,12 +12,18 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from rliable import library as rly
-from rliable import metrics as rly_metrics
 
 from hyperjax import envs
 
 SPLITS = envs.contexts.SPLITS
+
+
+def _rliable():
+    """``(rliable.library, rliable.metrics)``, imported on first use: rliable loads arch,
+    pandas and seaborn (about 1.2 s), which a training process that only reads
+    ``final_scores`` never needs."""
+    from rliable import library, metrics  # noqa: PLC0415  (import time, see above)
+    return library, metrics
 REGIMES = (*SPLITS, "aggregated")
 CLASSES = ("all", "overlap", "non_overlap")
 
@@ -76,7 +82,7 @@ def interval(scores, func, reps: int = 5000, seed: int = 0):
     try:
         with warnings.catch_warnings():  # rliable hands arch a RandomState (a FutureWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps,
+            point, ci = _rliable()[0].get_interval_estimates({"x": scores}, func, reps=reps,
                                                    random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(saved)
@@ -87,7 +93,7 @@ def iqm(scores, reps: int = 5000, seed: int = 0) -> tuple[float, float, float]:
     """IQM of ``float[n_runs, n_tasks]`` normalised scores with its 95 % stratified bootstrap
     CI (rliable ``aggregate_iqm``; the authors' `dmash/informativeness/metrics.py`). Returns
     ``(iqm, lo, hi)``."""
-    p, lo, hi = interval(scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps, seed)
+    p, lo, hi = interval(scores, lambda x: np.array([_rliable()[1].aggregate_iqm(x)]), reps, seed)
     return float(p[0]), float(lo[0]), float(hi[0])
 
 
@@ -119,7 +125,7 @@ def score_columns(scores: dict, algo: str, regime: str, cls: str = "all",
 def iqm_of(cols) -> float:
     """IQM of the pooled scores of ``cols`` (``[float[n_i]]``): rliable's ``aggregate_iqm``
     (a 25 % trimmed mean over every run x task score), which needs no equal run counts."""
-    return float(rly_metrics.aggregate_iqm(np.concatenate([np.ravel(c) for c in cols])))
+    return float(_rliable()[1].aggregate_iqm(np.concatenate([np.ravel(c) for c in cols])))
 
 
 def _resample(cols, reps: int, rng) -> np.ndarray:

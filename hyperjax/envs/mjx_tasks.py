@@ -36,10 +36,17 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
 from hyperjax.envs import contexts as ctx
 from hyperjax.envs.core import Env
+
+def _mjx():
+    """``mujoco.mjx``, imported on first use: importing it loads MuJoCo Warp (about 2.5 s on a
+    2-core CPU), which a process that builds no MJX task (DI, ODE, the CLIs' checks) never
+    needs."""
+    import mujoco.mjx  # noqa: PLC0415  (import time, see above)
+    return mujoco.mjx
+
 
 # --- factors (the authors' `dmash/contexts/context.py`, CONTEXT_DEFAULTS)
 # ------------------------------------------------
@@ -319,7 +326,7 @@ class MjxTask(Env):
                 warnings.filterwarnings("ignore", message=".*settotalmass.*")
                 model = self.base_spec().compile()
             self.backend._mj_model = model
-            self.backend._mjx_model = mjx.put_model(model, impl="jax")
+            self.backend._mjx_model = _mjx().put_model(model, impl="jax")
         if table_rows is None:
             rows = [np.asarray(self._default_context, np.float32)[None]]
             rows += list(ctx.make_context_sets(task.varied).stacked())
@@ -367,7 +374,7 @@ class MjxTask(Env):
         return spec
 
     def _mjx_model(self, context):
-        return mjx.put_model(self.mj_model(context), impl="jax")
+        return _mjx().put_model(self.mj_model(context), impl="jax")
 
     def check_contexts(self, contexts, what: str = "contexts") -> None:
         """Raises ``ValueError`` naming the first row of ``contexts`` not in the model table."""
@@ -517,7 +524,7 @@ def _ball_in_cup():
             qpos = qpos.at[self._qadr[0]].set(x[pick]).at[self._qadr[1]].set(z[pick])
             data = mjx_env.make_data(self.mj_model, qpos=qpos, impl="jax",
                                      naconmax=self._config.naconmax, njmax=self._config.njmax)
-            data = mjx.forward(self.mjx_model, data)
+            data = _mjx().forward(self.mjx_model, data)
             zero = jnp.zeros((), jnp.float32)
             return mjx_env.State(data, self._get_obs(data, {}), zero, zero, {}, {"rng": rng})
 
@@ -525,9 +532,12 @@ def _ball_in_cup():
 
 
 def _gym(kind):
-    # Local: gym_tasks imports MuJoCo Playground (~1 s), paid only by a run of a gym task.
-    from hyperjax.envs.gym_tasks import GymLocomotion  # noqa: PLC0415
-    return lambda: GymLocomotion(kind)
+    def make():
+        # Local: gym_tasks imports MuJoCo Playground and MJX (~2.5 s), paid only by a
+        # process that builds a gym task.
+        from hyperjax.envs.gym_tasks import GymLocomotion  # noqa: PLC0415
+        return GymLocomotion(kind)
+    return make
 
 
 def _gym_spec(env) -> mujoco.MjSpec:
