@@ -11,6 +11,7 @@ records and rows), ``hyperjax.guards`` (memory and non-finite checks).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -27,8 +28,8 @@ from hyperjax.config import parse_sweep, sweep_points
 from hyperjax.guards import NonFiniteError, check_fits, non_finite
 from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, compile_program, is_main,
                                run_mesh, seed_keys, sweep_hparams, to_host)
-from hyperjax.rundir import (finished_rows, format_table, metric_rows, rows_by_point,
-                             run_record, write_rows)
+from hyperjax.rundir import (RunPaths, finished_rows, format_table, metric_rows,
+                             rows_by_point, run_record, write_rows)
 from hyperjax.train import SPLITS, Program, make_program
 from hyperjax.utils import code_identity, write_json_atomic
 
@@ -46,6 +47,42 @@ def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
     return state
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How ``train_run`` drives a run: the CLI's flags of the same names. ``seeds``, ``seed``,
+    ``sweep`` and ``extra_record`` define the run (they are stored in ``config.json`` and
+    compared on resume); the others change how it is driven, not what it trains.
+
+    Attributes:
+      seeds, seed: seeds ``seed .. seed + seeds - 1``, vmapped.
+      sweep: ``--sweep`` items (``("q_lr=1e-3,3e-4",)``), each point vmapped like a seed.
+      resume: continue the run directory (its record must equal this run's).
+      keep_checkpoints: checkpoints kept, newest first.
+      random_baseline: measure the uniform-random policy's AER on the same episodes.
+      diagnostics, diag_windows, diag_encoder_training: the z diagnostics (inferred methods,
+        no sweep; the authors' `dmash/informativeness/metrics.py`).
+      shard_envs, skip_memory_check: as ``parallel.run_mesh`` / ``guards.check_fits`` say.
+      extra_record: more fields that define the run (the CLI's ``context_file``).
+    """
+
+    seeds: int = 1
+    seed: int = 0
+    sweep: tuple[str, ...] = ()
+    resume: bool = False
+    keep_checkpoints: int = 2
+    random_baseline: bool = True
+    diagnostics: bool = True
+    diag_windows: int = 256
+    diag_encoder_training: bool = True
+    shard_envs: bool | None = None
+    skip_memory_check: bool = False
+    extra_record: dict | None = None
+
+    def record(self, cfg) -> dict:
+        """``config.json``'s content for ``cfg`` under these options (``rundir.run_record``)."""
+        return run_record(cfg, self.seeds, self.seed, list(self.sweep),
+                          **(self.extra_record or {}))
+
 
 class RunResult(NamedTuple):
     """What ``train_run`` returns: the resolved ``Config``, every metrics row (``metric_rows``),
@@ -61,13 +98,9 @@ class RunResult(NamedTuple):
     summary: dict
 
 
-def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
-              sweep: list[str] | None = None, resume: bool = False, keep_checkpoints: int = 2,
-              random_baseline: bool = True, diagnostics: bool = True,
-              diag_windows: int = 256, diag_encoder_training: bool = True,
-              shard_envs: bool | None = None, skip_memory_check: bool = False,
-              extra_record: dict | None = None, log: Callable | None = print,
-              progress_fn: Callable | None = None) -> RunResult:
+def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None,
+              log: Callable | None = print, progress_fn: Callable | None = None,
+              **option_fields) -> RunResult:
     """Trains one (task, method) pair over ``seeds`` (x ``sweep`` points) into ``run_dir``,
     checkpointing the whole train state after every evaluation interval, so that a run killed
     at any point continues exactly with ``resume=True`` (from its newest checkpoint that
@@ -76,23 +109,15 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
     Writes ``config.json`` (``run_record``), ``metrics.jsonl`` (one row per seed, split and
     evaluation), ``checkpoints/N/`` (N segments done), ``summary.json`` (final AER per split,
     the uniform-random policy's on the same episodes, compile and training seconds) and, for
-    inferred-context methods, ``diagnostics.json`` (the authors'
-    `dmash/informativeness/metrics.py`). A finished run that is resumed
-    is read back, not recompiled.
+    inferred-context methods, ``diagnostics.json``. A finished run that is resumed is read
+    back, not recompiled.
 
     Args:
       cfg: a ``Config`` (resolved here).
       run_dir: the run directory (created; a non-empty one needs ``resume``).
+      options: a ``RunOptions``; ``option_fields`` (its field names, e.g. ``seeds=3,
+        resume=True``) replace its fields.
       sets: the context sets (default: the task's recipe).
-      seeds, seed: seeds ``seed .. seed + seeds - 1``, vmapped.
-      sweep: ``--sweep`` items (``["q_lr=1e-3,3e-4"]``), each point vmapped like a seed.
-      resume: continue ``run_dir`` (its record must equal this run's).
-      keep_checkpoints: checkpoints kept, newest first.
-      random_baseline: measure the uniform-random policy's AER on the same episodes.
-      diagnostics, diag_windows, diag_encoder_training: the z diagnostics (inferred methods,
-        no sweep).
-      shard_envs, skip_memory_check: as the CLI's flags.
-      extra_record: more fields that define the run (stored and compared on resume).
       log: called with each progress line (None: silent); process 0 only.
       progress_fn: ``progress_fn(step, metrics)`` after every evaluation (brax's
         ``progress_fn``): ``step`` the gradient step evaluated, ``metrics`` a dict with
@@ -101,129 +126,174 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
     Returns:
       ``RunResult``.
     Raises:
-      ValueError: bad input or a run directory in the wrong state (one line, names it).
+      ValueError: bad input, an unknown option, or a run directory in the wrong state (one
+        line, names it).
       hyperjax.checkpoint.CheckpointError: ``resume`` found no checkpoint that restores or
         one of another config.
       NonFiniteError: a non-finite loss or parameter (the last finite checkpoint is kept).
     """
+    unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(RunOptions)})
+    if unknown:
+        raise ValueError(f"train_run: unknown option(s) {', '.join(unknown)}; RunOptions has "
+                         f"{', '.join(f.name for f in dataclasses.fields(RunOptions))}")
+    if "sweep" in option_fields:               # a list (the CLI's flag) or None
+        option_fields["sweep"] = tuple(option_fields["sweep"] or ())
+    opts = dataclasses.replace(options or RunOptions(), **option_fields)
     cfg = cfg.resolved()
-    main_proc = is_main()
-    say = (lambda msg: log(msg)) if (log is not None and main_proc) else (lambda msg: None)
-    points = sweep_points(parse_sweep(list(sweep or [])))
+    say = (lambda msg: log(msg)) if (log is not None and is_main()) else (lambda msg: None)
+    points = sweep_points(parse_sweep(list(opts.sweep)))
     swept = bool(points[0])
-    record_cfg = run_record(cfg, seeds, seed, sweep, **(extra_record or {}))
-    hparams = sweep_hparams(points, seeds)
-    n_runs = len(points) * seeds
-    want_diag = diagnostics and cfg.inferred and not swept
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    diag_path = os.path.join(run_dir, "diagnostics.json")
-    summary_path = os.path.join(run_dir, "summary.json")
-    if main_proc:
+    record = opts.record(cfg)
+    paths = RunPaths.of(run_dir)
+    want_diag = opts.diagnostics and cfg.inferred and not swept
+    if is_main():
         os.makedirs(run_dir, exist_ok=True)
     barrier("run_dir_made")
-    config_path = os.path.join(run_dir, "config.json")
-    if resume and os.path.exists(config_path):
-        with open(config_path) as f:
-            k = checkpoint.config_diff(json.load(f), record_cfg)
-        if k is not None:
-            with open(config_path) as f:
-                saved = json.load(f)
-            raise ValueError(f"--resume: the run's config differs in {k!r}: the run has "
-                             f"{saved.get(k)!r}, this run gives {record_cfg.get(k)!r}")
-    if resume and os.path.exists(summary_path) and (not want_diag or
-                                                    os.path.exists(diag_path)):
-        rows = finished_rows(cfg, record_cfg, ckpt_dir, metrics_path, say)
-        if rows is not None:
-            say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {run_dir}")
-            diag = json.load(open(diag_path)) if want_diag else None
-            summary = json.load(open(summary_path))
-            return RunResult(cfg, rows, final_scores(rows_by_point(rows)[0][1]), diag, None,
-                             summary)
+    done = _finished_run(cfg, opts, record, paths, want_diag, say)
+    if done is not None:
+        return done
     prog = make_program(cfg, sets, tuple(points[0]))
+    hparams = sweep_hparams(points, opts.seeds)
+    n_runs = len(points) * opts.seeds
     mesh = run_mesh(n_runs, n_envs=cfg.num_envs or len(prog.sets.train),
-                    shard_envs=shard_envs)
-    what = f"{seeds} seed(s)" + (f" x {len(points)} sweep points" if swept else "")
+                    shard_envs=opts.shard_envs)
+    what = f"{opts.seeds} seed(s)" + (f" x {len(points)} sweep points" if swept else "")
     say(f"hyperjax: {cfg.algo} on {cfg.env}, {what}, {cfg.total_steps} steps, "
         f"eval every {cfg.eval_every}; run dir {run_dir}")
     if mesh.size < jax.device_count():
         say(f"note: {n_runs} run(s) split evenly over {mesh.size} of the "
             f"{jax.device_count()} devices (use a multiple of {jax.device_count()} runs, or "
             f"--shard_envs with --num_envs, to use all)")
-    if not skip_memory_check:
+    if not opts.skip_memory_check:
         check_fits(prog, n_runs, hparams)
-    init, seg, compile_s = compile_program(prog, n_runs, seed, hparams, mesh)
+    init, seg, compile_s = compile_program(prog, n_runs, opts.seed, hparams, mesh)
     say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
         f"{f', envs over {mesh.shape[ENV_AXIS]}' if mesh.shape[ENV_AXIS] > 1 else ''}"
         f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
+    state, start, rows, earlier_s = _start_or_resume(
+        prog, init, opts, record, paths, hparams, mesh, len(points), say)
+    t_start = time.time()
+    hook = _SegmentHook(cfg, prog, opts, record, paths, rows, earlier_s, t_start, say,
+                        progress_fn)
+    state = run_segments(prog, state, seg, start, opts.seed, hook, points if swept else None)
+    per_point = [dict(hparams=hp, aer=final_scores(r)) for hp, r in rows_by_point(rows)]
+    summary = _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s,
+                             start, earlier_s, time.time() - t_start, say)
+    if opts.diagnostics and cfg.inferred and swept:
+        say("--sweep: no z diagnostics (they compare methods at their settings)")
+    diag = _diagnostics(prog, state, opts, paths, say) if want_diag else None
+    return RunResult(cfg, rows, per_point[0]["aer"], diag, state, summary)
 
-    keys = seed_keys(seed, seeds, len(points))
-    start, rows = 0, []
-    earlier_s = 0.0          # training seconds of earlier processes (None: not recorded)
-    if resume and checkpoint.all_steps(ckpt_dir):
-        abstract = abstract_state(prog, n_runs, hparams, mesh)
+
+def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_diag: bool,
+                  say) -> RunResult | None:
+    """On resume: refuses a run directory of another config; reads a finished run back
+    (``rundir.finished_rows``), or returns None to train."""
+    if opts.resume and os.path.exists(paths.config):
+        with open(paths.config) as f:
+            saved = json.load(f)
+        k = checkpoint.config_diff(saved, record)
+        if k is not None:
+            raise ValueError(f"--resume: the run's config differs in {k!r}: the run has "
+                             f"{saved.get(k)!r}, this run gives {record.get(k)!r}")
+    if not (opts.resume and os.path.exists(paths.summary)
+            and (not want_diag or os.path.exists(paths.diagnostics))):
+        return None
+    rows = finished_rows(cfg, record, paths.checkpoints, paths.metrics, say)
+    if rows is None:
+        return None
+    say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {paths.run_dir}")
+    diag = json.load(open(paths.diagnostics)) if want_diag else None
+    summary = json.load(open(paths.summary))
+    return RunResult(cfg, rows, final_scores(rows_by_point(rows)[0][1]), diag, None, summary)
+
+
+def _start_or_resume(prog: Program, init, opts: RunOptions, record: dict, paths: RunPaths,
+                     hparams, mesh, n_points: int, say):
+    """``(state, first segment, rows so far, training seconds of earlier processes or
+    None)``: from the newest checkpoint that restores when resuming, else a fresh state
+    (writing ``config.json``)."""
+    start, rows, earlier_s = 0, [], 0.0
+    if opts.resume and checkpoint.all_steps(paths.checkpoints):
+        abstract = abstract_state(prog, n_points * opts.seeds, hparams, mesh)
         state, rec, step, skipped = checkpoint.restore_good(
-            ckpt_dir, abstract, lambda r: checkpoint.check_compatible(r, record_cfg))
+            paths.checkpoints, abstract, lambda r: checkpoint.check_compatible(r, record))
         for s, why in skipped:
             say(f"checkpoint {s} skipped: it does not restore ({why}); using {step}")
         start, rows = int(rec["segments"]), rec["rows"]
         earlier_s = rec.get("train_seconds")  # absent from checkpoints written before it
         say(f"resumed from checkpoint after {start} segment(s) "
-            f"(step {(start - 1) * cfg.eval_every})")
+            f"(step {(start - 1) * prog.cfg.eval_every})")
     else:
-        if main_proc:
-            write_json_atomic(config_path, record_cfg, indent=2, sort_keys=True)
-            if os.path.exists(metrics_path):
-                os.remove(metrics_path)
+        if is_main():
+            write_json_atomic(paths.config, record, indent=2, sort_keys=True)
+            if os.path.exists(paths.metrics):
+                os.remove(paths.metrics)
+        keys = seed_keys(opts.seed, opts.seeds, n_points)
         state = init(keys) if hparams is None else init(keys, hparams)
-    if main_proc:
-        write_rows(metrics_path, rows)
+    if is_main():
+        write_rows(paths.metrics, rows)
+    return state, start, rows, earlier_s
 
-    t_start = time.time()
 
-    def on_segment(i, state, seg_rows, seconds):
+class _SegmentHook:
+    """``run_segments``' ``on_segment``: the non-finite guard, the checkpoint, the metrics
+    rows, the progress line and ``progress_fn``, after every evaluation interval."""
+
+    def __init__(self, cfg, prog, opts, record, paths, rows, earlier_s, t_start, say,
+                 progress_fn):
+        self.cfg, self.prog, self.opts, self.record, self.paths = cfg, prog, opts, record, paths
+        self.rows, self.earlier_s, self.t_start, self.say = rows, earlier_s, t_start, say
+        self.progress_fn = progress_fn
+
+    def __call__(self, i, state, seg_rows, seconds):
+        cfg, paths = self.cfg, self.paths
         step = i * cfg.eval_every
-        first, stop = prog.segment_steps(i)
-        updates = stop - max(first, cfg.learning_starts)
-        bad = non_finite(state, seg_rows, updates, seed, seeds)
+        first, stop = self.prog.segment_steps(i)
+        bad = non_finite(state, seg_rows, stop - max(first, cfg.learning_starts),
+                         self.opts.seed, self.opts.seeds)
         if bad:
-            n = checkpoint.latest_step(ckpt_dir)
-            kept = (f"the last finite checkpoint, {os.path.join(ckpt_dir, str(n))} ({n} "
-                    f"segment(s), up to the evaluation at step {(n - 1) * cfg.eval_every}), "
-                    f"is kept; --resume continues from it"
-                    if n and os.path.isdir(os.path.join(ckpt_dir, str(n))) else
-                    "no checkpoint had been written before it (nothing to resume)")
             raise NonFiniteError(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; "
-                                 f"stopping: {kept}")
-        rows.extend(seg_rows)
-        total_s = None if earlier_s is None else earlier_s + time.time() - t_start
-        checkpoint.save(ckpt_dir, i + 1, state,
-                        {"config": record_cfg, "segments": i + 1, "rows": rows,
+                                 f"stopping: {self._kept()}")
+        self.rows.extend(seg_rows)
+        elapsed = time.time() - self.t_start
+        total_s = None if self.earlier_s is None else self.earlier_s + elapsed
+        checkpoint.save(paths.checkpoints, i + 1, state,
+                        {"config": self.record, "segments": i + 1, "rows": self.rows,
                          "train_seconds": total_s},
-                        keep=keep_checkpoints)
+                        keep=self.opts.keep_checkpoints)
         aer = {s: float(np.mean([r["aer"] for r in seg_rows if r["split"] == s]))
                for s in SPLITS}
         ret = np.array([r["train_return"] for r in seg_rows], float)  # NaN: no episode ended
         tr = float(ret[np.isfinite(ret)].mean()) if np.isfinite(ret).any() else float("nan")
         sps = (stop - first) / seconds
-        if main_proc:
-            write_rows(metrics_path, rows)
-        say(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
-            f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
-            f"train return {tr:7.2f}  {sps:6.1f} steps/s  [{time.time() - t_start:6.0f} s]")
-        if progress_fn is not None:
-            progress_fn(step, dict(aer=aer, train_return=tr, steps_per_second=sps,
-                                   seconds=time.time() - t_start, rows=seg_rows))
+        if is_main():
+            write_rows(paths.metrics, self.rows)
+        self.say(f"step {step:>7}/{cfg.total_steps}  AER train {aer['train']:7.2f}  "
+                 f"in {aer['eval_in']:7.2f}  out {aer['eval_out']:7.2f}  "
+                 f"train return {tr:7.2f}  {sps:6.1f} steps/s  "
+                 f"[{time.time() - self.t_start:6.0f} s]")
+        if self.progress_fn is not None:
+            self.progress_fn(step, dict(aer=aer, train_return=tr, steps_per_second=sps,
+                                        seconds=time.time() - self.t_start, rows=seg_rows))
 
-    state = run_segments(prog, state, seg, start, seed, on_segment, points if swept else None)
-    by_point = rows_by_point(rows)
-    per_point = [dict(hparams=hp, aer=final_scores(r)) for hp, r in by_point]
-    scores = per_point[0]["aer"]
-    train_s = time.time() - t_start
+    def _kept(self) -> str:
+        ckpt = self.paths.checkpoints
+        n = checkpoint.latest_step(ckpt)
+        if n and os.path.isdir(os.path.join(ckpt, str(n))):
+            return (f"the last finite checkpoint, {os.path.join(ckpt, str(n))} ({n} "
+                    f"segment(s), up to the evaluation at step "
+                    f"{(n - 1) * self.cfg.eval_every}), is kept; --resume continues from it")
+        return "no checkpoint had been written before it (nothing to resume)"
+
+
+def _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s, start,
+                   earlier_s, train_s, say) -> dict:
+    """The random baseline (same episodes), ``summary.json`` and the final AER table."""
     random_aer = None
-    if random_baseline:
+    if opts.random_baseline:
         ret = jax.jit(lambda k: prog.evaluate(None, k, random_actions=True))(
-            jax.random.PRNGKey(seed + 2 * 10**6))
+            jax.random.PRNGKey(opts.seed + 2 * 10**6))
         random_aer = dict(zip(SPLITS, np.asarray(ret).mean(axis=(1, 2)).tolist()))
         say("uniform-random policy, same episodes: " + "  ".join(
             f"{k} {v:.2f}" for k, v in random_aer.items()))
@@ -232,27 +302,29 @@ def train_run(cfg, run_dir: str, *, sets=None, seeds: int = 1, seed: int = 0,
                "train_seconds_this_process": train_s, "resumed_after_segments": start,
                "devices": mesh.size,
                "mesh": dict(mesh.shape), "processes": jax.process_count(),
-               "device": jax.devices()[0].device_kind, "code": code_identity(), "aer": scores,
+               "device": jax.devices()[0].device_kind, "code": code_identity(),
+               "aer": per_point[0]["aer"],
                **({"random_aer": random_aer} if random_aer else {}),
                **({"sweep": per_point} if swept else {})}
-    if main_proc:
-        write_json_atomic(summary_path, summary, indent=2)
+    if is_main():
+        write_json_atomic(paths.summary, summary, indent=2)
     for p in per_point:
         if swept:
             say("sweep point " + ", ".join(f"{k}={v:g}" for k, v in p["hparams"].items()))
-        say(format_table(p["aer"], cfg.algo, cfg.env, seeds))
-    if diagnostics and cfg.inferred and swept:
-        say("--sweep: no z diagnostics (they compare methods at their settings)")
-    diag = None
-    if want_diag:
-        t0 = time.time()
-        diag = run_diagnostics(prog, state, seeds, jax.random.PRNGKey(seed + 10**6),
-                               diag_windows, diag_encoder_training)
-        if main_proc:
-            write_json_atomic(diag_path, diag)
-        d = diag["splits"]["eval_out"]
-        say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
-            f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
-            f"{np.mean([x['variability'] for x in d]):.3g}, RO "
-            f"{np.mean([x['overlap'] for x in d]):.3f}")
-    return RunResult(cfg, rows, scores, diag, state, summary)
+        say(format_table(p["aer"], cfg.algo, cfg.env, opts.seeds))
+    return summary
+
+
+def _diagnostics(prog, state, opts, paths, say) -> dict:
+    """The final state's z diagnostics (``study.run_diagnostics``) -> ``diagnostics.json``."""
+    t0 = time.time()
+    diag = run_diagnostics(prog, state, opts.seeds, jax.random.PRNGKey(opts.seed + 10**6),
+                           opts.diag_windows, opts.diag_encoder_training)
+    if is_main():
+        write_json_atomic(paths.diagnostics, diag)
+    d = diag["splits"]["eval_out"]
+    say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
+        f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
+        f"{np.mean([x['variability'] for x in d]):.3g}, RO "
+        f"{np.mean([x['overlap'] for x in d]):.3f}")
+    return diag

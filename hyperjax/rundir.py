@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -27,6 +28,24 @@ from hyperjax.parallel import abstract_state, barrier, is_main
 from hyperjax.policy import make_policy
 from hyperjax.train import make_program
 from hyperjax.utils import write_text_atomic
+
+
+class RunPaths(NamedTuple):
+    """The files of a run directory (the layout in the module doc)."""
+
+    run_dir: str
+    config: str
+    metrics: str
+    summary: str
+    diagnostics: str
+    checkpoints: str
+
+    @classmethod
+    def of(cls, run_dir: str) -> "RunPaths":
+        j = lambda name: os.path.join(run_dir, name)
+        return cls(run_dir, j("config.json"), j("metrics.jsonl"), j("summary.json"),
+                   j("diagnostics.json"), j("checkpoints"))
+
 
 TRAIN_KEYS = ("train_return", "q_loss", "actor_loss", "alpha", "entropy", "model_loss")
 

@@ -2,6 +2,7 @@
 fallback, a finished run's rows rebuilt from its checkpoint record, one lock per run
 directory, hyperparameters validated once wherever they come from, a memory estimate before
 compiling, and env inputs checked at trace time."""
+import dataclasses
 import json
 import os
 import shutil
@@ -189,6 +190,18 @@ def test_cli_refuses_a_bad_sweep_point_in_one_line():
     res = aib("--algo=dr", "--total_steps=100", "--sweep=q_lr=-1,1e-3")
     assert res.returncode == 2 and "q_lr must be positive" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_train_run_options_are_one_record_and_unknown_ones_are_named(tmp_path):
+    """``train_run(cfg, dir, RunOptions(...), **fields)``: keyword fields replace the record's;
+    a misspelt one is refused in one line before anything is created or compiled."""
+    cfg = hj.Config(algo="dr", total_steps=20, eval_every=10, learning_starts=100)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) sead; RunOptions has seeds, "):
+        hj.train_run(cfg, str(tmp_path / "run"), hj.RunOptions(seeds=2), sead=3)
+    assert not os.path.exists(tmp_path / "run")
+    opts = dataclasses.replace(hj.RunOptions(seeds=2), sweep=("q_lr=1e-3",))
+    assert opts.record(cfg.resolved())["seeds"] == 2
+    assert opts.record(cfg.resolved())["sweep"] == ["q_lr=1e-3"]
 
 
 def test_seed_keys_needs_a_seed():
