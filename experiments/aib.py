@@ -179,12 +179,14 @@ def build_config(env: str | None = None, algo: str | None = None):
     if FLAGS.budget_scale != 1.0 and not FLAGS.suite:
         raise ValueError("--budget_scale scales a --suite's budgets; without --suite use "
                          "--total_steps")
+    implied = []   # budget fields the flags did not give, taken from the paper's
     if FLAGS.suite and FLAGS.total_steps is None:
         budget = suite_budget(env, FLAGS.budget_scale)
     elif FLAGS.total_steps is None:  # jnp tasks: the CPU budget; MJX tasks: the paper's
         budget = task_info(env).default_budget()
     else:
         budget = dict(total_steps=FLAGS.total_steps, **PAPER_BUDGET)
+        implied = [n for n in PAPER_BUDGET if getattr(FLAGS, n) is None]
     for name in ("eval_every", "learning_starts", "eval_episodes"):
         if getattr(FLAGS, name) is not None:
             budget[name] = getattr(FLAGS, name)
@@ -194,7 +196,15 @@ def build_config(env: str | None = None, algo: str | None = None):
         if getattr(FLAGS, name) <= 0:
             raise ValueError(f"{name} must be a positive integer, got {getattr(FLAGS, name)}")
     rest = {name: getattr(FLAGS, name) for name in CONFIG_FLAGS if name not in budget}
-    return Config(env=env, algo=algo, **budget, **rest).resolved()
+    try:
+        return Config(env=env, algo=algo, **budget, **rest).resolved()
+    except ValueError as e:
+        named = [n for n in implied if n in str(e)]
+        if not named:
+            raise
+        raise ValueError(f"{e} ({', '.join(f'{n}={budget[n]}' for n in named)} is the paper's, "
+                         f"which --total_steps keeps: give "
+                         f"{' and '.join('--' + n for n in named)} too)") from None
 
 
 def load_context_sets(cfg):

@@ -111,6 +111,21 @@ class Config:
                            "method, passed to it).")
 
     @classmethod
+    def tiny(cls, **fields) -> "Config":
+        """A budget for trying things: one episode of uniform-random steps, then 21 gradient
+        steps, evaluations at 0, 10 and 20 on one episode per context (seconds of training
+        after the compile; ``docs/library.md``'s TINY). ``fields`` as ``Config``'s, any of the
+        four budget fields included. ``Config()`` itself is the paper's 100k budget.
+
+        Raises:
+          ValueError: unknown ``env`` (its episode length sets the random phase).
+        """
+        env = fields.get("env", cls.env)
+        T = fields.get("learning_starts") or envs.episode_length(env)
+        return cls(**{**dict(total_steps=20, eval_every=10, learning_starts=T,
+                             eval_episodes=1), **fields})
+
+    @classmethod
     def sweepable(cls) -> tuple[str, ...]:
         """The hyperparameters marked ``sweep=True``, in field order: ``HParams``' leaves and
         the names ``--sweep`` takes."""
@@ -232,7 +247,7 @@ def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
         if name in out:
             raise ValueError(f"--sweep: {name!r} given twice")
         out[name] = vals
-    if "lr" in out and {"q_lr", "actor_lr", "alpha_lr", "model_lr"} & set(out):
+    if "lr" in out and set(LEARNING_RATES) & set(out):
         raise ValueError("--sweep: 'lr' sets every learning rate; do not combine it with "
                          "q_lr / actor_lr / alpha_lr / model_lr")
     return out
@@ -246,10 +261,26 @@ def sweep_points(sweep: dict[str, list[float]]) -> list[dict[str, float]]:
     for combo in itertools.product(*(sweep[n] for n in names)):
         p = {}
         for n, v in zip(names, combo):
-            p.update({k: v for k in ("q_lr", "actor_lr", "alpha_lr", "model_lr")}
-                     if n == "lr" else {n: v})
+            p.update(expand_lr({n: v}))
         points.append(p)
     return points
+
+
+LEARNING_RATES = ("q_lr", "actor_lr", "alpha_lr", "model_lr")   # what ``lr`` stands for
+
+
+def expand_lr(hparams: dict) -> dict:
+    """``hparams`` (``{name: value}``) with ``lr`` replaced by the four learning rates
+    (``LEARNING_RATES``), each set to its value; other names pass unchanged."""
+    out = {}
+    for k, v in hparams.items():
+        out.update({n: v for n in LEARNING_RATES} if k == "lr" else {k: v})
+    return out
+
+
+def sweep_names(names) -> tuple[str, ...]:
+    """``make_program(sweep=...)`` names with ``lr`` expanded (``expand_lr``), in order."""
+    return tuple(expand_lr({n: None for n in names}))
 
 
 _FLAG_KINDS = {"int": "integer", "int | None": "integer", "float": "float",

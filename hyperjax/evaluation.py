@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperjax.policy import Policy, PolicyState
+from hyperjax.policy import Policy, PolicyState, check_params
 from hyperjax.utils import raw_key
 
 
@@ -115,8 +115,11 @@ def evaluate(policy: Policy, params, env, contexts, key, episodes: int = 1) -> j
     CLI's evaluation of that split when the key and the batch are the same.
 
     Raises:
-      ValueError: ``episodes`` is not a positive integer or ``contexts`` is not 2-D.
+      ValueError: ``episodes`` is not a positive integer, ``contexts`` is not 2-D, or
+        ``params`` are not one run's parameters of the policy (``policy.check_params``: a
+        seed-batched tree is named as such).
     """
+    check_params(policy, params)
     if isinstance(episodes, (bool, np.bool_)) or not isinstance(episodes, (int, np.integer)) \
             or episodes <= 0:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")

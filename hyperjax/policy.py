@@ -82,3 +82,34 @@ def make_policy(agent) -> Policy:
                            jnp.zeros_like(ps.has_prev), ps.context)
 
     return Policy(init, act, reset, K, agent)
+
+
+def check_params(policy: Policy, params) -> None:
+    """Refuses, in one line, ``params`` that are not one run's parameters of ``policy``'s
+    agent (shapes only: works at trace time, inside ``jit``). A seed-batched tree (what
+    ``jax.vmap`` over seeds or ``train_run`` trains: every leaf ``[n_seeds, ...]``) gets the
+    fix in the message. A policy without an agent (``random_policy``) takes anything.
+
+    Raises:
+      ValueError: a leading seed axis, or the first leaf whose shape differs.
+    """
+    if policy.agent is None:
+        return
+    want = jax.eval_shape(policy.agent.init, jax.ShapeDtypeStruct((2,), jnp.uint32)).params
+    got = jax.tree_util.tree_flatten_with_path(params)[0]
+    ref = jax.tree_util.tree_flatten_with_path(want)[0]
+    if [p for p, _ in got] != [p for p, _ in ref]:
+        raise ValueError("params: not the parameters of this policy's agent (another method "
+                         "or structure): pass AgentParams of the agent the policy was made "
+                         "from")
+    shapes = [(jax.tree_util.keystr(p), tuple(jnp.shape(g)), tuple(w.shape))
+              for (p, g), (_, w) in zip(got, ref)]
+    if all(len(g) == len(w) + 1 and g[1:] == w for _, g, w in shapes):
+        n = shapes[0][1][0]
+        raise ValueError(f"params carry a leading axis of {n} (a seed-batched train state): "
+                         f"pass one run's, jax.tree.map(lambda x: x[i], params), or vmap the "
+                         f"evaluation over that axis")
+    for path, g, w in shapes:
+        if g != w:
+            raise ValueError(f"params{path} has shape {list(g)}, this policy's agent has "
+                             f"{list(w)}")

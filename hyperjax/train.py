@@ -42,7 +42,7 @@ from hyperjax import envs
 from hyperjax.agents import replay as rb
 from hyperjax.agents.agent import Agent, AgentConfig, AgentState, HParams
 from hyperjax.methods import MethodShapes
-from hyperjax.config import Config, check_batch
+from hyperjax.config import Config, check_batch, expand_lr, sweep_names
 from hyperjax.envs.wrappers import (Window, fill_context_window, initial_window, push_window,
                                     window_features)
 from hyperjax.evaluation import Trajectory, random_policy, run_episodes  # noqa: F401
@@ -172,14 +172,16 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
       config: a ``Config`` (validated here).
       sets: context sets to train and evaluate on; default ``hyperjax.context_sets(env)`` for a
         registered task, ``make_context_sets(env.varied)`` for an env instance.
-      sweep: ``HParams`` names that vary per run: each run takes them from ``init(key,
-        hparams)``, so ``jax.vmap`` over ``(keys, hparams)`` is a sweep in one program.
+      sweep: ``HParams`` names that vary per run (``Config.sweepable()``; ``lr`` for the
+        four learning rates at once): each run takes them from ``init(key, hparams)``, so
+        ``jax.vmap`` over ``(keys, hparams)`` is a sweep in one program.
       env: an env instance to train on (any ``hyperjax.envs.Env`` with ``varied`` factors;
         need not be registered; ``config.env`` is then its label).
     Raises:
       ValueError: invalid config, malformed context sets or an unsweepable name (names the
         field / factor).
     """
+    sweep = sweep_names(sweep)
     cfg, env, sets, agent, lay = _setup(config, sets, sweep, env)
     T, A, K = env.episode_length, env.action_dim, agent.window_size
     L, E = cfg.learning_starts, cfg.eval_every
@@ -198,13 +200,20 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
     def init(key, hparams=None) -> TrainState:
         """A fresh ``TrainState`` from ``key`` (a raw ``uint32[2]`` or a typed threefry key,
         the same numbers either way: ``utils.raw_key``); ``hparams``: ``{name: float32[]}``
-        for the swept names (default: the config's values)."""
+        for the swept names (``lr`` sets the four learning rates; a name not swept is refused:
+        the program reads it from the config, so its value would be ignored)."""
         key = raw_key(key)
+        hparams = expand_lr(hparams or {})
+        extra = sorted(set(hparams) - set(sweep))
+        if extra:
+            raise ValueError(f"hparams {', '.join(extra)}: not swept by this program (swept: "
+                             f"{', '.join(sweep) or 'none'}); name them in "
+                             f"make_program(..., sweep=...) / make_train(..., sweep=...)")
         k_agent, k_reset, k_run = jax.random.split(key, 3)
         replay = rb.init(n_envs, lay.slots, K, T, env.obs_dim, A)
         env_state, ts = reset(k_reset, env_ctx)
         window = initial_window(ts.obs, K, A) if K else None
-        hp = base_hp.replace(**(hparams or {}))
+        hp = base_hp.replace(**hparams)
         return TrainState(agent.init(k_agent, hp), replay, k_run, env_state, ts.obs, window,
                           jnp.zeros(n_envs), jnp.zeros((), jnp.int32), jnp.zeros_like(key))
 
@@ -359,8 +368,11 @@ def make_program(config: Config, sets: envs.ContextSets | None = None,
 
 
 def make_train(config: Config, sets: envs.ContextSets | None = None,
-               env: envs.Env | None = None):
-    """``train(key) -> (TrainState, metrics)``: the whole run as one pure function.
+               env: envs.Env | None = None, sweep: tuple[str, ...] = ()):
+    """``train(key, hparams=None) -> (TrainState, metrics)``: the whole run as one pure
+    function. With ``sweep`` names (``make_program``'s), ``hparams`` ``{name: float32[]}``
+    sets them per run: ``jax.jit(jax.vmap(train))(keys, {"lr": lrs})`` trains one run per
+    (key, lr) pair in one program.
 
     ``metrics`` leaves have a leading axis ``[n_segments]`` (one row per evaluation):
     ``step``, ``aer`` ``[n, 3]`` (train, eval_in, eval_out), ``eval_return`` ``[n, 3, 20]``,
@@ -372,10 +384,10 @@ def make_train(config: Config, sets: envs.ContextSets | None = None,
     Raises:
       ValueError: invalid config (see ``Config.resolved``) or context sets.
     """
-    prog = make_program(config, sets, env=env)
+    prog = make_program(config, sets, sweep, env=env)
 
-    def train(key):
-        state = prog.init(key)
+    def train(key, hparams=None):
+        state = prog.init(key, hparams)
         return jax.lax.scan(prog.segment, state, jnp.arange(prog.n_segments))
 
     return train

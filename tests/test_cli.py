@@ -62,6 +62,8 @@ def _one_line_error(res, pattern):
     (["--total_steps=1000", "--eval_every=2000"], r"eval_every=2000 is larger than "
                                                   r"total_steps=1000"),
     (["--learning_starts=50"], r"learning_starts=50 must be at least the episode length 100"),
+    (["--total_steps=2000"], r"eval_every=5000 is larger than total_steps=2000 \(eval_every=5000 "
+                             r"is the paper's, which --total_steps keeps: give --eval_every too\)"),
     (["--out_dir=/etc/hostname/run"], r"output directory .* is not writable"),
     (["--sweep=batch_size=1,2"], r"cannot sweep 'batch_size'; sweepable: lr"),
     (["--algo=dr", "--sweep=mask_rate=0.1,0.2"], r"--sweep mask_rate: 'dr' has no context"),

@@ -266,6 +266,75 @@ class Pendulumish(Env):
         return x
 
 
+def test_an_env_with_a_wrong_obs_dim_or_reward_shape_is_named_at_trace_time():
+    class WrongObs(Pendulumish):
+        obs_dim = 2
+
+    class BatchedReward(Pendulumish):
+        def _step(self, key, x, action, context):
+            x, r, done = super()._step(key, x, action, context)
+            return x, jnp.stack([r, r]), done
+
+    key, c = jax.random.PRNGKey(0), jnp.ones(1)
+    with pytest.raises(ValueError, match=r"test_line.reset: _obs gives shape \(1,\), but "
+                                         r"obs_dim = 2"):
+        jax.eval_shape(WrongObs().reset, key, c)
+    env = BatchedReward()
+    state, _ = env.reset(key, c)
+    with pytest.raises(ValueError, match=r"test_line.step: _step's reward has shape \(2,\), "
+                                         r"expected a scalar"):
+        jax.eval_shape(env.step, key, state, jnp.zeros(1), c)
+
+
+def test_a_registered_env_is_taken_by_name():
+    """``envs.register(TaskInfo(...))``: the name then works wherever a task name does
+    (``make_env``, ``Config``, ``make_program``, reports' normalisation); a taken name, an
+    object that is not an ``Env`` and normalising without ``return_bounds`` are refused."""
+    from hyperjax import envs
+    from hyperjax.analysis.stats import normalise
+    info = envs.TaskInfo("test_line_reg", lambda contexts=None: Pendulumish(), "a line",
+                         return_bounds=(-400.0, 0.0))
+    try:
+        envs.register(info)
+        assert "test_line_reg" in hj.env_names() and not envs.is_mjx("test_line_reg")
+        assert isinstance(hj.make_env("test_line_reg"), Pendulumish)
+        cfg = hj.Config(env="test_line_reg", algo="concat", **TINY).resolved()
+        assert cfg.context_size == 24 and envs.episode_length("test_line_reg") == 100
+        prog = hj.make_program(cfg)                      # builds; nothing compiles here
+        assert prog.sets.train.shape == (20, 1) and prog.env.name == "test_line"
+        np.testing.assert_allclose(normalise(-100.0, "test_line_reg"), 0.75)
+        with pytest.raises(ValueError, match="task 'test_line_reg' is registered already"):
+            envs.register(info)
+        with pytest.raises(ValueError, match=r"register\('x'\): make\(\) gave int, not a "):
+            envs.register(envs.TaskInfo("x", lambda contexts=None: 3))
+        envs.register(dataclasses.replace(info, name="test_line_nb", return_bounds=None))
+        with pytest.raises(ValueError, match="task 'test_line_nb' has no return_bounds"):
+            normalise(-100.0, "test_line_nb")
+    finally:
+        for name in ("test_line_reg", "test_line_nb", "x"):
+            envs.TASKS.pop(name, None)
+    assert "test_line_reg" not in hj.env_names()
+
+
+@pytest.mark.slow
+def test_a_registered_env_trains_checkpoints_and_loads_by_name(tmp_path):
+    """``train_run`` and ``load_policy`` on a registered env: the run directory, its
+    checkpoints and the loaded policy reproduce the run's last evaluation on eval-out."""
+    from hyperjax import envs
+    envs.register(envs.TaskInfo("test_line_run", lambda contexts=None: Pendulumish(),
+                                return_bounds=(-400.0, 0.0)), replace=True)
+    try:
+        cfg = hj.Config(env="test_line_run", algo="concat", **TINY)
+        out = hj.train_run(cfg, str(tmp_path / "run"), diagnostics=False, log=None)
+        assert np.isfinite(out.scores["eval_out"][0])
+        params, policy = hj.load_policy(str(tmp_path / "run"))
+        prog = hj.make_program(cfg)
+        ret = hj.evaluate(policy, params, prog.env, prog.sets.eval_out, jax.random.PRNGKey(1))
+        assert ret.shape == (20, 1) and np.isfinite(ret).all()
+    finally:
+        envs.TASKS.pop("test_line_run", None)
+
+
 @pytest.mark.slow  # docs/library.md's Line env (tests/test_readme.py) trains one by default
 def test_an_unregistered_env_and_context_sets_train():
     env = Pendulumish()
@@ -356,3 +425,10 @@ def test_swept_mask_rate_equals_the_preset_constant():
         hj.make_program(hj.Config(algo="dr", **TINY), sweep=("mask_rate",))
     with pytest.raises(ValueError, match="cannot sweep 'batch_size'"):
         hj.make_program(base, sweep=("batch_size",))
+    # ``lr`` stands for the four learning rates, as in the CLI's --sweep; a value for a name
+    # the program does not sweep is refused (it would be ignored), before anything traces
+    prog_lr = hj.make_program(base, sweep=("lr", "tau"))
+    assert prog_lr.agent.config.swept == ("q_lr", "actor_lr", "alpha_lr", "model_lr", "tau")
+    with pytest.raises(ValueError, match=r"hparams gamma: not swept by this program \(swept: "
+                                         r"q_lr, actor_lr, alpha_lr, model_lr, tau\)"):
+        prog_lr.init(jax.random.PRNGKey(0), {"lr": 1e-3, "gamma": 0.9})

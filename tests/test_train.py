@@ -142,6 +142,14 @@ def test_config_errors_name_the_field():
     assert cfg.per_context_batch() == 12
 
 
+def test_the_tiny_preset_is_the_docs_budget_with_one_random_episode():
+    assert hj.Config.tiny(algo="dma_sh") == hj.Config(algo="dma_sh", **{**SMALL, "total_steps":
+                                                                        20, "eval_every": 10})
+    ode = hj.Config.tiny(env="ode", eval_episodes=2).resolved()
+    assert (ode.learning_starts, ode.eval_episodes, ode.total_steps) == (200, 2, 20)
+    assert hj.Config().total_steps == 100_000            # Config() is the paper's budget
+
+
 def test_learning_concat_beats_dr_on_ode():
     """A short run on the ODE task: the context-aware agent learns, DR cannot know the sign.
 
@@ -174,3 +182,13 @@ def test_typed_and_raw_keys_train_and_evaluate_alike():
         hj.evaluate(policy, params, prog.env, ctx, jax.random.PRNGKey(3)))
     with pytest.raises(ValueError, match="hyperjax takes threefry2x32 keys.*got a rbg key"):
         prog.init(jax.random.key(0, impl="rbg"))
+
+    # the seed-batched parameters (what vmap over seeds trains) are named, not a Flax error;
+    # checked on shapes, so before anything runs, under jit too
+    with pytest.raises(ValueError, match=r"params carry a leading axis of 2 \(a seed-batched "
+                                         r"train state\): pass one run's, jax.tree.map"):
+        jax.jit(lambda p: hj.evaluate(policy, p, prog.env, ctx, jax.random.key(3)))(
+            state.agent.params)
+    other = jax.tree.map(lambda x: x[:, :1] if x.ndim > 1 else x, params)
+    with pytest.raises(ValueError, match=r"params\S+ has shape \[\d+, 1\], this policy"):
+        hj.evaluate(policy, other, prog.env, ctx, jax.random.key(3))

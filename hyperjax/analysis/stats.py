@@ -51,9 +51,13 @@ def normalise(aer, env: str):
       aer: AER (float or array, return units).
       env: task name (``envs.TASKS[env].return_bounds``).
     Raises:
-      ValueError: unknown task.
+      ValueError: unknown task, or one registered without ``return_bounds``.
     """
-    lo, hi = envs.task_info(env).return_bounds
+    bounds = envs.task_info(env).return_bounds
+    if bounds is None:
+        raise ValueError(f"task {env!r} has no return_bounds: register it with "
+                         f"return_bounds=(lo, hi) to normalise its scores")
+    lo, hi = bounds
     return (np.asarray(aer, np.float64) - lo) / (hi - lo)
 
 

@@ -88,7 +88,9 @@ class Env:
         self._check("reset", context=context)
         physics = self._reset(key, context)
         state = EnvState(physics=physics, t=jnp.zeros((), jnp.int32))
-        return state, Timestep(self._obs(physics), jnp.zeros((), jnp.float32),
+        obs = self._obs(physics)
+        self._check_out("reset", obs)
+        return state, Timestep(obs, jnp.zeros((), jnp.float32),
                                jnp.zeros((), bool), jnp.zeros((), bool), {})
 
     def step(self, key: jax.Array, state: "EnvState", action: jax.Array,
@@ -107,9 +109,10 @@ class Env:
         physics, reward, terminated = self._step(key, state.physics, action, context)
         t = state.t + 1
         truncated = t >= self.episode_length
+        obs = self._obs(physics)
+        self._check_out("step", obs, reward, terminated)
         return (EnvState(physics=physics, t=t),
-                Timestep(self._obs(physics), reward.astype(jnp.float32), terminated,
-                         truncated, {}))
+                Timestep(obs, reward.astype(jnp.float32), terminated, truncated, {}))
 
     def _check(self, where: str, context, action=None) -> None:
         """Shapes are static under jit: a wrong context or action shape is a ``ValueError``
@@ -126,6 +129,18 @@ class Env:
         if action is not None and jnp.shape(action) != (self.action_dim,):
             raise ValueError(f"{self.name or type(self).__name__}.{where}: action must have "
                              f"shape ({self.action_dim},), got {jnp.shape(action)}")
+
+    def _check_out(self, where: str, obs, reward=None, terminated=None) -> None:
+        """What ``_obs`` / ``_step`` give, checked on static shapes at trace time: a wrong
+        ``obs_dim`` or a batched reward would otherwise fail deep inside the networks."""
+        who = f"{self.name or type(self).__name__}.{where}"
+        if jnp.shape(obs) != (self.obs_dim,):
+            raise ValueError(f"{who}: _obs gives shape {jnp.shape(obs)}, but obs_dim = "
+                             f"{self.obs_dim} (set obs_dim to the observation's length)")
+        for name, x in (("reward", reward), ("terminated", terminated)):
+            if x is not None and jnp.shape(x) != ():
+                raise ValueError(f"{who}: _step's {name} has shape {jnp.shape(x)}, expected a "
+                                 f"scalar (shape ())")
 
     # --- to implement -----------------------------------------------------------------
     def _reset(self, key, context):  # pragma: no cover - abstract
