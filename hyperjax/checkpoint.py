@@ -135,10 +135,20 @@ def read_record(directory: str, step: int | None = None) -> dict | None:
     return None
 
 
-def config_diff(saved: dict, current: dict) -> str | None:
-    """First field (sorted) whose value differs between two config dicts, or None."""
-    for k in sorted(set(saved) | set(current)):
-        if saved.get(k) != current.get(k):
+def config_diff(saved: dict, current: dict, defaults: dict | None = None,
+                keys=None) -> str | None:
+    """The stale-record rule of both drivers (AIB's resume, HyPoGen's stage outputs): the first
+    field (sorted) whose value differs between a saved record and this run's, or None.
+
+    Args:
+      saved, current: the records (``{field: value}``).
+      defaults: the value of a field ``saved`` lacks (a record written before the field
+        existed); default: a missing field differs from any value but None.
+      keys: the fields compared (default: both records' fields).
+    """
+    defaults = defaults or {}
+    for k in sorted(set(saved) | set(current) if keys is None else keys):
+        if saved.get(k, defaults.get(k)) != current.get(k):
             return k
     return None
 

@@ -86,7 +86,7 @@ def format_table(scores: dict, algo: str, env: str, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
-def lock_run_dir(run_dir: str):
+def lock_run_dir(run_dir: str, flag: str = "--out_dir"):
     """An exclusive lock on ``run_dir`` for this process's life: ``flock`` on a hidden file
     beside it (``.NAME.lock``, holding the pid), released by the OS when the process exits,
     crash or not (a stale file is harmless). Keep the returned file object open.
@@ -109,7 +109,7 @@ def lock_run_dir(run_dir: str):
         holder = f.read().strip() or "unknown"
         f.close()
         raise ValueError(f"run directory {run_dir} is in use by another run (pid {holder}); "
-                         f"wait for it to end or choose another --out_dir") from None
+                         f"wait for it to end or choose another {flag}") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")

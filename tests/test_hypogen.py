@@ -381,6 +381,11 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
             task="lqr_di_goal")
     refused(r"--epochs must be >= 1", epochs=0)
     refused(r"is a file, not a directory", run_dir=os.path.join(run, "results.md"))
+    # one writer per run directory: the AIB driver's lock (rundir.lock_run_dir)
+    from hyperjax.rundir import lock_run_dir
+    with lock_run_dir(run):
+        refused(r"run directory .*run is in use by another run \(pid \d+\); wait for it to end "
+                r"or choose another --run_dir")
     # damaged files: one line naming the file, and the stage can be redone
     ds = os.path.join(run, "dataset.npz")
     raw = open(ds, "rb").read()

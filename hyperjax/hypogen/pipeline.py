@@ -37,7 +37,9 @@ import shutil
 import time
 from typing import Callable
 
+from hyperjax.checkpoint import config_diff
 from hyperjax.guards import NonFiniteError
+from hyperjax.rundir import lock_run_dir
 from hyperjax.utils import save_npz_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["MANIPULATION_DEFAULTS", "NonFiniteError", "PipelineConfig", "PipelineError",
@@ -298,11 +300,20 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str, *, overwrite: bool = False,
       PipelineError: a bad setting, or a damaged / stale stage output (one line).
       NonFiniteError: a model's loss became non-finite (its log.jsonl keeps the rows).
     """
-    from hyperjax.hypogen import data as D
     log = log or (lambda *a, **k: None)
     cfg = cfg.resolved()
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise PipelineError(f"--run_dir {run_dir} is a file, not a directory")
+    try:   # one writer per run directory, as the AIB driver's (released at return)
+        lock = lock_run_dir(run_dir, flag="--run_dir")
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    with lock:
+        return _run_pipeline(cfg, run_dir, overwrite, log, progress_fn)
+
+
+def _run_pipeline(cfg, run_dir, overwrite, log, progress_fn) -> dict:
+    from hyperjax.hypogen import data as D
     if overwrite and os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
     try:
@@ -327,12 +338,11 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str, *, overwrite: bool = False,
 def _stale(what: str, path: str, made: dict, want: dict) -> None:
     """Refuses to reuse ``path`` (made with ``made``) for a run that wants ``want``: one line
     naming the first field that differs. A field ``made`` lacks counts as its default."""
-    for k in sorted(want):
-        have = made.get(k, _RECORD_DEFAULTS.get(k))
-        if have != want[k]:
-            raise PipelineError(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
-                                f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to "
-                                f"redo it")
+    k = config_diff(made, want, _RECORD_DEFAULTS, keys=want)
+    if k is not None:
+        raise PipelineError(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
+                            f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to "
+                            f"redo it")
 
 
 def _restore_experts(cfg: PipelineConfig, path: str, abstract, what: str = "experts"):
