@@ -37,15 +37,26 @@ def _stand_in(shape) -> tuple[int, ...]:
 def save(directory: str, step: int, state, record: dict, keep: int | None = None) -> None:
     """Saves ``state`` (any pytree of arrays) and ``record`` (JSON) as checkpoint ``step``.
 
-    Keeps the newest ``keep`` checkpoints (all when None). Blocks until written.
+    Keeps the newest ``keep`` checkpoints (all when None). Blocks until written. Checkpoints
+    numbered ``step`` or above are deleted first: in a run directory they are an earlier
+    process's (an unrestorable one a resume skipped), and orbax would otherwise skip the
+    save silently.
+
+    Raises:
+      CheckpointError: orbax did not write it.
     """
     state = jax.tree.map(
         lambda x: jnp.zeros(_stand_in(x.shape), x.dtype) if x.size == 0 else x, state)
     with _manager(directory, keep) as mgr:
-        mgr.save(step, args=ocp.args.Composite(
+        for old in [s for s in mgr.all_steps() if s >= step]:
+            mgr.delete(old)     # left by an earlier process of this run: replaced, not kept
+        saved = mgr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             record=ocp.args.JsonSave({**record, "version": __version__})))
         mgr.wait_until_finished()
+    if not saved:
+        raise CheckpointError(f"checkpoint {step} in {directory} was not written (orbax "
+                              f"refused the step)")
 
 
 def latest_step(directory: str) -> int | None:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperjax import checkpoint
 from hyperjax.agents.agent import GROUPS
 from hyperjax.parallel import abstract_state, to_host
 from hyperjax.train import Program
@@ -80,3 +81,14 @@ def non_finite(state, rows: list[dict], updates: bool, seed: int, n_seeds: int):
 class NonFiniteError(RuntimeError):
     """A run produced a non-finite loss or parameter; the message says which, where, and which
     checkpoint is kept (``train_run(..., resume=True)`` continues from it)."""
+
+
+def kept_checkpoint(ckpt_dir: str, eval_every: int) -> str:
+    """What a ``NonFiniteError`` says is kept: the newest checkpoint in ``ckpt_dir`` (segments
+    done, the last evaluation it holds), or that none was written."""
+    n = checkpoint.latest_step(ckpt_dir)
+    if n and os.path.isdir(os.path.join(ckpt_dir, str(n))):
+        return (f"the last finite checkpoint, {os.path.join(ckpt_dir, str(n))} ({n} "
+                f"segment(s), up to the evaluation at step {(n - 1) * eval_every}), is kept; "
+                f"--resume continues from it")
+    return "no checkpoint had been written before it (nothing to resume)"

@@ -11,6 +11,7 @@ records and rows), ``hyperjax.guards`` (memory and non-finite checks).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,11 +26,11 @@ from hyperjax import checkpoint
 from hyperjax.analysis.stats import final_scores
 from hyperjax.analysis.study import run_diagnostics
 from hyperjax.config import parse_sweep, sweep_points
-from hyperjax.guards import NonFiniteError, check_fits, non_finite
+from hyperjax.guards import NonFiniteError, check_fits, kept_checkpoint, non_finite
 from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, compile_program, is_main,
                                run_mesh, seed_keys, sweep_hparams, to_host)
 from hyperjax.rundir import (RunPaths, finished_rows, format_table, metric_rows,
-                             rows_by_point, run_record, write_rows)
+                             rows_by_point, run_dir_lock, run_record, write_rows)
 from hyperjax.train import SPLITS, Program, make_program
 from hyperjax.utils import code_identity, write_json_atomic
 
@@ -126,8 +127,8 @@ def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None
     Returns:
       ``RunResult``.
     Raises:
-      ValueError: bad input, an unknown option, or a run directory in the wrong state (one
-        line, names it).
+      ValueError: bad input, an unknown option, a run directory another process writes, or
+        a non-empty one without ``resume`` (one line, names it).
       hyperjax.checkpoint.CheckpointError: ``resume`` found no checkpoint that restores or
         one of another config.
       NonFiniteError: a non-finite loss or parameter (the last finite checkpoint is kept).
@@ -141,6 +142,15 @@ def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None
     opts = dataclasses.replace(options or RunOptions(), **option_fields)
     cfg = cfg.resolved()
     say = (lambda msg: log(msg)) if (log is not None and is_main()) else (lambda msg: None)
+    # one writer per run directory (process 0 holds the lock), and never two runs in one
+    with run_dir_lock(run_dir) if is_main() else contextlib.nullcontext():
+        if is_main() and not opts.resume and os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise ValueError(f"run directory {run_dir} is not empty: pass resume=True to "
+                             f"continue the run in it, or give another directory")
+        return _train(cfg, run_dir, opts, sets, say, progress_fn)
+
+
+def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunResult:
     points = sweep_points(parse_sweep(list(opts.sweep)))
     swept = bool(points[0])
     record = opts.record(cfg)
@@ -240,11 +250,10 @@ class _SegmentHook:
     """``run_segments``' ``on_segment``: the non-finite guard, the checkpoint, the metrics
     rows, the progress line and ``progress_fn``, after every evaluation interval."""
 
-    def __init__(self, cfg, prog, opts, record, paths, rows, earlier_s, t_start, say,
-                 progress_fn):
+    def __init__(self, cfg, prog, opts, record, paths, rows, earlier_s, t_start, say, fn):
         self.cfg, self.prog, self.opts, self.record, self.paths = cfg, prog, opts, record, paths
-        self.rows, self.earlier_s, self.t_start, self.say = rows, earlier_s, t_start, say
-        self.progress_fn = progress_fn
+        self.rows, self.earlier_s, self.t_start, self.say, self.progress_fn = \
+            rows, earlier_s, t_start, say, fn
 
     def __call__(self, i, state, seg_rows, seconds):
         cfg, paths = self.cfg, self.paths
@@ -253,11 +262,11 @@ class _SegmentHook:
         bad = non_finite(state, seg_rows, stop - max(first, cfg.learning_starts),
                          self.opts.seed, self.opts.seeds)
         if bad:
+            kept = kept_checkpoint(paths.checkpoints, cfg.eval_every)
             raise NonFiniteError(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; "
-                                 f"stopping: {self._kept()}")
+                                 f"stopping: {kept}")
         self.rows.extend(seg_rows)
-        elapsed = time.time() - self.t_start
-        total_s = None if self.earlier_s is None else self.earlier_s + elapsed
+        total_s = None if self.earlier_s is None else self.earlier_s + time.time() - self.t_start
         checkpoint.save(paths.checkpoints, i + 1, state,
                         {"config": self.record, "segments": i + 1, "rows": self.rows,
                          "train_seconds": total_s},
@@ -276,15 +285,6 @@ class _SegmentHook:
         if self.progress_fn is not None:
             self.progress_fn(step, dict(aer=aer, train_return=tr, steps_per_second=sps,
                                         seconds=time.time() - self.t_start, rows=seg_rows))
-
-    def _kept(self) -> str:
-        ckpt = self.paths.checkpoints
-        n = checkpoint.latest_step(ckpt)
-        if n and os.path.isdir(os.path.join(ckpt, str(n))):
-            return (f"the last finite checkpoint, {os.path.join(ckpt, str(n))} ({n} "
-                    f"segment(s), up to the evaluation at step "
-                    f"{(n - 1) * self.cfg.eval_every}), is kept; --resume continues from it")
-        return "no checkpoint had been written before it (nothing to resume)"
 
 
 def _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s, start,

@@ -11,6 +11,7 @@ Layout written by ``hyperjax.run.train_run`` (``python -m experiments.aib``)::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -95,7 +96,7 @@ def lock_run_dir(run_dir: str, flag: str = "--out_dir"):
       ValueError: another process holds it (the message names its pid), or the parent
         directory is not writable.
     """
-    run_dir = os.path.abspath(run_dir)
+    run_dir = os.path.realpath(run_dir)    # a symlink to a locked directory is that directory
     parent, name = os.path.split(run_dir)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -141,7 +142,8 @@ def prepare_run_dir(run_dir: str, resume: bool = False, overwrite: bool = False)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
     if is_main():  # one writer per run directory (multi-process runs: process 0 holds it)
-        _HELD_LOCKS.append(lock_run_dir(run_dir))
+        if not holds_lock(run_dir):
+            _HELD_LOCKS[os.path.realpath(run_dir)] = lock_run_dir(run_dir)
     exists = os.path.isdir(run_dir) and bool(os.listdir(run_dir))
     barrier("run_dir_checked")  # every process has looked before process 0 changes it
     if exists and overwrite:
@@ -167,7 +169,33 @@ def prepare_run_dir(run_dir: str, resume: bool = False, overwrite: bool = False)
     return run_dir, exists
 
 
-_HELD_LOCKS: list = []   # run-directory locks, held until the process exits
+_HELD_LOCKS: dict = {}   # real path -> lock file: run-directory locks this process holds
+
+
+def holds_lock(run_dir: str) -> bool:
+    """Whether this process holds the lock of ``run_dir`` or of a directory above it (the
+    CLI locks a study's directory; its runs live inside)."""
+    real = os.path.realpath(run_dir)
+    return any(real == p or real.startswith(p + os.sep) for p in _HELD_LOCKS)
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str, flag: str = "--out_dir"):
+    """Holds ``run_dir``'s lock for a ``with`` block (released after it), unless this process
+    holds it already (``holds_lock``: then nothing changes).
+
+    Raises:
+      ValueError: another process holds it (``lock_run_dir``).
+    """
+    if holds_lock(run_dir):
+        yield
+        return
+    real = os.path.realpath(run_dir)
+    _HELD_LOCKS[real] = lock_run_dir(run_dir, flag)
+    try:
+        yield
+    finally:
+        _HELD_LOCKS.pop(real).close()
 
 
 def finished_rows(cfg, record_cfg, ckpt_dir, metrics_path, say):

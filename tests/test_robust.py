@@ -163,15 +163,64 @@ def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path):
 
 
 def test_the_lock_is_exclusive_within_and_across_processes(tmp_path):
+    """Another process cannot take the lock, through the directory or a symlink to it (the
+    lock is on the resolved path)."""
     d = str(tmp_path / "run")
+    link = str(tmp_path / "link")
+    os.makedirs(d)
+    os.symlink(d, link)
     lock = rundir.lock_run_dir(d)
+    code = textwrap.dedent(f"""
+        from hyperjax.rundir import lock_run_dir
+        for p in ({d!r}, {link!r}):
+            try:
+                lock_run_dir(p)
+                print("TAKEN", p)
+            except ValueError as e:
+                print("REFUSED", e)
+    """)
     try:
-        res = subprocess.run([sys.executable, "-c",
-                              f"from hyperjax.rundir import lock_run_dir; lock_run_dir({d!r})"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert res.returncode != 0 and f"pid {os.getpid()}" in res.stderr
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        lines = res.stdout.strip().splitlines()
+        assert len(lines) == 2 and all(l.startswith("REFUSED") and f"pid {os.getpid()}" in l
+                                       for l in lines), res.stdout + res.stderr[-2000:]
     finally:
         lock.close()
+
+
+def test_train_run_never_mixes_two_runs_in_one_directory(tmp_path):
+    """A library ``train_run`` into a directory that holds a run, without ``resume``, is
+    refused before anything is written or compiled (it used to overwrite config.json and
+    metrics.jsonl while orbax silently skipped every checkpoint save); one another process
+    writes is refused too. Inside a directory this process locked (the CLI's study) it runs."""
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    cfg = hj.Config(algo="dr", total_steps=20, eval_every=10, learning_starts=100)
+    with pytest.raises(ValueError, match=r"run directory .*run is not empty: pass resume=True"):
+        hj.train_run(cfg, str(d), log=None)
+    assert (d / "config.json").read_text() == "{}" and os.listdir(d) == ["config.json"]
+    assert not rundir.holds_lock(str(d))                    # released after the call
+    with rundir.run_dir_lock(str(tmp_path)):                 # a study's directory, held here
+        assert rundir.holds_lock(str(d)) and rundir.holds_lock(str(tmp_path / "a" / "b"))
+        with rundir.run_dir_lock(str(d)):                    # re-entered, not re-locked
+            pass
+        assert rundir.holds_lock(str(d))
+    assert not rundir.holds_lock(str(tmp_path))
+
+
+def test_a_save_replaces_checkpoints_at_or_after_its_step(tmp_path):
+    """Saving step s deletes checkpoints s and above first (an earlier process's: e.g. the
+    damaged final one a resume skipped, which orbax would otherwise keep, skipping the save in
+    silence) and says so if orbax writes nothing."""
+    d = str(tmp_path / "ckpt")
+    for step in (1, 2, 3):
+        checkpoint.save(d, step, {"x": jnp.full(3, float(step))}, {"config": {}})
+    checkpoint.save(d, 2, {"x": jnp.full(3, 20.0)}, {"config": {}})
+    assert checkpoint.all_steps(d) == [1, 2]
+    state, _ = checkpoint.restore(d, {"x": jnp.zeros(3)}, 2)
+    np.testing.assert_array_equal(state["x"], [20.0, 20.0, 20.0])
 
 
 # --- values validated once -------------------------------------------------------------------
