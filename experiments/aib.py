@@ -40,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 
 from hyperjax import config as _config, envs as _envs, methods as _methods
-from hyperjax.utils import absl_flags_parser, fail as _fail, parse_names  # noqa: F401
+from hyperjax.utils import (absl_flags_parser, fail as _fail, parse_names,  # noqa: F401
+                            refuse_positional)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", _methods.help_text())
@@ -241,7 +242,7 @@ def prepare_run_dir(default_name: str) -> tuple[str, bool]:
 
 
 def main(argv):
-    del argv
+    refuse_positional(argv)
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
         if FLAGS.suite == "paper" and not FLAGS["seeds"].present:

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
-from hyperjax.utils import absl_flags_parser, fail as _fail
+from hyperjax.utils import absl_flags_parser, fail as _fail, refuse_positional
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
@@ -116,7 +116,7 @@ def config_from_flags():
 
 
 def main(argv):
-    del argv
+    refuse_positional(argv)
     cfg = config_from_flags()
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from hyperjax.utils import enable_compilation_cache

@@ -261,6 +261,15 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
+def refuse_positional(argv) -> None:
+    """Ends the process like ``fail`` when ``argv`` (absl's, the program first) holds words
+    that are not flags: a boolean flag takes no value, so ``--overwrite false`` would set
+    ``--overwrite`` and leave ``false`` unread."""
+    if len(argv) > 1:
+        fail(f"unexpected argument(s) {' '.join(map(repr, argv[1:]))}: flags take "
+             f"--name=value; a boolean is --name or --noname (e.g. --nooverwrite)")
+
+
 def absl_flags_parser(flag_values):
     """A ``flags_parser`` for ``absl.app.run`` that turns a flag error into one line + exit 2."""
     from absl import flags

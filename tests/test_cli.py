@@ -70,6 +70,8 @@ def _one_line_error(res, pattern):
     (["--num_processes=2"], r"--coordinator_address, --num_processes and --process_id go "
                             r"together"),
     (["--num_envs=30"], r"num_envs=30 is not a multiple of the 20 training contexts"),
+    (["--overwrite", "false"], r"unexpected argument\(s\) 'false': flags take --name=value; "
+                               r"a boolean is --name or --noname"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, pattern, capsys):
     _one_line_error(aib_inprocess(capsys, *args), pattern)

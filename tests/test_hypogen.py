@@ -295,6 +295,7 @@ BAD_INPUT = [
     (["--task=lift_cube_stiffness", "--split=maniskill", "--ppo_hidden=64,x"],
      "--ppo_hidden must be"),
     (["--task=lift_cube_mass"], "unknown spec task 'lift_cube_mass'"),
+    (["--overwrite", "false"], r"unexpected argument\(s\) 'false'"),
     (["--task=lift_cube_stiffness", "--ppo_init=/nonexistent.npz"], "--ppo_init=.* is not a file"),
 ]
 
