@@ -41,7 +41,7 @@ from absl import app, flags, logging
 
 from hyperjax import config as _config, envs as _envs, methods as _methods
 from hyperjax.utils import (absl_flags_parser, fail as _fail, parse_names,  # noqa: F401
-                            refuse_positional)
+                            read_json, refuse_positional)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", _methods.help_text())
@@ -276,9 +276,7 @@ def main(argv):
             if resuming and single and not sub_resume:
                 raise ValueError(f"--resume: {run_dir} has no config.json")
             if sub_resume:
-                with open(path) as f:
-                    saved = json.load(f)
-                _check_same(saved, run_config(cfg))
+                _check_same(read_json(path), run_config(cfg))
             runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))

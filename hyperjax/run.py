@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, NamedTuple
@@ -32,7 +31,7 @@ from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, compile_progra
 from hyperjax.rundir import (RunPaths, finished_rows, format_table, metric_rows,
                              rows_by_point, run_dir_lock, run_record, write_rows)
 from hyperjax.train import SPLITS, Program, make_program
-from hyperjax.utils import code_identity, write_json_atomic
+from hyperjax.utils import code_identity, read_json, write_json_atomic
 
 
 def run_segments(prog: Program, state, seg_fn: Callable, start: int, seed: int,
@@ -200,8 +199,7 @@ def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_dia
     """On resume: refuses a run directory of another config; reads a finished run back
     (``rundir.finished_rows``), or returns None to train."""
     if opts.resume and os.path.exists(paths.config):
-        with open(paths.config) as f:
-            saved = json.load(f)
+        saved = read_json(paths.config)
         k = checkpoint.config_diff(saved, record)
         if k is not None:
             raise ValueError(f"--resume: the run's config differs in {k!r}: the run has "
@@ -213,8 +211,8 @@ def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_dia
     if rows is None:
         return None
     say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {paths.run_dir}")
-    diag = json.load(open(paths.diagnostics)) if want_diag else None
-    summary = json.load(open(paths.summary))
+    diag = read_json(paths.diagnostics) if want_diag else None
+    summary = read_json(paths.summary)
     return RunResult(cfg, rows, final_scores(rows_by_point(rows)[0][1]), diag, None, summary)
 
 

@@ -28,7 +28,7 @@ from hyperjax.envs.contexts import SPLITS
 from hyperjax.parallel import abstract_state, barrier, is_main
 from hyperjax.policy import make_policy
 from hyperjax.train import make_program
-from hyperjax.utils import write_text_atomic
+from hyperjax.utils import read_json, write_text_atomic
 
 
 class RunPaths(NamedTuple):
@@ -241,8 +241,7 @@ def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise ValueError(f"{run_dir} is not a run directory (no config.json)")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_json(path)
     points = sweep_points(parse_sweep(saved.get("sweep", [])))
     n_runs = int(saved.get("seeds", 1)) * len(points)
     if not 0 <= seed_index < n_runs:

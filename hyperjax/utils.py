@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -146,7 +147,12 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
     or None when off.
     """
     path = path or os.environ.get("HYPERJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:   # e.g. an unwritable HOME: run without the cache, and say so
+        print(f"hyperjax: compilation cache off: cannot create {path} ({e.strerror}); set "
+              f"HYPERJAX_CACHE_DIR to a writable directory", file=sys.stderr)
+        return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -259,6 +265,23 @@ def fail(msg: str, code: int = 2):
     """The CLIs' error exit: ``error: MSG`` on one stderr line, exit status ``code``."""
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+def read_json(path: str):
+    """The JSON value in ``path`` (a run's ``config.json``, ``summary.json``, ...).
+
+    Raises:
+      ValueError: the file cannot be read or is not JSON, naming the file (a damaged record
+        says which, not only the decoder's position).
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged (not JSON: {e.msg}, line {e.lineno}); restore it "
+                         f"or remove the run") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
 
 
 def refuse_positional(argv) -> None:

@@ -147,6 +147,19 @@ def test_method_and_task_lists():
         cli.FLAGS.unparse_flags()
 
 
+def test_a_damaged_run_record_is_named_in_one_line(tmp_path, capsys):
+    """A resume over a config.json that is not JSON, and load_policy of it, name the file
+    (they gave the decoder's bare 'Expecting value: line 1 column 1')."""
+    import hyperjax as hj
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text('{"algo": "dr", ')
+    _one_line_error(aib_inprocess(capsys, "--algo=dr", f"--out_dir={d}", "--resume"),
+                    r"run/config.json is damaged \(not JSON: .*\); restore it or remove the run")
+    with pytest.raises(ValueError, match=r"run/config.json is damaged \(not JSON"):
+        hj.load_policy(str(d))
+
+
 def test_existing_run_directory_is_not_overwritten(reference_run):
     d, _ = reference_run
     _one_line_error(aib(*FAST, f"--out_dir={d}"), r"exists: pass --resume to continue it or "

@@ -253,6 +253,17 @@ def test_train_run_options_are_one_record_and_unknown_ones_are_named(tmp_path):
     assert opts.record(cfg.resolved())["sweep"] == ["q_lr=1e-3"]
 
 
+def test_an_unwritable_cache_directory_turns_the_cache_off_and_says_so(capsys):
+    """An unwritable HOME (or HYPERJAX_CACHE_DIR) crashed both CLIs; the cache is now off for
+    the process, with one line saying why, and JAX's settings are left as they were."""
+    from hyperjax import utils
+    before = jax.config.jax_compilation_cache_dir
+    assert utils.enable_compilation_cache("/proc/hyperjax-cache") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compilation cache off: cannot create /proc/hyperjax-cache" in err[0]
+    assert jax.config.jax_compilation_cache_dir == before
+
+
 def test_seed_keys_needs_a_seed():
     with pytest.raises(ValueError, match="at least one seed"):
         parallel.seed_keys(0, 0)
