@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+
+import numpy as np
 
 from hyperjax import envs, methods
 
@@ -44,6 +47,16 @@ def check_hparam(name: str, value) -> None:
         raise ValueError(f"{name} must be in (0, 1], got {value}")
     if name == "mask_rate" and not 0.0 <= v < 1.0:
         raise ValueError(f"mask_rate must be in [0, 1), got {value}")
+
+
+def _is_number(v) -> bool:
+    """A real scalar (Python, NumPy or a 0-d array), not a bool, a string or None."""
+    if v is None or isinstance(v, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return np.ndim(v) == 0 and np.issubdtype(np.asarray(v).dtype, np.number)
+    except (TypeError, ValueError):
+        return False
 
 
 def check_batch(batch_size: int, n_contexts: int) -> None:
@@ -191,9 +204,18 @@ class Config:
         if self.total_steps % self.eval_every:
             raise ValueError(f"total_steps={self.total_steps} must be a multiple of "
                              f"eval_every={self.eval_every}")
+        for f in dataclasses.fields(self):   # the declared kinds, as the flags enforce them
+            v, kind = getattr(self, f.name), str(f.type)
+            if kind == "bool" and not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"{f.name} must be True or False, got {v!r}")
+            if kind.startswith("float") and not (v is None and kind.endswith("None")) \
+                    and not _is_number(v):
+                raise ValueError(f"{f.name} must be a number, got {v!r}")
         for name in self.sweepable():
             if getattr(self, name) is not None:
                 check_hparam(name, getattr(self, name))
+        if not (math.isfinite(self.pearl_beta) and self.pearl_beta >= 0):
+            raise ValueError(f"pearl_beta must be finite and >= 0, got {self.pearl_beta!r}")
 
     def per_context_batch(self, n_contexts: int = envs.contexts.NUM_CONTEXTS) -> int:
         """Samples per training context of the stratified batch."""

@@ -54,14 +54,14 @@ class RunOptions:
     compared on resume); the others change how it is driven, not what it trains.
 
     Attributes:
-      seeds, seed: seeds ``seed .. seed + seeds - 1``, vmapped.
-      sweep: ``--sweep`` items (``("q_lr=1e-3,3e-4",)``), each point vmapped like a seed.
+      seeds, seed, sweep: seeds ``seed .. seed + seeds - 1`` x ``--sweep`` items' points
+        (``("q_lr=1e-3,3e-4",)``), all vmapped.
       resume: continue the run directory (its record must equal this run's).
-      keep_checkpoints: checkpoints kept, newest first.
+      keep_checkpoints: checkpoints kept, newest first (at least 1: ``__post_init__``).
       random_baseline: measure the uniform-random policy's AER on the same episodes.
       diagnostics, diag_windows, diag_encoder_training: the z diagnostics (inferred methods,
         no sweep; the authors' `dmash/informativeness/metrics.py`).
-      shard_envs, skip_memory_check: as ``parallel.run_mesh`` / ``guards.check_fits`` say.
+      shard_envs, skip_memory_check: as ``parallel.run_mesh`` / ``guards.check_fits`` say;
       extra_record: more fields that define the run (the CLI's ``context_file``).
     """
 
@@ -77,6 +77,10 @@ class RunOptions:
     shard_envs: bool | None = None
     skip_memory_check: bool = False
     extra_record: dict | None = None
+
+    def __post_init__(self):
+        if isinstance(self.keep_checkpoints, bool) or not self.keep_checkpoints >= 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
 
     def record(self, cfg) -> dict:
         """``config.json``'s content for ``cfg`` under these options (``rundir.run_record``)."""
@@ -196,8 +200,7 @@ def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunRe
 
 def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_diag: bool,
                   say) -> RunResult | None:
-    """On resume: refuses a run directory of another config; reads a finished run back
-    (``rundir.finished_rows``), or returns None to train."""
+    """On resume: refuses another config's directory; reads a finished run back, else None."""
     if opts.resume and os.path.exists(paths.config):
         saved = read_json(paths.config)
         k = checkpoint.config_diff(saved, record)
@@ -218,9 +221,8 @@ def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_dia
 
 def _start_or_resume(prog: Program, init, opts: RunOptions, record: dict, paths: RunPaths,
                      hparams, mesh, n_points: int, say):
-    """``(state, first segment, rows so far, training seconds of earlier processes or
-    None)``: from the newest checkpoint that restores when resuming, else a fresh state
-    (writing ``config.json``)."""
+    """``(state, first segment, rows so far, earlier processes' training seconds or None)``:
+    the newest checkpoint that restores when resuming, else a fresh state (+ config.json)."""
     start, rows, earlier_s = 0, [], 0.0
     if opts.resume and checkpoint.all_steps(paths.checkpoints):
         abstract = abstract_state(prog, n_points * opts.seeds, hparams, mesh)

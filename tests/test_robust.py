@@ -264,6 +264,28 @@ def test_an_unwritable_cache_directory_turns_the_cache_off_and_says_so(capsys):
     assert jax.config.jax_compilation_cache_dir == before
 
 
+@pytest.mark.parametrize("field,value,msg", [
+    ("bootstrap_truncation", "no", r"bootstrap_truncation must be True or False, got 'no'"),
+    ("gamma", "0.9", r"gamma must be a number, got '0.9'"),
+    ("q_lr", None, r"q_lr must be a number, got None"),
+    ("tau", True, r"tau must be a number, got True"),
+    ("pearl_beta", float("nan"), r"pearl_beta must be finite and >= 0, got nan"),
+    ("pearl_beta", -0.1, r"pearl_beta must be finite and >= 0, got -0.1"),
+])
+def test_a_library_config_of_the_wrong_kind_is_refused(field, value, msg):
+    """What the flags' types enforce, Config enforces for library callers too (a string
+    'no' was a true bootstrap_truncation; q_lr=None reached the optimiser)."""
+    with pytest.raises(ValueError, match=msg):
+        hj.Config(algo="dr", **{field: value}).resolved()
+    ok = dict(gamma=np.float32(0.9), q_lr=jnp.asarray(1e-3), target_entropy=None)
+    hj.Config(algo="dr", **ok).resolved()                   # NumPy / 0-d arrays, None defaults
+
+
+def test_keep_checkpoints_must_keep_one():
+    with pytest.raises(ValueError, match=r"keep_checkpoints must be >= 1, got 0"):
+        hj.RunOptions(keep_checkpoints=0)
+
+
 def test_seed_keys_needs_a_seed():
     with pytest.raises(ValueError, match="at least one seed"):
         parallel.seed_keys(0, 0)
