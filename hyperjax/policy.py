@@ -21,6 +21,7 @@ reproduces the CLI's evaluation returns this way).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -95,9 +96,8 @@ def check_params(policy: Policy, params) -> None:
     """
     if policy.agent is None:
         return
-    want = jax.eval_shape(policy.agent.init, jax.ShapeDtypeStruct((2,), jnp.uint32)).params
     got = jax.tree_util.tree_flatten_with_path(params)[0]
-    ref = jax.tree_util.tree_flatten_with_path(want)[0]
+    ref = _param_shapes(policy.agent)
     if [p for p, _ in got] != [p for p, _ in ref]:
         raise ValueError("params: not the parameters of this policy's agent (another method "
                          "or structure): pass AgentParams of the agent the policy was made "
@@ -113,3 +113,11 @@ def check_params(policy: Policy, params) -> None:
         if g != w:
             raise ValueError(f"params{path} has shape {list(g)}, this policy's agent has "
                              f"{list(w)}")
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(agent):
+    """``[(path, ShapeDtypeStruct)]`` of ``agent.init``'s parameters: traced once per agent
+    (``jax.eval_shape``), not on every ``evaluate`` call."""
+    want = jax.eval_shape(agent.init, jax.ShapeDtypeStruct((2,), jnp.uint32)).params
+    return jax.tree_util.tree_flatten_with_path(want)[0]

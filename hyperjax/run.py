@@ -78,7 +78,8 @@ class RunOptions:
     skip_memory_check: bool = False
     extra_record: dict | None = None
 
-    def __post_init__(self):
+    def __post_init__(self):   # sweep may come as a list (the CLI's flag) or None
+        object.__setattr__(self, "sweep", tuple(self.sweep or ()))
         if isinstance(self.keep_checkpoints, bool) or not self.keep_checkpoints >= 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
 
@@ -140,8 +141,6 @@ def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None
     if unknown:
         raise ValueError(f"train_run: unknown option(s) {', '.join(unknown)}; RunOptions has "
                          f"{', '.join(f.name for f in dataclasses.fields(RunOptions))}")
-    if "sweep" in option_fields:               # a list (the CLI's flag) or None
-        option_fields["sweep"] = tuple(option_fields["sweep"] or ())
     opts = dataclasses.replace(options or RunOptions(), **option_fields)
     cfg = cfg.resolved()
     say = (lambda msg: log(msg)) if (log is not None and is_main()) else (lambda msg: None)
