@@ -273,12 +273,61 @@ def test_episode_outcomes():
     np.testing.assert_array_equal(length, [[5, 3, 5], [5, 5, 1]])
 
 
+class _Timestep(NamedTuple):
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+
+
+class _AlwaysLifted:
+    """A stand-in for a ``ManipulationTask`` whose cube is always lifted: every step succeeds
+    (``terminated``) and pays LiftCube's success reward, 2.25. It has what ``SpecEnv`` reads
+    (``factors``, ``obs_dim``, ``action_dim``, ``reset``, ``step``) and compiles in a second."""
+    factors = ("stiffness",)
+    obs_dim, action_dim = 3, 7
+
+    def reset(self, rng, spec):
+        return jnp.zeros(()), _Timestep(jnp.zeros(3), jnp.zeros(()), jnp.bool_(False))
+
+    def step(self, key, state, action, spec):
+        return state + 1, _Timestep(jnp.full(3, state + 1), jnp.float32(2.25), jnp.bool_(True))
+
+
+def _ppo_wrapper_episode(spec_env):
+    """Three steps of zero actions through Playground's brax training wrapper (episode cap 3,
+    full reset): ``done``, ``reward``, ``metrics["success"]``, ``info["ever_success"]``."""
+    from mujoco_playground._src import wrapper
+    brax_env = wrapper.wrap_for_brax_training(spec_env, episode_length=3, full_reset=True)
+
+    def run(keys):
+        def f(b, _):
+            b = brax_env.step(b, jnp.zeros((1, 7)))
+            return b, (b.done[0], b.reward[0], b.metrics["success"][0],
+                       b.info["ever_success"][0])
+        return jax.lax.scan(f, brax_env.reset(keys), None, length=3)[1]
+
+    return map(np.asarray, jax.jit(run)(jax.random.split(jax.random.PRNGKey(0), 1)))  # raw keys
+
+
+def test_ppo_spec_env_has_no_done_before_the_cap():
+    """``SpecEnv`` under brax's training wrapper, on a stand-in task that succeeds every step:
+    success does not end a training episode, only the cap does (the released
+    ContinuousTaskWrapper, maniskill/ppo.py), and the success metric counts the first
+    successful step once. ``test_ppo_training_env_has_no_done_before_the_cap`` (slow) runs
+    the same on the MJX LiftCube with the cube held up."""
+    from hyperjax.hypogen.ppo_experts import SpecEnv
+    done, reward, success, ever = _ppo_wrapper_episode(SpecEnv(_AlwaysLifted(), [1000.0]))
+    np.testing.assert_array_equal(done, [0.0, 0.0, 1.0])     # success, yet done only at the cap
+    np.testing.assert_allclose(reward, 2.25)
+    np.testing.assert_array_equal(success, [1.0, 0.0, 0.0])  # the first success, once
+    np.testing.assert_array_equal(ever[:2], [1.0, 1.0])
+
+
+@pytest.mark.slow  # compiles the Panda scene under brax's wrappers (~50 s); twin above
 def test_ppo_training_env_has_no_done_before_the_cap():
     """The released ContinuousTaskWrapper (maniskill/ppo.py): success does not end a training
     episode; only the 100-step cap does (brax's EpisodeWrapper, here at 3 steps). The success
     metric counts the first successful step once."""
-    from mujoco_playground._src import wrapper
-
     from hyperjax.hypogen.ppo_experts import SpecEnv
     env = M.make_task("lift_cube_stiffness", specs=[1000.0])
     be = env.backend
@@ -292,18 +341,7 @@ def test_ppo_training_env_has_no_done_before_the_cap():
             state = state.replace(data=state.data._replace(physics=p._replace(state=inner)))
             return super().step(state, action)
 
-    brax_env = wrapper.wrap_for_brax_training(Lifted(env, [1000.0]), episode_length=3,
-                                              full_reset=True)
-
-    def run(keys):
-        def f(b, _):
-            b = brax_env.step(b, jnp.zeros((1, 7)))
-            return b, (b.done[0], b.reward[0], b.metrics["success"][0],
-                       b.info["ever_success"][0])
-        return jax.lax.scan(f, brax_env.reset(keys), None, length=3)[1]
-
-    done, reward, success, ever = map(
-        np.asarray, jax.jit(run)(jax.random.split(jax.random.PRNGKey(0), 1)))  # brax: raw keys
+    done, reward, success, ever = _ppo_wrapper_episode(Lifted(env, [1000.0]))
     np.testing.assert_array_equal(done, [0.0, 0.0, 1.0])     # success, yet done only at the cap
     np.testing.assert_allclose(reward, 2.25)                 # the success reward every step
     np.testing.assert_array_equal(success, [1.0, 0.0, 0.0])  # the first success, once

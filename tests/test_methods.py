@@ -127,34 +127,45 @@ def test_rl_losses_step_only_the_encoder_like_torch(algo):
             assert float(jnp.max(jnp.abs(leaf))) > 0, (algo, loss, path)
 
 
-@pytest.mark.parametrize("algo", ["dma_sh", pytest.param("dma_pearl", marks=pytest.mark.slow)])
-def test_faster_update_equals_the_plain_one(algo, monkeypatch):
-    """The update's speed-ups against the plain computation, on a short run of updates:
-    encoding the actor iterations' z in one batched call before the loop is bit for bit the
-    same as encoding inside each iteration; the LSTM's hand-written gradient moves the
-    parameters by float rounding only (autodiff of the unrolled recurrence instead; measured
-    up to 4e-5 after 4 updates, most parameters within 1e-6)."""
-    import hyperjax.nets.encoder as enc_mod
-    prog = _program(algo)
+def _four_updates(prog, agent):
+    """Parameters after four jitted updates of ``agent`` from the program's initial state."""
     batch = _batch(prog, jax.random.PRNGKey(1))
     ctx = jnp.asarray(prog.sets.train)
+    st = prog.init(jax.random.PRNGKey(2)).agent
+    upd = jax.jit(agent.update)
+    for i in range(4):
+        st, _ = upd(st, batch, ctx, jax.random.PRNGKey(10 + i), jnp.bool_(i % 2 == 0))
+    return jax.tree.leaves(st.params)
 
-    def run(agent):
-        st = prog.init(jax.random.PRNGKey(2)).agent
-        upd = jax.jit(agent.update)
-        for i in range(4):
-            st, _ = upd(st, batch, ctx, jax.random.PRNGKey(10 + i), jnp.bool_(i % 2 == 0))
-        return jax.tree.leaves(st.params)
 
-    fast = run(prog.agent)
-    plain_agent = agent_mod.Agent(prog.agent.config, prog.agent.method, prog.agent.shapes)
-    plain_agent.hoist_encoder = False
-    for a, b in zip(fast, run(plain_agent)):
+def _plain_agent(prog):
+    plain = agent_mod.Agent(prog.agent.config, prog.agent.method, prog.agent.shapes)
+    plain.hoist_encoder = False
+    return plain
+
+
+@pytest.mark.parametrize("algo", ["dma_sh", pytest.param("dma_pearl", marks=pytest.mark.slow)])
+def test_faster_update_equals_the_plain_one(algo):
+    """The update's speed-up against the plain computation, on a short run of updates:
+    encoding the actor iterations' z in one batched call before the loop is bit for bit the
+    same as encoding inside each iteration."""
+    prog = _program(algo)
+    for a, b in zip(_four_updates(prog, prog.agent), _four_updates(prog, _plain_agent(prog))):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow  # a third update program (~12 s); test_nets checks the LSTM gradient itself
+def test_hand_written_lstm_gradient_moves_the_update_by_rounding(monkeypatch):
+    """The LSTM's hand-written gradient moves the parameters by float rounding only (autodiff
+    of the unrolled recurrence instead; measured up to 4e-5 after 4 updates, most parameters
+    within 1e-6)."""
+    import hyperjax.nets.encoder as enc_mod
+    prog = _program("dma_sh")
+    plain = _four_updates(prog, _plain_agent(prog))
     monkeypatch.setattr(enc_mod, "lstm_last_hidden", lambda *a: enc_mod._lstm_steps(*a)[0])
     # Adam normalises each step, so a rounding difference in a near-zero gradient can move a
     # parameter by a fraction of a step (lr 3e-4): bound it by a third of one
-    for a, b in zip(fast, run(plain_agent)):
+    for a, b in zip(plain, _four_updates(prog, _plain_agent(prog))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -352,36 +363,10 @@ def test_an_unregistered_env_and_context_sets_train():
         hj.make_program(hj.Config(env="test_line", algo="dr", **TINY))
 
 
-def test_hparams_are_pytree_leaves_a_sweep_is_a_vmap():
-    """Two runs with other learning rates / tau / gamma in one vmapped update equal the two
-    separate updates (to rounding), and differ from each other."""
-    prog = _program("dma_star")
-    agent = prog.agent
-    batch = _batch(prog, jax.random.PRNGKey(1))
-    ctx = jnp.asarray(prog.sets.train)
-    hp0 = agent.default_hparams()
-    hp1 = hp0.replace(q_lr=3e-3, actor_lr=1e-3, alpha_lr=2e-3, model_lr=1e-3, tau=0.3,
-                      gamma=0.9, target_entropy=-0.25)
-    key = jax.random.PRNGKey(0)
-    states = [agent.init(key, hp) for hp in (hp0, hp1)]
-    upd = jax.jit(agent.update, static_argnums=4)
-    singles = [upd(s, batch, ctx, key, True)[0] for s in states]
-    stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
-    both = jax.jit(jax.vmap(agent.update, (0, None, None, None, None)),
-                   static_argnums=4)(stacked, batch, ctx, key, True)[0]
-    for i, single in enumerate(singles):
-        for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(
-                jax.tree.map(lambda a: a[i], both.params))):
-            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
-    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(singles[0].params.critic),
-                                                   jax.tree.leaves(singles[1].params.critic))]
-    assert all(moved)
-
-
 def test_every_sweepable_config_field_sweeps():
     """Each ``Config`` field marked ``sweep=True`` is an ``HParams`` leaf that ``--sweep``
     accepts and that one vmapped update reads per run: changing it alone changes that run's
-    update and no other run's. A new sweepable hyperparameter (one ``Config`` field and the
+    update and no other run's, and each run equals its separate update to rounding. A new sweepable hyperparameter (one ``Config`` field and the
     code that reads it) is covered here without listing it."""
     from hyperjax.config import parse_sweep
     names = hj.Config.sweepable()
@@ -395,13 +380,24 @@ def test_every_sweepable_config_field_sweeps():
     other = dict(q_lr=3e-3, actor_lr=1e-3, alpha_lr=3e-3, model_lr=1e-3, tau=0.3, gamma=0.9,
                  target_entropy=-0.25, mask_rate=0.5)
     hps = [base] + [base.replace(**{n: other.get(n, 0.5 * getattr(base, n))}) for n in names]
+    hps.append(base.replace(**{n: other.get(n, 0.5 * getattr(base, n)) for n in names}))
     key = jax.random.PRNGKey(0)
-    states = jax.tree.map(lambda *x: jnp.stack(x), *[agent.init(key, hp) for hp in hps])
+    inits = [agent.init(key, hp) for hp in hps]
+    states = jax.tree.map(lambda *x: jnp.stack(x), *inits)
     out = jax.jit(jax.vmap(agent.update, (0, None, None, None, None)), static_argnums=4)(
         states, batch, ctx, key, True)[0]
     leaves = [np.asarray(x) for x in jax.tree.leaves(out.params)]
     for i, name in enumerate(names, start=1):
         assert any(not np.array_equal(x[i], x[0]) for x in leaves), f"{name} is not read"
+    # hyperparameters are pytree leaves, a sweep is a vmap: the vmapped runs equal the
+    # separate updates (to rounding), here the defaults and every name changed at once
+    upd = jax.jit(agent.update, static_argnums=4)
+    singles = [upd(inits[i], batch, ctx, key, True)[0] for i in (0, -1)]
+    for i, single in zip((0, -1), singles):
+        for x, y in zip(jax.tree.leaves(single.params), leaves):
+            np.testing.assert_allclose(y[i], np.asarray(x), rtol=1e-4, atol=1e-5)
+    assert all(not np.allclose(a, b) for a, b in zip(
+        jax.tree.leaves(singles[0].params.critic), jax.tree.leaves(singles[1].params.critic)))
 
 
 def test_swept_mask_rate_equals_the_preset_constant():

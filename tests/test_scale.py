@@ -124,7 +124,7 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path, algo):
     envs) uses every device, and the metrics are those of the single-device run up to rounding
     (XLA:CPU rounds unbatched and batched matmuls differently, ~1e-7, as in test_train.py);
     rollouts before learning are bit-identical. DMA*-SH (slow: 2.5 min cold) passes too."""
-    args = [f"--algo={algo}", "--seeds=4", "--num_envs=40"]
+    args = [f"--algo={algo}", "--seeds=4", "--num_envs=40", "--random_baseline=false"]
     sharded = _start(args + ["--shard_envs"], tmp_path / "sharded", devices=8)
     single = _start(args, tmp_path / "single")
     out = _finish(sharded)
