@@ -1,10 +1,11 @@
 """HyPoGen pipeline CLI: experts -> demonstrations -> training -> zero-shot evaluation.
 
 ``python -m experiments.hypogen --algo=hypogen --task=lqr_di`` (the CPU default). ``--algo``
-takes one name, a comma list, or ``all`` (hypogen, hyperzero, cond, uvfa, meta, pearl). The
-flags map one to one onto ``hyperjax.hypogen.pipeline.PipelineConfig`` and the run is
-``run_pipeline``: each stage is skipped when its output in ``--run_dir`` was made with the same
-settings (the layout is in that module's docstring). A bad flag or a stale / damaged stage
+takes one name, a comma list, or ``all`` (the models registered in
+``hyperjax.hypogen.algos``). The flags map one to one onto
+``hyperjax.hypogen.pipeline.PipelineConfig`` and the run is ``run_pipeline``: each stage is
+skipped when its output in ``--run_dir`` was made with the same settings (the layout is in that
+module's docstring). A bad flag or a stale / damaged stage
 output ends with one line on stderr and exit status 2; a non-finite loss with exit status 1.
 """
 from __future__ import annotations
@@ -18,11 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
-from hyperjax.utils import absl_flags_parser, fail as _fail, refuse_positional
+from hyperjax.hypogen import algos, pipeline
+from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError
+from hyperjax.utils import (absl_flags_parser, enable_compilation_cache, fail as _fail,
+                            parse_names, refuse_positional)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': hypogen, "
-                    "hyperzero, cond, uvfa, meta (MAML), pearl.")
+flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': "
+                    + algos.help_text() + " (hyperjax.hypogen.algos).")
 flags.DEFINE_string("task", "lqr_di", "Spec task: lqr_di (spec = mass; the CPU default), "
                     "lqr_di_goal (spec = mass, goal), "
                     "{cheetah,walker,finger}_{speed,length,speed_length} (MJX) or "
@@ -97,13 +101,11 @@ flags.DEFINE_bool("overwrite", False, "Delete --run_dir's contents first (every 
 def config_from_flags():
     """The run the flags describe: a resolved ``PipelineConfig`` (a manipulation task takes the
     released ManiSkill settings for the flags not given). Bad input: ``_fail`` (exit 2)."""
-    from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError, all_algos
-    from hyperjax.utils import parse_names
     names = [f.name for f in dataclasses.fields(PipelineConfig)
              if f.name not in ("task", "algos")]
     given = {n: FLAGS[n].value for n in names if FLAGS[n].present}
     try:
-        given["algos"] = tuple(parse_names(FLAGS.algo, all_algos(), "algo", allow_all=True))
+        given["algos"] = tuple(parse_names(FLAGS.algo, algos.names(), "algo", allow_all=True))
         if "ppo_hidden" in given:
             try:
                 given["ppo_hidden"] = tuple(int(w) for w in FLAGS.ppo_hidden.split(","))
@@ -119,9 +121,7 @@ def main(argv):
     refuse_positional(argv)
     cfg = config_from_flags()
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from hyperjax.utils import enable_compilation_cache
     enable_compilation_cache(quiet=True)
-    from hyperjax.hypogen import pipeline
     run_dir = FLAGS.run_dir or os.path.join("runs", f"hypogen-{FLAGS.task}")
     try:
         pipeline.run_pipeline(cfg, run_dir, overwrite=FLAGS.overwrite,

@@ -404,6 +404,28 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
     assert not any("finished earlier" in str(s) for s in said)
     assert (10, "cond", 123) in said
 
+    # a baseline defined here is one algos.register: the config, the fit, the result files
+    # and the report take it like the released ones (the stages above are read back)
+    from hyperjax.hypogen import algos
+    algos.register(algos.Algo(
+        "cond_scheduled", "Cond Policy with the halving schedule", learning_rate=3e-4,
+        scheduled=True, build=lambda obs_dim, act_dim, *, use_q, **_: M.CondPolicy(
+            obs_dim, act_dim, use_q)))
+    try:
+        assert "cond_scheduled (Cond Policy with the halving schedule)" in algos.help_text()
+        out = run_pipeline(PipelineConfig(algos=("cond", "cond_scheduled"), **same), run,
+                           log=None)
+        assert set(out["table"]) == {"cond", "cond_scheduled"}
+        got = out["runs"]["cond_scheduled"][0]
+        assert got["config"]["algo"] == "cond_scheduled" and np.isfinite(got["test_return_last"])
+        assert os.path.exists(os.path.join(run, "cond_scheduled", "seed_123", "checkpoint"))
+        assert "| cond_scheduled |" in open(os.path.join(run, "results.md")).read()
+        assert T.FitConfig(algo="cond_scheduled").lr() == 3e-4
+    finally:
+        algos.unregister("cond_scheduled")
+    with pytest.raises(PipelineError, match="unknown algo 'cond_scheduled'; valid: hypogen"):
+        PipelineConfig(algos=("cond_scheduled",)).resolved()
+
 
 # --- MJX spec tasks (host-side model edits and the reward are cheap; stepping MJX is slow) ------
 

@@ -5,7 +5,6 @@ import glob
 import os
 import re
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +20,7 @@ PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT)
 def _run_page(page: str, run_dir: str) -> dict:
     """Every python block of ``page`` in one namespace; returns the namespace."""
     from hyperjax import envs, methods
+    from hyperjax.hypogen import algos
     with open(os.path.join(ROOT, page)) as f:
         blocks = python_blocks(f.read())
     ns = {"__name__": "readme", "run_dir": run_dir}
@@ -33,6 +33,7 @@ def _run_page(page: str, run_dir: str) -> dict:
     finally:
         methods._REGISTRY.pop("tanh_context", None)
         envs.TASKS.pop("line", None)
+        algos.unregister("cond_scheduled")
     return ns
 
 

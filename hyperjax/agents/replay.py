@@ -21,7 +21,6 @@ stale rows); here it has a slot of its own, so ``E = capacity + 1``.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax

@@ -61,7 +61,6 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
 from hyperjax.envs import mjx_tasks as mt
 from hyperjax.envs.contexts import Factor
@@ -214,7 +213,7 @@ class PandaCube:
             raise ValueError(f"unknown manipulation task {task!r}; valid: {', '.join(TASKS)}")
         self.task = task
         self.mj_model = mujoco.MjModel.from_xml_path(ASSET)
-        self._mjx_model = mjx.put_model(self.mj_model, impl="jax")
+        self._mjx_model = mt._mjx().put_model(self.mj_model, impl="jax")
         m = self.mj_model
         self._tcp = m.site("tcp").id
         self._hand = m.body("hand").id
@@ -240,7 +239,7 @@ class PandaCube:
         one damped-least-squares step towards the TCP-frame delta of :func:`ee_delta`."""
         a = jnp.clip(action, -1.0, 1.0)
         err = ee_delta(a, data.site_xmat[self._tcp].reshape(3, 3))
-        jacp, jacr = mjx._src.support.jac(model, data, data.site_xpos[self._tcp], self._hand)
+        jacp, jacr = mt._mjx()._src.support.jac(model, data, data.site_xpos[self._tcp], self._hand)
         jac = jnp.concatenate([jacp.T, jacr.T])[:, :7]                    # [6, 7]
         jjt = jac @ jac.T + IK_DAMPING ** 2 * jnp.eye(6)
         dq = jac.T @ jnp.linalg.solve(jjt, err)
@@ -330,9 +329,9 @@ class PandaCube:
             cands = jnp.concatenate([gxy, gz], -1)
             ok = jnp.linalg.norm(cands - cube[:3], axis=-1) > MIN_GOAL_DIST
             goal = cands[jnp.argmax(ok)]
-        data = mjx.make_data(model)
+        data = mt._mjx().make_data(model)
         data = data.replace(qpos=qpos, ctrl=qpos[:9])
-        data = mjx.forward(model, data)
+        data = mt._mjx().forward(model, data)
         zero = jnp.zeros((), jnp.float32)
         info = {"goal": goal.astype(jnp.float32), "success": jnp.zeros((), bool)}
         return mjx_env.State(data, self.observe(data, goal), zero, zero, {}, info)
@@ -341,7 +340,7 @@ class PandaCube:
         model, goal = self._mjx_model, state.info["goal"]
         ctrl = self.arm_targets(model, state.data, action)
         data = state.data.replace(ctrl=ctrl)
-        data = jax.lax.fori_loop(0, SUBSTEPS, lambda _, d: mjx.step(model, d), data)
+        data = jax.lax.fori_loop(0, SUBSTEPS, lambda _, d: mt._mjx().step(model, d), data)
         reward, success = self.reward(model, data, goal)
         info = {**state.info, "success": success}
         return state.replace(data=data, obs=self.observe(data, goal),

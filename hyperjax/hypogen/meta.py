@@ -38,11 +38,15 @@ import optax
 
 from hyperjax.optim import apply_gradients
 from hyperjax.envs.core import Env
-from hyperjax.hypogen import data as D
+from hyperjax.hypogen import algos, data as D
 from hyperjax.hypogen.models import EMBED_DIM, HIDDEN_DIM, CondPolicy, _orthogonal
+from hyperjax.hypogen.train import Fit, FitState, evaluation_and_segment
 
-META_ALGOS = ("meta", "pearl")
-LEARNING_RATE = 1e-4
+# The released meta configs (``meta_policy.yaml`` / ``pearl_policy.yaml``): a plain Adam at 1e-4,
+# no auxiliary losses, no Q heads.
+algos.register(algos.Algo("meta", "Meta Policy, MAML", learning_rate=1e-4, meta=True))
+algos.register(algos.Algo("pearl", "PEARL", learning_rate=1e-4, meta=True))
+META_ALGOS = ("meta", "pearl")   # what MetaModel implements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +93,7 @@ class MetaModel:
     PEARL: the specs themselves, unused); ``act_fn`` the rollout policy (stateful for PEARL)."""
 
     def __init__(self, algo: str, obs_dim: int, act_dim: int, spec_dim: int):
-        if algo not in META_ALGOS:
+        if algo not in META_ALGOS:   # the two models this class implements
             raise ValueError(f"unknown meta algo {algo!r}; valid: {', '.join(META_ALGOS)}")
         self.algo, self.obs_dim, self.act_dim, self.spec_dim = algo, obs_dim, act_dim, spec_dim
         self.policy = CondPolicy(obs_dim, act_dim, use_q=False)
@@ -196,7 +200,6 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     Raises ``ValueError`` for an empty train set, a spec without transitions, ``eval_every``
     not dividing ``epochs`` or equal evaluation and selection seeds.
     """
-    from hyperjax.hypogen.train import Fit, FitState, evaluation_and_segment
     n = int(train.obs.shape[0])
     n_tasks = int(train.specs.shape[0])
     if n == 0:
@@ -212,7 +215,7 @@ def make_meta_fit(cfg, env: Env, train: D.Flat, test_specs: np.ndarray,
     per = int(counts.max())
     m = min(2 * n_tasks * meta.k_shot, int(counts.min()))   # the released sampler's batch
     model = MetaModel(cfg.algo, env.obs_dim, env.action_dim, train.specs.shape[1])
-    lr = cfg.learning_rate if cfg.learning_rate is not None else LEARNING_RATE
+    lr = cfg.lr()
     tx = optax.adam(lr)   # MetaPolicyApproximator: plain Adam, no MultiStepLR
     table = {k: jnp.asarray(v) for k, v in
              zip(("obs", "action"), group_by_task(train, n_tasks, ("obs", "action"), per))}

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hyperjax.hypogen import algos
 from hyperjax.nets.layers import TorchDense, torch_uniform
 
 EMBED_DIM = 256
@@ -536,36 +537,54 @@ class CondPolicy(nn.Module):
         return Outputs(acts, self._q(z, obs, action)[None], self._q(z, next_obs, a_next))
 
 
-ALGOS = ("hypogen", "hyperzero", "cond", "uvfa")
-# Adam learning rates of the released configs (HyPoGen's `approximators/rl_solution.py` and
-# released configs; HyperZero's configs; the baselines of both released repositories).
-LEARNING_RATES = {"hypogen": 5e-4, "hyperzero": 1e-4, "cond": 1e-4, "uvfa": 1e-4}
+# The four models' released facts (HyPoGen's `approximators/rl_solution.py`,
+# `approximators/policy.py` and released configs; HyperZero's configs; the baselines of both
+# released repositories): Adam learning rates, (value, td) loss weights, MultiStepLR, Q heads.
+algos.register(algos.Algo(
+    "hypogen", "HyPoGen", learning_rate=5e-4, loss_weights=(0.01, 0.01), scheduled=True,
+    q_heads="with_td",
+    build=lambda obs_dim, act_dim, *, use_q, num_blocks, deep_supervision, target, **_:
+    HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision, target)))
+algos.register(algos.Algo(
+    "hyperzero", "HyperZero", learning_rate=1e-4, loss_weights=(0.01, 0.01), scheduled=True,
+    q_heads="always", fixed_target=True,
+    build=lambda obs_dim, act_dim, *, use_q, hyperzero_original_init, target, **_:
+    HyperZero(obs_dim, act_dim, use_q, hyperzero_original_init, target)))
+algos.register(algos.Algo(
+    "cond", "Cond Policy", learning_rate=1e-4, q_heads="never",
+    build=lambda obs_dim, act_dim, *, use_q, **_: CondPolicy(obs_dim, act_dim, use_q)))
+algos.register(algos.Algo(
+    "uvfa", "UVFA", learning_rate=1e-4, loss_weights=(0.01, 0.0), scheduled=True,
+    q_heads="always",
+    build=lambda obs_dim, act_dim, *, use_q, **_: CondPolicy(obs_dim, act_dim, use_q)))
+ALGOS = algos.names(meta=False)   # the four above, in the paper's order
 
 
 def make_model(algo: str, obs_dim: int, act_dim: int, *, use_q: bool | None = None,
                use_td: bool = True, deep_supervision: bool = True,
                num_blocks: int = NUM_BLOCKS, hyperzero_original_init: bool = False,
                target: TargetNetConfig = TargetNetConfig()) -> nn.Module:
-    """The model of ``algo`` (one of ``ALGOS``) for a task with these dimensions.
+    """The model of ``algo`` (a registered, non-meta :class:`algos.Algo`) for a task with
+    these dimensions.
 
-    ``use_q`` defaults to the released builds for the released ``use_td``: HyPoGen builds its
-    Q generator only with ``use_td`` (``DoubleHeadedHyPoGen``: ``if self.use_td``; the
-    ManiSkill config has ``use_td: false``); HyperZero (``DoubleHeadedHyperNetwork``) and UVFA
-    (``MLPRLSolution``) always carry their Q heads; Cond Policy has none. ``target``
-    (:class:`TargetNetConfig`) shapes the generated networks of HyPoGen and HyperZero; Cond
-    Policy and UVFA keep the released 2-layer MLP. Raises ``ValueError`` for an unknown algo or
-    a bad ``target`` field.
+    ``use_q`` defaults to the released builds for the released ``use_td`` (``Algo.q_heads``):
+    HyPoGen builds its Q generator only with ``use_td`` (``DoubleHeadedHyPoGen``: ``if
+    self.use_td``; the ManiSkill config has ``use_td: false``); HyperZero
+    (``DoubleHeadedHyperNetwork``) and UVFA (``MLPRLSolution``) always carry their Q heads;
+    Cond Policy has none. ``target`` (:class:`TargetNetConfig`) shapes the generated networks
+    of HyPoGen and HyperZero; Cond Policy and UVFA keep the released 2-layer MLP. Raises
+    ``ValueError`` for an unknown or meta algo or a bad ``target`` field.
     """
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; valid: {', '.join(ALGOS)}")
+    spec = algos.get(algo)
+    if spec.build is None:
+        raise ValueError(f"algo {algo!r} is a meta-learning baseline: "
+                         f"hyperjax.hypogen.meta.make_meta_fit builds it")
     target.check()
     if use_q is None:
-        use_q = algo != "cond" and (use_td or algo != "hypogen")
-    if algo == "hypogen":
-        return HyPoGen(obs_dim, act_dim, use_q, num_blocks, deep_supervision, target)
-    if algo == "hyperzero":
-        return HyperZero(obs_dim, act_dim, use_q, hyperzero_original_init, target)
-    return CondPolicy(obs_dim, act_dim, use_q)
+        use_q = spec.use_q(use_td)
+    return spec.build(obs_dim, act_dim, use_q=use_q, use_td=use_td,
+                      deep_supervision=deep_supervision, num_blocks=num_blocks,
+                      hyperzero_original_init=hyperzero_original_init, target=target)
 
 
 def count_params(tree) -> int:

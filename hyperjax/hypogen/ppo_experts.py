@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperjax.envs.manipulation import TRAIN_EPISODE_LENGTH, ManipulationTask
+from hyperjax.hypogen import data as D
 from hyperjax.utils import save_npz_atomic
 
 
@@ -190,7 +191,6 @@ def evaluate_success(env: ManipulationTask, cfg: PPOConfig, params, spec, key, e
     parameters, ``spec`` ``float[1]``. Returns ``(success bool[E], length int32[E],
     return float32[E])``; episode ``e`` resets with ``fold_in(fold_in(key, 0), e)``. Jit-able
     (``env``, ``cfg``, ``episodes`` static)."""
-    from hyperjax.hypogen import data as D  # noqa: PLC0415
     out = D.rollout(env, expert_policy(env, cfg), None, stack([params]),
                     jnp.asarray(spec, jnp.float32).reshape(1, -1), key, episodes)
     term = out["discount"][0] == 0.0                                   # [E, T]

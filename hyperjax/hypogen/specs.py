@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from hyperjax.envs import manipulation
+
 # Seeds of the released runs (HyPoGen's `approximators/rl_solution.py` and released configs); the
 # seed also picks the split.
 PAPER_SEEDS = (123, 233, 666, 999, 789)
@@ -90,11 +92,6 @@ LQR_GOAL_MASSES = _arange(0.5, 2.0, 0.25)    # 7 values (kg)
 LQR_GOALS = _arange(-0.5, 0.5, 0.25)         # 5 values (m)
 
 
-def _manipulation():
-    from hyperjax.envs import manipulation  # noqa: PLC0415  (MuJoCo only, no MJX trace)
-    return manipulation
-
-
 def make_grid(task: str) -> SpecGrid:
     """The spec grid of ``task``.
 
@@ -110,7 +107,7 @@ def make_grid(task: str) -> SpecGrid:
     if task == "lqr_di_goal":
         return product_grid(task, ("mass", "goal"), LQR_GOAL_MASSES, LQR_GOALS)
     if task in MANIPULATION_TASKS:
-        m = _manipulation()
+        m = manipulation
         family = m.split_name(task)[1]
         return product_grid(task, (m.FAMILIES[family][0].name,), m.grid_values(family))
     body, _, family = task.partition("_")

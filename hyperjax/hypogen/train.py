@@ -43,29 +43,21 @@ import optax
 from hyperjax.envs.core import Env
 from hyperjax.optim import apply_gradients
 from hyperjax.hypogen import data as D
-from hyperjax.hypogen.models import LEARNING_RATES, TargetNetConfig, make_model
+from hyperjax.hypogen import algos
+from hyperjax.hypogen.models import TargetNetConfig, make_model
 
 PAPER_EPOCHS = 2000
 MILESTONES = (0.75, 0.9, 0.95)          # 1500, 1800, 1900 of 2000
-# The algos whose released trainer halves the learning rate (``RLApproximator``'s
-# ``MultiStepLR``); Cond Policy (``PolicyApproximator``) and Meta / PEARL
-# (``MetaPolicyApproximator``) step a plain Adam (``approximators/policy.py``).
-SCHEDULED = ("hypogen", "hyperzero", "uvfa")
-
-
 def lr_schedule(algo: str, lr: float, epochs: int, steps_per_epoch: int):
     """The released learning rate per optimiser step: halved at 75 %, 90 % and 95 % of
-    ``epochs`` for ``SCHEDULED`` algos (``MultiStepLR([1500, 1800, 1900], 0.5)`` stepped per
-    epoch), constant otherwise. Returns an optax schedule (or the float)."""
-    if algo not in SCHEDULED:
+    ``epochs`` for algos whose released trainer does (``Algo.scheduled``: ``RLApproximator``'s
+    ``MultiStepLR([1500, 1800, 1900], 0.5)`` stepped per epoch), constant otherwise (Cond
+    Policy's ``PolicyApproximator``, Meta / PEARL's ``MetaPolicyApproximator``: a plain Adam,
+    ``approximators/policy.py``). Returns an optax schedule (or the float)."""
+    if not algos.get(algo).scheduled:
         return lr
     boundaries = {int(round(f * epochs)) * steps_per_epoch: 0.5 for f in MILESTONES}
     return optax.piecewise_constant_schedule(lr, boundaries)
-# Released loss weights per algo: (value, td).
-LOSS_WEIGHTS = {"hypogen": (0.01, 0.01), "hyperzero": (0.01, 0.01), "uvfa": (0.01, 0.0),
-                "cond": (0.0, 0.0)}
-
-
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """Training settings (defaults: the released DMC configs, HyPoGen's
@@ -74,7 +66,7 @@ class FitConfig:
     algo: str = "hypogen"
     epochs: int = PAPER_EPOCHS
     batch_size: int = 512
-    learning_rate: float | None = None      # None: LEARNING_RATES[algo]
+    learning_rate: float | None = None      # None: the algo's released rate (Algo)
     bc_only: bool = False
     deep_supervision: bool = True
     num_blocks: int = 8
@@ -84,10 +76,11 @@ class FitConfig:
     target: TargetNetConfig = TargetNetConfig()   # generated-net depth/act, block MLPs, chain rule
 
     def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else LEARNING_RATES[self.algo]
+        return (self.learning_rate if self.learning_rate is not None
+                else algos.get(self.algo).learning_rate)
 
     def weights(self) -> tuple[float, float]:
-        return (0.0, 0.0) if self.bc_only else LOSS_WEIGHTS[self.algo]
+        return (0.0, 0.0) if self.bc_only else algos.get(self.algo).loss_weights
 
 
 class FitState(NamedTuple):
