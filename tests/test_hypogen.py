@@ -404,6 +404,24 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
     assert not any("finished earlier" in str(s) for s in said)
     assert (10, "cond", 123) in said
 
+    # the trained generator, read back from the run directory alone: the policy of any spec;
+    # rolled out on the reported episodes it gives the result's per-spec returns
+    from hyperjax.hypogen.generator import load_generator
+    g = load_generator(run, "cond")
+    res = g.result
+    test = jnp.asarray(res["test_specs"], jnp.float32)
+    got = D.rollout(g.env, g.act, None, g.generate(g.params, test), test, jax.random.key(3),
+                    2, record=False).mean(-1)
+    np.testing.assert_allclose(got, res["per_spec_last"], rtol=1e-5, atol=1e-4)
+    a = g.policy([1.37])(np.zeros(g.env.obs_dim, np.float32))     # a spec of no grid
+    assert a.shape == (g.env.action_dim,) and np.all(np.abs(a) <= 1)
+    for kwargs, msg in [(dict(algo="hypogen"), r"has no hypogen run \(it has: cond"),
+                        (dict(algo="cond", seed=5), r"no finished seed 5 \(finished: 123\)"),
+                        (dict(algo="pearl"), "adapts at test time"),
+                        (dict(algo="cond", which="first"), "which must be 'last' or 'best'")]:
+        with pytest.raises(ValueError, match=msg):
+            load_generator(run, **kwargs)
+
     # a baseline defined here is one algos.register: the config, the fit, the result files
     # and the report take it like the released ones (the stages above are read back)
     from hyperjax.hypogen import algos

@@ -14,7 +14,7 @@ from hyperjax.hypogen.models import TargetNetConfig
 from hyperjax.hypogen.ppo_experts import PPOConfig
 
 __all__ = ["CPU_EPOCHS", "EXPERTS", "MANIPULATION_DEFAULTS", "PipelineConfig", "PipelineError",
-           "TARGET_FIELDS", "stale"]
+           "RECORD_DEFAULTS", "TARGET_FIELDS", "stale"]
 
 # The released ManiSkill settings (maniskill_exp.yaml @b286e2f; HyPoGen's
 # `approximators/rl_solution.py`, `utils/dataset.py`, ppo.py / ppo_rollout.py) that differ from
@@ -233,15 +233,15 @@ class PipelineConfig:
 
 
 # A field a record lacks (written before the field existed) counts as its default.
-_RECORD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
-_RECORD_DEFAULTS.update(ppo_hidden=",".join(map(str, PipelineConfig.ppo_hidden)),
+RECORD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
+RECORD_DEFAULTS.update(ppo_hidden=",".join(map(str, PipelineConfig.ppo_hidden)),
                         target_layers=2, target_act="relu")   # the flags' defaults
 
 
 def stale(what: str, path: str, made: dict, want: dict) -> None:
     """Refuses to reuse ``path`` (made with ``made``) for a run that wants ``want``: one line
     naming the first field that differs. A field ``made`` lacks counts as its default."""
-    k = config_diff(made, want, _RECORD_DEFAULTS, keys=want)
+    k = config_diff(made, want, RECORD_DEFAULTS, keys=want)
     if k is not None:
         raise PipelineError(f"{what} {path} was made with {k}={made.get(k)!r}, this run has "
                             f"{k}={want[k]!r}: pass --overwrite (or another --run_dir) to "
