@@ -14,6 +14,23 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running (deselected by default)")
 
 
+# The modules in order of their worker-seconds in the default suite (results/test_time/,
+# 2026-12-07): with ``-n 2 --dist loadfile`` xdist hands whole modules to the workers in
+# collection order, so the longest go first and the two workers end together (longest
+# processing time first); alphabetically test_train.py, the longest, came nearly last. The
+# pages that read the tiny CLI run (test_readme, test_policy) start after test_train.py has
+# put the program they share into the compilation cache. A module not listed runs after these.
+HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_mjx.py", "test_hypogen.py",
+               "test_hypogen_meta.py", "test_faithful.py", "test_readme.py", "test_cli.py",
+               "test_robust.py", "test_policy.py", "test_manipulation.py", "test_nets.py",
+               "test_scale.py", "test_hypogen_knobs.py", "test_analysis.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable within a module
+
+
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
