@@ -1,5 +1,6 @@
 """HyPoGen pipeline: spec grids, the paper's split, the LQR task and experts, the dataset format,
 the models (parameter counts, θ⁰, stop-gradients, LayerNorm), the loss and schedule, the CLI."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -425,12 +426,13 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
     # a baseline defined here is one algos.register: the config, the fit, the result files
     # and the report take it like the released ones (the stages above are read back)
     from hyperjax.hypogen import algos
+    # (Cond Policy's own facts under another name: its fit program is Cond's, read back from
+    # the compilation cache; the docs register one with other facts, and FitConfig reads them)
     algos.register(algos.Algo(
-        "cond_scheduled", "Cond Policy with the halving schedule", learning_rate=3e-4,
-        scheduled=True, build=lambda obs_dim, act_dim, *, use_q, **_: M.CondPolicy(
-            obs_dim, act_dim, use_q)))
+        "cond_scheduled", "Cond Policy, registered here", learning_rate=1e-4,
+        build=lambda obs_dim, act_dim, *, use_q, **_: M.CondPolicy(obs_dim, act_dim, use_q)))
     try:
-        assert "cond_scheduled (Cond Policy with the halving schedule)" in algos.help_text()
+        assert "cond_scheduled (Cond Policy, registered here)" in algos.help_text()
         out = run_pipeline(PipelineConfig(algos=("cond", "cond_scheduled"), **same), run,
                            log=None)
         assert set(out["table"]) == {"cond", "cond_scheduled"}
@@ -438,7 +440,12 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
         assert got["config"]["algo"] == "cond_scheduled" and np.isfinite(got["test_return_last"])
         assert os.path.exists(os.path.join(run, "cond_scheduled", "seed_123", "checkpoint"))
         assert "| cond_scheduled |" in open(os.path.join(run, "results.md")).read()
+        assert T.FitConfig(algo="cond_scheduled").lr() == 1e-4
+        algos.register(dataclasses.replace(algos.get("cond_scheduled"), learning_rate=3e-4,
+                                           scheduled=True), replace=True)
         assert T.FitConfig(algo="cond_scheduled").lr() == 3e-4
+        # halved at 75 % of the epochs: step 16 of 10 epochs x 2 steps
+        assert float(T.lr_schedule("cond_scheduled", 3e-4, 10, 2)(17)) == pytest.approx(1.5e-4)
     finally:
         algos.unregister("cond_scheduled")
     with pytest.raises(PipelineError, match="unknown algo 'cond_scheduled'; valid: hypogen"):
