@@ -366,11 +366,12 @@ def test_an_unregistered_env_and_context_sets_train():
 def test_every_sweepable_config_field_sweeps():
     """Each ``Config`` field marked ``sweep=True`` is an ``HParams`` leaf that ``--sweep``
     accepts and that one vmapped update reads per run: changing it alone changes that run's
-    update and no other run's, and each run equals its separate update to rounding. A new sweepable hyperparameter (one ``Config`` field and the
-    code that reads it) is covered here without listing it."""
+    update and no other run's, and each run equals its separate update to rounding. A new
+    sweepable hyperparameter (one ``Config`` field, its ``HParams`` field and the code that
+    reads it) is covered here without listing it."""
     from hyperjax.config import parse_sweep
     names = hj.Config.sweepable()
-    assert hj.HParams.names() == names
+    assert hj.HParams.names() == names, "HParams' fields must be Config.sweepable()'s, in order"
     assert set(parse_sweep([f"{n}=0.5" for n in names if n != "target_entropy"]))
     prog = hj.make_program(hj.Config(algo="dma_star", **TINY), sweep=names)
     agent = prog.agent

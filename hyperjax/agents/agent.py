@@ -54,17 +54,24 @@ class _HParamsMethods:
         return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), self)
 
 
-# Hyperparameters that change no shape (``float32[]`` leaves, or floats; the authors' values,
-# ``dmash/contexts/sac.py``): one field per ``Config`` field marked ``sweep=True``, with its
-# default (``target_entropy`` -1 and ``mask_rate`` 0 until ``Agent.default_hparams`` or
-# ``from_config`` fill the agent's).
-HParams = flax.struct.dataclass(type("HParams", (_HParamsMethods,), {
-    "__annotations__": {n: Any for n in Config.sweepable()},
-    **{n: getattr(Config, n) for n in Config.sweepable()},
-    "__module__": __name__,
-    "__doc__": "Hyperparameters that change no shape: ``Config.sweepable()``'s fields as "
-               "pytree leaves (``float32[]`` after ``as_arrays``).",
-    "target_entropy": -1.0, "mask_rate": 0.0}))
+@flax.struct.dataclass
+class HParams(_HParamsMethods):
+    """Hyperparameters that change no shape: ``Config.sweepable()``'s fields, in its order, as
+    pytree leaves (floats, or ``float32[]`` after ``as_arrays``; a sweep stacks them to
+    ``float32[R]``). Defaults are the authors' (``dmash/contexts/sac.py``, as ``Config``'s);
+    ``target_entropy`` -1 and ``mask_rate`` 0 stand until ``Agent.default_hparams`` or
+    ``from_config`` fill the agent's (-|A|, the preset's rate). A new sweepable ``Config`` field
+    is one more field here (``tests/test_methods.py`` checks the two lists are equal)."""
+
+    q_lr: Any = Config.q_lr
+    actor_lr: Any = Config.actor_lr
+    alpha_lr: Any = Config.alpha_lr
+    model_lr: Any = Config.model_lr
+    tau: Any = Config.tau
+    gamma: Any = Config.gamma
+    target_entropy: Any = -1.0
+    mask_rate: Any = 0.0
+
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
