@@ -411,7 +411,7 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
     g = load_generator(run, "cond")
     res = g.result
     test = jnp.asarray(res["test_specs"], jnp.float32)
-    got = D.rollout(g.env, g.act, None, g.generate(g.params, test), test, jax.random.key(3),
+    got = D.rollout(g.env, g.act, None, g.generate(test), test, jax.random.key(3),
                     2, record=False).mean(-1)
     np.testing.assert_allclose(got, res["per_spec_last"], rtol=1e-5, atol=1e-4)
     a = g.policy([1.37])(np.zeros(g.env.obs_dim, np.float32))     # a spec of no grid

@@ -18,20 +18,23 @@ def _leaves_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def _segment_run(cfg, key):
+def _segment_runs(cfg, keys):
     """The CLI's one-seed program (``compile_program(prog, 1)``, the ``tiny_dma_sh_run``
     fixture's, so compiled once per session and read back from the persistent compilation
-    cache): ``n_segments`` calls of the segment function, returned as ``make_train`` returns,
-    ``(state, metrics)`` without the seed axis."""
+    cache), traced once and run from each key: ``n_segments`` calls of the segment function,
+    each run returned as ``make_train`` returns, ``(state, metrics)`` without the seed axis."""
     prog = hj.make_program(cfg)
     init, seg, _ = compile_program(prog, 1)
-    state = init(key[None])
-    rows = []
-    for i in range(prog.n_segments):
-        state, m = seg(state, jnp.int32(i))
-        rows.append(m)
-    metrics = {k: np.stack([np.asarray(r[k][0]) for r in rows]) for k in rows[0]}
-    return jax.tree.map(lambda x: x[0], state), metrics
+    runs = []
+    for key in keys:
+        state = init(key[None])
+        rows = []
+        for i in range(prog.n_segments):
+            state, m = seg(state, jnp.int32(i))
+            rows.append(m)
+        metrics = {k: np.stack([np.asarray(r[k][0]) for r in rows]) for k in rows[0]}
+        runs.append((jax.tree.map(lambda x: x[0], state), metrics))
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def dma_sh_runs():
     cfg = hj.Config.tiny(algo="dma_sh")
     keys = seed_keys(0, 2)
     batched = jax.jit(jax.vmap(hj.make_train(cfg)))(keys)
-    singles = [_segment_run(cfg, keys[i]) for i in range(2)]
+    singles = _segment_runs(cfg, keys)
     return cfg, batched, singles
 
 
@@ -84,7 +87,7 @@ def test_segments_equal_one_scan():
     cfg = hj.Config.tiny(algo="dma_sh")
     key = seed_keys(0, 1)[0]
     s_state, s_metrics = jax.jit(hj.make_train(cfg))(key)
-    state, metrics = _segment_run(cfg, key)
+    (state, metrics), = _segment_runs(cfg, [key])
     for k in s_metrics:
         np.testing.assert_allclose(metrics[k], np.asarray(s_metrics[k]), rtol=1e-4, atol=1e-5,
                                    err_msg=k)

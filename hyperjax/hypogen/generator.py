@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -26,37 +27,50 @@ from hyperjax.hypogen import algos
 from hyperjax.hypogen.config import RECORD_DEFAULTS, TARGET_FIELDS
 from hyperjax.hypogen.models import TargetNetConfig, make_model
 from hyperjax.hypogen.tasks import make_task_env
+from hyperjax.hypogen.train import init_params
 
 __all__ = ["Generator", "load_generator"]
 
+@partial(jax.jit, static_argnums=0)
+def _generate(model, params, specs):
+    return model.apply(params, specs, method="generate")
+
+
 class Generator(NamedTuple):
-    """A trained spec-to-policy model of one (algo, seed) of a pipeline run.
+    """A trained spec-to-policy model of one (algo, seed) of a pipeline run. Every method reads
+    the tuple's current ``params`` (``g._replace(params=…)`` serves other parameters).
 
     Attributes:
       algo: the model's name (``hyperjax.hypogen.algos``).
       params: its parameters (the checkpoint's ``last`` or ``best``).
       env: the task's env (``obs_dim``, ``action_dim``; rollouts with
         ``hyperjax.hypogen.data.rollout``).
-      generate: ``generate(params, specs float32[S, F]) -> weights`` (a pytree, leading axis
-        S): the generated policies, jitted.
-      act: ``act(weights, obs float32[B, obs_dim], spec) -> float32[B, action_dim]`` for one
-        spec's weights (``spec`` unused; the signature ``data.rollout`` calls), deterministic,
-        in [-1, 1]; it reads the loaded ``params`` (HyPoGen's act has none of its own).
+      model: the flax module (``make_model``) the run trained.
       result: the run's ``result.json`` (its ``config`` rebuilt the model).
     """
 
     algo: str
     params: Any
     env: Env
-    generate: Callable
-    act: Callable
+    model: Any
     result: dict
+
+    def generate(self, specs) -> Any:
+        """``specs float32[S, F]`` -> the generated policies' weights (a pytree, leading axis
+        S); jitted once per model."""
+        return _generate(self.model, self.params, jnp.asarray(specs, jnp.float32))
+
+    def act(self, weights, obs, spec=None) -> jax.Array:
+        """``obs float32[B, obs_dim]`` -> ``float32[B, action_dim]`` in [-1, 1], deterministic,
+        for one spec's ``weights`` (a slice of :meth:`generate`'s); ``spec`` unused (the
+        signature ``data.rollout`` calls)."""
+        return self.model.apply(self.params, weights, obs, method="act")
 
     def policy(self, spec) -> Callable:
         """``obs float32[obs_dim]`` or ``[B, obs_dim]`` -> action (same leading shape), the
         policy generated for ``spec`` (``float[F]``, any value, trained on or not)."""
         spec = jnp.asarray(spec, jnp.float32).reshape(1, -1)
-        weights = jax.tree.map(lambda x: x[0], self.generate(self.params, spec))
+        weights = jax.tree.map(lambda x: x[0], self.generate(spec))
 
         def act(obs):
             obs = jnp.asarray(obs, jnp.float32)
@@ -109,12 +123,7 @@ def load_generator(run_dir: str, algo: str = "hypogen", seed: int | None = None,
                        deep_supervision=cfg["deep_supervision"], num_blocks=cfg["num_blocks"],
                        target=TargetNetConfig(*(cfg[k] for k in TARGET_FIELDS)))
     specs = jnp.asarray(np.asarray(result["train_specs"], np.float32))
-    obs, act = jnp.zeros((2, env.obs_dim)), jnp.zeros((2, env.action_dim))
-    abstract = jax.eval_shape(lambda k: model.init(k, specs, jnp.zeros(2, jnp.int32), obs, act,
-                                                   obs), jax.random.key(0))
+    abstract = jax.eval_shape(lambda k: init_params(model, k, specs), jax.random.key(0))
     params, _ = checkpoint.restore(os.path.join(base, f"seed_{seed}", "checkpoint"),
                                    {"last": abstract, "best": abstract})
-    generate = jax.jit(lambda p, s: model.apply(p, s, method="generate"))
-    params = params[which]
-    return Generator(algo, params, env, generate,
-                     lambda w, o, s: model.apply(params, w, o, method="act"), result)
+    return Generator(algo, params[which], env, model, result)

@@ -46,7 +46,7 @@ from hyperjax.hypogen.train import Fit, FitState, evaluation_and_segment
 # no auxiliary losses, no Q heads.
 algos.register(algos.Algo("meta", "Meta Policy, MAML", learning_rate=1e-4, meta=True))
 algos.register(algos.Algo("pearl", "PEARL", learning_rate=1e-4, meta=True))
-META_ALGOS = ("meta", "pearl")   # what MetaModel implements
+META_ALGOS = algos.names(meta=True)   # the two above: what MetaModel implements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ class MetaModel:
     PEARL: the specs themselves, unused); ``act_fn`` the rollout policy (stateful for PEARL)."""
 
     def __init__(self, algo: str, obs_dim: int, act_dim: int, spec_dim: int):
-        if algo not in META_ALGOS:   # the two models this class implements
+        if algo not in META_ALGOS:   # the two records registered above
             raise ValueError(f"unknown meta algo {algo!r}; valid: {', '.join(META_ALGOS)}")
         self.algo, self.obs_dim, self.act_dim, self.spec_dim = algo, obs_dim, act_dim, spec_dim
         self.policy = CondPolicy(obs_dim, act_dim, use_q=False)

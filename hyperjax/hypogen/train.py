@@ -142,6 +142,17 @@ class Fit(NamedTuple):
     steps_per_epoch: int
 
 
+def init_params(model: nn.Module, key: jax.Array, specs: jax.Array) -> Any:
+    """``model.init`` for the training specs ``float32[S, F]`` on two zero samples (task ids
+    ``int32[2]``, obs ``float32[2, model.obs_dim]``, action ``[2, model.act_dim]``): the four
+    models' parameters depend on the inputs' shapes only, not their values. Shared by
+    :func:`make_fit` and ``generator.load_generator`` (its abstract tree), so a checkpoint
+    and the tree it is read into are built alike."""
+    obs = jnp.zeros((2, model.obs_dim), jnp.float32)
+    action = jnp.zeros((2, model.act_dim), jnp.float32)
+    return model.init(key, specs, jnp.zeros(2, jnp.int32), obs, action, obs)
+
+
 def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
              eval_key_seed: int = 3, select_key_seed: int = 1003) -> Fit:
     """Builds the training program for ``cfg.algo`` on the pooled transitions ``train`` and the
@@ -174,8 +185,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
 
     def init(key) -> FitState:
         k_init, k_run = jax.random.split(key)
-        params = model.init(k_init, specs, table["task_id"][:2], table["obs"][:2],
-                            table["action"][:2], table["next_obs"][:2])
+        params = init_params(model, k_init, specs)
         return FitState(params, tx.init(params), params, jnp.float32(-jnp.inf), k_run,
                         jnp.zeros((), jnp.int32))
 
