@@ -18,11 +18,9 @@ def pytest_configure(config):
 # 2026-12-07): with ``-n 2 --dist loadfile`` xdist hands whole modules to the workers in
 # collection order, so the longest go first and the two workers end together (longest
 # processing time first); alphabetically test_train.py, the longest, came nearly last.
-# test_scale.py's sharded test runs two CLI processes at once (both cores): early, not in the
-# tail. The
-# pages that read the tiny CLI run (test_readme, test_policy) start after test_train.py has
+# test_scale.py's sharded test (two CLI processes at once) is slow. The pages that read the tiny CLI run (test_readme, test_policy) start after test_train.py has
 # put the program they share into the compilation cache. A module not listed runs after these.
-HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_scale.py", "test_mjx.py",
+HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_mjx.py",
                "test_hypogen.py", "test_hypogen_meta.py", "test_faithful.py", "test_readme.py",
                "test_cli.py", "test_robust.py", "test_policy.py", "test_manipulation.py",
                "test_nets.py", "test_hypogen_knobs.py", "test_analysis.py")

@@ -118,12 +118,15 @@ def test_sweep_cli_points_equal_separate_runs(tmp_path):
     assert [p["hparams"] for p in summary["sweep"]] == [{"tau": 0.005}, {"tau": 0.05}]
 
 
-@pytest.mark.parametrize("algo", ["dr", pytest.param("dma_sh", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two processes at once, ~75 CPU-seconds: the suite's largest single cost
+@pytest.mark.parametrize("algo", ["dr", "dma_sh"])
 def test_sharded_over_8_devices_equals_one_device(tmp_path, algo):
     """``--seeds=4 --num_envs=40 --shard_envs`` on 8 (fake CPU) devices: a 4 x 2 mesh (runs x
     envs) uses every device, and the metrics are those of the single-device run up to rounding
     (XLA:CPU rounds unbatched and batched matmuls differently, ~1e-7, as in test_train.py);
-    rollouts before learning are bit-identical. DMA*-SH (slow: 2.5 min cold) passes too."""
+    rollouts before learning are bit-identical. DMA*-SH takes 2.5 min cold. By default the
+    mesh shapes are checked (``test_run_mesh_shapes``) and every CLI test runs the sharded
+    code path on one device."""
     args = [f"--algo={algo}", "--seeds=4", "--num_envs=40", "--random_baseline=false"]
     sharded = _start(args + ["--shard_envs"], tmp_path / "sharded", devices=8)
     single = _start(args, tmp_path / "single")
