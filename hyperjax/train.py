@@ -381,6 +381,11 @@ def make_train(config: Config, sets: envs.ContextSets | None = None,
     (``jax.random.PRNGKey``) or a typed threefry key (``jax.random.key``), the same run either
     way. ``sets`` and ``env`` as ``make_program`` (an env instance need not be registered).
 
+    The trained agent's policy comes with it (brax's ``make_inference_fn``, rejax's
+    ``make_act``): ``train.policy`` is ``make_policy(train.program.agent)``, pure and batched,
+    for one run's parameters (``jax.tree.map(lambda x: x[i], state.agent.params)`` after a
+    vmap over seeds); ``train.program`` is the ``Program`` (env, context sets, agent).
+
     Raises:
       ValueError: invalid config (see ``Config.resolved``) or context sets.
     """
@@ -390,4 +395,5 @@ def make_train(config: Config, sets: envs.ContextSets | None = None,
         state = prog.init(key, hparams)
         return jax.lax.scan(prog.segment, state, jnp.arange(prog.n_segments))
 
+    train.program, train.policy = prog, make_policy(prog.agent)
     return train

@@ -1,6 +1,8 @@
 """The README's and the docs' examples run: every ```python block of a page, in order, in one
 namespace per page (so a later block may use an earlier block's names, as a reader would).
-``run_dir`` is provided by a tiny CLI run, as docs/library.md says."""
+Nothing is injected: a block that loads a run trains it first. The tests ask for the tiny
+CLI run only so that its program (the one docs/library.md's ``train_run`` compiles) is in the
+compilation cache first."""
 import glob
 import os
 import re
@@ -17,13 +19,13 @@ PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT)
                               for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 
 
-def _run_page(page: str, run_dir: str) -> dict:
+def _run_page(page: str) -> dict:
     """Every python block of ``page`` in one namespace; returns the namespace."""
     from hyperjax import envs, methods
     from hyperjax.hypogen import algos
     with open(os.path.join(ROOT, page)) as f:
         blocks = python_blocks(f.read())
-    ns = {"__name__": "readme", "run_dir": run_dir}
+    ns = {"__name__": "readme"}
     try:
         for i, block in enumerate(blocks):
             try:
@@ -45,7 +47,7 @@ def test_the_readme_and_the_library_page_have_python_blocks():
 
 def test_every_readme_python_block_runs(tiny_dma_sh_run):
     import numpy as np
-    ns = _run_page("README.md", tiny_dma_sh_run)
+    ns = _run_page("README.md")
     assert ns["returns"].shape == (20, 1) and np.isfinite(ns["returns"]).all()
     assert np.isfinite(ns["out"].scores["eval_out"][0])
 
@@ -53,7 +55,7 @@ def test_every_readme_python_block_runs(tiny_dma_sh_run):
 def test_every_docs_python_block_runs(tiny_dma_sh_run):
     import numpy as np
     for page in PAGES[1:]:
-        ns = _run_page(page, tiny_dma_sh_run)
+        ns = _run_page(page)
         if page == os.path.join("docs", "library.md"):  # what its blocks claim
             assert ns["returns"].shape == (20, 2) and np.isfinite(ns["returns"]).all()
             assert ns["returns_seed1"].shape == (20, 1)
