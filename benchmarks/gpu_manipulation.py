@@ -47,7 +47,7 @@ def probe(task: str, steps: int, num_envs: int, hidden: tuple) -> dict:
     from hyperjax.hypogen import ppo_experts as P
     family = M.split_name(task)[1]
     spec = M.FAMILIES[family][0].default
-    env = M.make_task(task, specs=[spec])
+    env = M.make_manipulation_task(task, specs=[spec])
     cfg = P.PPOConfig.sized(steps, num_envs, hidden, num_evals=3)
     t0 = time.time()
     _, log = P.train_expert(env, [spec], cfg)

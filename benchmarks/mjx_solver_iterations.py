@@ -125,7 +125,7 @@ def measure(name: str, steps: int, caps: list[tuple[int, int]], seed: int = 0) -
     from hyperjax.envs import mjx_tasks
 
     _instrument()
-    env = mjx_tasks.make_task(name, solver=mjx_tasks.DM_CONTROL_SOLVER)
+    env = mjx_tasks.make_mjx_task(name, solver=mjx_tasks.DM_CONTROL_SOLVER)
     ctxs = jnp.asarray(hj.context_sets(name).train, jnp.float32)
     n = ctxs.shape[0]
     n_sub = getattr(env.backend, "n_substeps", None) or 4  # gym tasks: frame_skip 4
@@ -262,7 +262,7 @@ def open_loop(name: str, steps: int = 1000, seed: int = 0) -> dict:
                      sets.eval_out[-1]]).astype(np.float32)
     n = len(ctxs)
     solvers = {"dm_control": mjx_tasks.DM_CONTROL_SOLVER, "mjx_solver": mjx_tasks.MJX_SOLVER}
-    envs = {k: mjx_tasks.make_task(name, solver=v) for k, v in solvers.items()}
+    envs = {k: mjx_tasks.make_mjx_task(name, solver=v) for k, v in solvers.items()}
     env = envs["dm_control"]
     actions = np.asarray(jax.random.uniform(jax.random.PRNGKey(seed + 1),
                                             (steps, n, env.action_dim), minval=-1.0,

@@ -26,7 +26,7 @@ def step_ms(name: str, n: int = 20, steps: int = 200, solver=None) -> tuple[floa
 
     import hyperjax as hj
     from hyperjax.envs import mjx_tasks
-    env = mjx_tasks.make_task(name, solver=solver)
+    env = mjx_tasks.make_mjx_task(name, solver=solver)
     ctx = jnp.asarray(np.resize(np.asarray(hj.context_sets(name).train), (n, len(env.factors))))
 
     @jax.jit

@@ -70,7 +70,7 @@ def test_split_bad_mode():
 # --- the LQR task and its experts ---------------------------------------------------------------
 
 def test_lqr_di_dynamics_are_exact():
-    env = lqr.make_task("lqr_di_goal")
+    env = lqr.make_lqr_task("lqr_di_goal")
     spec = jnp.array([2.0, 0.25])
     state, ts = env.reset(jax.random.key(0), spec)
     assert np.all(np.abs(ts.obs[:2]) <= 1.0) and np.all(ts.obs[2:] == 0.0)
@@ -94,7 +94,7 @@ def test_lqr_riccati_fixed_point_and_bellman_q():
     # On an unsaturated state, Q*(s, a*) = r + γ Q*(s', a*') and Q* is maximal at a*.
     spec = jnp.array([1.25, 0.25])
     ex = lqr.make_experts(np.array([[1.25, 0.25]]))
-    env = lqr.make_task("lqr_di_goal")
+    env = lqr.make_lqr_task("lqr_di_goal")
     obs = jnp.array([0.3, 0.2, 0.05, -0.1])
     st = env.reset(jax.random.key(0), spec)[0]._replace(
         physics=lqr.LQRPhysics(obs[:2], obs[2:]))
@@ -114,7 +114,7 @@ def test_lqr_riccati_fixed_point_and_bellman_q():
 def _lqr_dataset(episodes=2, steps=None):
     grid = S.make_grid("lqr_di")
     ex = lqr.make_experts(grid.specs)
-    out = D.rollout(lqr.make_task("lqr_di"), lambda e, o, s: lqr.expert_action(e[0], o, s),
+    out = D.rollout(lqr.make_lqr_task("lqr_di"), lambda e, o, s: lqr.expert_action(e[0], o, s),
                     lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s), (ex.gain, ex.p),
                     jnp.asarray(grid.specs, jnp.float32), jax.random.key(0), episodes, steps)
     return grid, out
@@ -261,7 +261,7 @@ def test_short_fit_learns_and_evaluates():
                    **{k: np.asarray(out[k]) for k in D.KEYS[1:]}, meta={})
     sp = S.split_specs(grid, 123)
     fit = T.make_fit(T.FitConfig(algo="cond", epochs=20, eval_every=10, eval_episodes=2),
-                     lqr.make_task("lqr_di"), D.flatten(ds, sp.train), grid.specs[sp.test])
+                     lqr.make_lqr_task("lqr_di"), D.flatten(ds, sp.train), grid.specs[sp.test])
     st = fit.init(jax.random.key(0))
     flat = D.flatten(ds, sp.train)
     batch = {k: jnp.asarray(getattr(flat, k)) for k in
@@ -526,7 +526,7 @@ def test_mjx_spec_task_smoke_reward_follows_the_spec():
 def default_task_runs():
     """HyPoGen and Cond Policy trained on lqr_di with the CPU defaults (200 epochs, seed 123)."""
     grid = S.make_grid("lqr_di")
-    env = lqr.make_task("lqr_di")
+    env = lqr.make_lqr_task("lqr_di")
     ex = lqr.make_experts(grid.specs)
     out = jax.jit(lambda k: D.rollout(env, lambda e, o, s: lqr.expert_action(e[0], o, s),
                                       lambda e, o, a, s: lqr.expert_q(e[0], e[1], o, a, s),
@@ -571,7 +571,7 @@ def test_td3_experts_vmapped_over_specs():
                       buffer_size=100, hidden=32, std_steps=100)
     assert float(cfg.std(0)) == 1.0 and abs(float(cfg.std(50)) - 0.55) < 1e-6
     assert abs(float(cfg.std(10_000)) - 0.1) < 1e-6
-    env = lqr.make_task("lqr_di")
+    env = lqr.make_lqr_task("lqr_di")
     specs = np.array([[0.5], [2.0]], np.float32)
     init, _ = X.make_td3(env, cfg)
     s0 = jax.vmap(init)(jax.random.split(jax.random.key(0), 2), jnp.asarray(specs))
@@ -593,7 +593,7 @@ def test_td3_experts_resume_mid_run_bitwise():
     from hyperjax.hypogen import experts as X
     cfg = X.TD3Config(total_steps=24, random_steps=4, seed_steps=8, batch_size=8,
                       buffer_size=100, hidden=32, std_steps=100)
-    env = lqr.make_task("lqr_di")
+    env = lqr.make_lqr_task("lqr_di")
     specs = np.array([[0.5], [2.0]], np.float32)
     quiet = lambda *_: None
     full = X.train_experts(env, specs, cfg, jax.random.key(0), segments=3, log=quiet)

@@ -67,7 +67,7 @@ def test_pearl_context_is_the_previous_transition():
 @pytest.fixture(scope="module")
 def lqr_data():
     grid = S.make_grid("lqr_di")
-    env = lqr.make_task("lqr_di")
+    env = lqr.make_lqr_task("lqr_di")
     ids = np.array([0, 10, 20, 30, 40])
     ex = lqr.make_experts(grid.specs[ids])
     sp = jnp.asarray(grid.specs[ids], jnp.float32)

@@ -34,7 +34,7 @@ def test_grid_and_split_are_the_released_ones(family):
 
 
 def test_spec_edits_change_exactly_their_model_fields():
-    k = M.make_task("lift_cube_stiffness", specs=[500.0, 1000.0])
+    k = M.make_manipulation_task("lift_cube_stiffness", specs=[500.0, 1000.0])
     m = k.mj_model([500.0])
     arm = [m.actuator(n).id for n in M.ARM_JOINTS]
     np.testing.assert_array_equal(m.actuator_gainprm[arm, 0], 500.0)
@@ -49,22 +49,22 @@ def test_spec_edits_change_exactly_their_model_fields():
     pads = [m.geom("left_pad").id, m.geom("right_pad").id]
     np.testing.assert_array_equal(m.geom_friction[pads, 0], 2.0)   # the "gripper" material
 
-    d = M.make_task("lift_cube_damping", specs=[50.0]).mj_model([50.0])
+    d = M.make_manipulation_task("lift_cube_damping", specs=[50.0]).mj_model([50.0])
     np.testing.assert_array_equal(d.dof_damping, [50.0] * 9 + [0.0] * 6)
     np.testing.assert_array_equal(d.actuator_gainprm[arm, 0], 1000.0)
 
-    c = M.make_task("pick_cube_cube", specs=[0.01]).mj_model([0.01])
+    c = M.make_manipulation_task("pick_cube_cube", specs=[0.01]).mj_model([0.01])
     np.testing.assert_allclose(c.geom_size[c.geom("cube").id], [0.01] * 3)
     np.testing.assert_allclose(c.body_mass[c.body("cube").id], 1000.0 * 0.02 ** 3)
 
     for f in (0.5, 2.0):
-        lm = M.make_task("lift_cube_length", specs=[f]).mj_model([f])
+        lm = M.make_manipulation_task("lift_cube_length", specs=[f]).mj_model([f])
         np.testing.assert_allclose(lm.body_pos[lm.body("link6").id], [0, 0, 0.259 * (f - 1)],
                                    atol=1e-12)
     # the longer forearm moves the TCP at the rest pose
     tcp = {}
     for f in (1.0, 2.0):
-        lm = M.make_task("lift_cube_length", specs=[f]).mj_model([f])
+        lm = M.make_manipulation_task("lift_cube_length", specs=[f]).mj_model([f])
         dd = mujoco.MjData(lm)
         dd.qpos[:9] = M.REST_QPOS
         mujoco.mj_forward(lm, dd)
@@ -77,7 +77,7 @@ def test_ee_frame_delta_on_a_rotated_tcp():
     rotation clipped by its norm. At the rest pose the TCP points down (its z = world −z, its
     frame yawed by joint 7), so +z in the action lowers the TCP; world-aligned axes would raise
     it."""
-    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    env = M.make_manipulation_task("lift_cube_stiffness", specs=[1000.0])
     be = env.backend
     m = env.mj_model([1000.0])
     d = mujoco.MjData(m)
@@ -114,7 +114,7 @@ def test_ee_frame_delta_on_a_rotated_tcp():
 
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="unknown manipulation task 'lift_cube_mass'"):
-        M.make_task("lift_cube_mass")
+        M.make_manipulation_task("lift_cube_mass")
 
 
 # --- C MuJoCo reference: the same controller in NumPy on the same compiled model ----------
@@ -167,7 +167,7 @@ class ScriptedRun(NamedTuple):
 def _scripted_run(name: str, spec: float) -> ScriptedRun:
     """The scripted grasp-and-lift in MJX from ``key(3)``: one compiled program per task for
     the whole module (tracing and compiling the Panda scene costs 20-40 s on a 2-core CPU)."""
-    env = M.make_task(name, specs=[spec])
+    env = M.make_manipulation_task(name, specs=[spec])
     be = env.backend
     ctx = jnp.array([spec], jnp.float32)
     steps = 80 if name.startswith("lift") else 100
@@ -232,7 +232,7 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
 def test_scripted_policy_succeeds_on_every_stiffness():
     """`slow` (one more MJX compile, ~40 s cold): the whole sweep over all 98 specs is
     results/cpu_manipulation/scripted_sweep.py."""
-    env = M.make_task("lift_cube_stiffness")
+    env = M.make_manipulation_task("lift_cube_stiffness")
     specs = env.table.contexts
     ok, step, _ = jax.jit(lambda k: M.scripted_episodes(env, specs, k, 2))(jax.random.key(0))
     assert np.asarray(ok).all(), np.asarray(ok)
@@ -248,7 +248,7 @@ def test_reset_observation_layout():
         if dim == 42:
             env, obs = _scripted_run(name, 1000.0).env, _scripted_run(name, 1000.0).obs0
         else:
-            env = M.make_task(name, specs=[0.02])
+            env = M.make_manipulation_task(name, specs=[0.02])
             _, ts = jax.jit(env.reset)(jax.random.key(0), jnp.array([0.02]))
             obs = np.asarray(ts.obs)
         assert obs.shape == (dim,) == (env.obs_dim,)
@@ -329,7 +329,7 @@ def test_ppo_training_env_has_no_done_before_the_cap():
     episode; only the 100-step cap does (brax's EpisodeWrapper, here at 3 steps). The success
     metric counts the first successful step once."""
     from hyperjax.hypogen.ppo_experts import SpecEnv
-    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    env = M.make_manipulation_task("lift_cube_stiffness", specs=[1000.0])
     be = env.backend
 
     class Lifted(SpecEnv):   # the cube held 0.3 m above the table: LiftCube's success
@@ -371,7 +371,7 @@ def test_ppo_params_npz_round_trip_and_mismatch(tmp_path):
     """An expert's parameters saved mid-run (ppo_expert.py, --ppo_init) load back exactly into
     the same network and are refused, naming the file, for another network size."""
     from hyperjax.hypogen import ppo_experts as P
-    env = M.make_task("lift_cube_stiffness", specs=[1000.0])
+    env = M.make_manipulation_task("lift_cube_stiffness", specs=[1000.0])
     small = P.PPOConfig.cpu_smoke()
     params = P.init_params(env, small, jax.random.key(0))
     path = str(tmp_path / "params.npz")

@@ -20,7 +20,8 @@ PAPER_TASKS = ("di", "di_friction", "di_perm", "ode", "cartpole", "ball_in_cup",
                "cheetah", "reacher_easy", "reacher_hard", "reacher_perm", "walker_gym",
                "hopper_gym")
 PAPER_ALGOS = ("dr", "concat", "da", "dma", "dma_pearl", "dma_star", "dma_sh")
-PAPER_SEEDS = 10
+# seeds per (task, method) in the paper (HyPoGen's seed values: hypogen.specs.PAPER_SEEDS)
+PAPER_N_SEEDS = 10
 
 # IQM[regime][algo] = (all, overlap, non_overlap), v2 (arXiv 2602.06550 v2, Tables 2 and 9).
 IQM = {

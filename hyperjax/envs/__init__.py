@@ -9,8 +9,8 @@ from hyperjax.envs.contexts import (ContextSets, Factor, make_context_sets, samp
                                     validate_context_set)
 from hyperjax.envs.core import Env, EnvState, Timestep
 from hyperjax.envs.di import make_di, make_di_friction, make_di_perm
-from hyperjax.envs.mjx_tasks import TASKS as MJX_TASKS
-from hyperjax.envs.mjx_tasks import MjxTaskDef, make_task
+from hyperjax.envs.mjx_tasks import MJX_TASK_DEFS
+from hyperjax.envs.mjx_tasks import MjxTaskDef, make_mjx_task
 from hyperjax.envs.ode import ODE_K_MAX, ComplexODE, ComplexODEk
 from hyperjax.envs.wrappers import AutoReset, EpisodeStats, fill_context_window, push_window
 
@@ -77,8 +77,8 @@ def _jnp(ctor: Callable[[], Env]) -> Callable[..., Env]:
 
 
 def _mjx(name: str, about: str, **kw) -> TaskInfo:
-    return TaskInfo(name, lambda contexts=None: make_task(name, contexts), about,
-                    mjx=MJX_TASKS[name], **kw)
+    return TaskInfo(name, lambda contexts=None: make_mjx_task(name, contexts), about,
+                    mjx=MJX_TASK_DEFS[name], **kw)
 
 
 _DMC = dict(context_size=128, paper_total_steps=200_000, return_bounds=(0.0, 1000.0))

@@ -91,12 +91,12 @@ FAMILIES = {
     "damping": (Factor("damping", 100.0, (0.0, 0.0), (0.0, 0.0)), (50.0, 150.0, 10.0)),
     "length": (Factor("length", 1.0, (0.0, 0.0), (0.0, 0.0)), (0.5, 2.0, 0.1)),
 }
-TASKS = ("lift_cube", "pick_cube")
+BASE_TASKS = ("lift_cube", "pick_cube")   # each with every FAMILIES spec: task_names()
 
 
 def task_names() -> tuple[str, ...]:
     """``{lift_cube,pick_cube}_{cube,stiffness,damping,length}``."""
-    return tuple(f"{t}_{f}" for t in TASKS for f in FAMILIES)
+    return tuple(f"{t}_{f}" for t in BASE_TASKS for f in FAMILIES)
 
 
 @contextlib.contextmanager
@@ -209,8 +209,8 @@ class PandaCube:
     """
 
     def __init__(self, task: str):
-        if task not in TASKS:
-            raise ValueError(f"unknown manipulation task {task!r}; valid: {', '.join(TASKS)}")
+        if task not in BASE_TASKS:
+            raise ValueError(f"unknown manipulation task {task!r}; valid: {', '.join(BASE_TASKS)}")
         self.task = task
         self.mj_model = mujoco.MjModel.from_xml_path(ASSET)
         self._mjx_model = mt._mjx().put_model(self.mj_model, impl="jax")
@@ -268,7 +268,8 @@ class PandaCube:
         return flags[0] & flags[1]
 
     def evaluate(self, model, data, goal):
-        """(success bool[], grasped bool[], cube position float32[3])."""
+        """(success bool[], grasped bool[], cube position float32[3]): ManiSkill's ``evaluate``
+        (the released tasks' name for the success check)."""
         cube = data.xpos[self._cube_body]
         if self.task == "lift_cube":
             success = cube[2] >= GOAL_HEIGHT + self.cube_half(model)
@@ -378,7 +379,7 @@ class ManipulationTask(mt.MjxTask):
 
 def split_name(name: str) -> tuple[str, str]:
     """``"lift_cube_stiffness"`` → ``("lift_cube", "stiffness")``; ``ValueError`` otherwise."""
-    for t in TASKS:
+    for t in BASE_TASKS:
         if name.startswith(t + "_") and name[len(t) + 1:] in FAMILIES:
             return t, name[len(t) + 1:]
     raise ValueError(f"unknown manipulation task {name!r}; valid: {', '.join(task_names())}")
@@ -391,7 +392,7 @@ def grid_values(family: str) -> np.ndarray:
     return np.round(lo + step * np.arange(n), 6)
 
 
-def make_task(name: str, specs=None) -> ManipulationTask:
+def make_manipulation_task(name: str, specs=None) -> ManipulationTask:
     """``{lift_cube,pick_cube}_{cube,stiffness,damping,length}`` with a model per spec of the
     family's grid (or of ``specs`` ``float[N]``). Raises ``ValueError`` for an unknown name."""
     return ManipulationTask(name, specs)

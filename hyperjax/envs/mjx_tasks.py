@@ -556,7 +556,7 @@ def _reacher(name: str, playground_name: str, mode: ctx.Factor) -> MjxTaskDef:
                     obs_dim=6, action_dim=2, physics=p, solver=MJX_SOLVER)
 
 
-TASKS: dict[str, MjxTaskDef] = {
+MJX_TASK_DEFS: dict[str, MjxTaskDef] = {
     "cartpole": MjxTaskDef(
         "cartpole", lambda: _playground("CartpoleBalance", DMC_PHYSICS["cartpole"]),
         _playground_spec, (POLE_LENGTH, ctx.ACTION_FACTOR),
@@ -590,7 +590,7 @@ TASKS: dict[str, MjxTaskDef] = {
 }
 
 
-def make_task(name: str, contexts=None, solver: MjxSolver | None = None) -> MjxTask:
+def make_mjx_task(name: str, contexts=None, solver: MjxSolver | None = None) -> MjxTask:
     """Builds physics task ``name`` with a model for every recipe context (and ``contexts``);
     ``solver`` replaces the task's solver caps (``MjxTaskDef.solver``)."""
-    return MjxTask(TASKS[name], contexts, solver=solver)
+    return MjxTask(MJX_TASK_DEFS[name], contexts, solver=solver)

@@ -80,7 +80,7 @@ def _goal(spec):
     return spec[1] if spec.shape[-1] > 1 else jnp.zeros((), spec.dtype)
 
 
-def make_task(name: str) -> LQRDoubleIntegrator:
+def make_lqr_task(name: str) -> LQRDoubleIntegrator:
     """``lqr_di`` (spec = mass) or ``lqr_di_goal`` (spec = mass, goal)."""
     if name not in ("lqr_di", "lqr_di_goal"):
         raise ValueError(f"unknown LQR task {name!r}; valid: lqr_di, lqr_di_goal")

@@ -14,7 +14,7 @@ def make_task_env(task: str, grid=None):
     DMC spec task, with a compiled model for each of ``grid``'s rows (default: the paper's
     grid). Raises ``ValueError`` for an unknown task."""
     if task.startswith("lqr_di"):
-        return lqr.make_task(task)
+        return lqr.make_lqr_task(task)
     if task in MANIPULATION_TASKS:
-        return manipulation.make_task(task, None if grid is None else grid.specs[:, 0])
+        return manipulation.make_manipulation_task(task, None if grid is None else grid.specs[:, 0])
     return dmc.make_spec_task(task, grid)
