@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -175,8 +176,8 @@ def build_config(env: str | None = None, algo: str | None = None):
     if env is None or algo is None:
         envs_, algos_ = selected()
         env, algo = env or envs_[0], algo or algos_[0]
-    if not FLAGS.budget_scale > 0:
-        raise ValueError(f"budget_scale must be positive, got {FLAGS.budget_scale}")
+    if not (math.isfinite(FLAGS.budget_scale) and FLAGS.budget_scale > 0):
+        raise ValueError(f"budget_scale must be positive and finite, got {FLAGS.budget_scale}")
     if FLAGS.budget_scale != 1.0 and not FLAGS.suite:
         raise ValueError("--budget_scale scales a --suite's budgets; without --suite use "
                          "--total_steps")
@@ -232,6 +233,29 @@ def load_context_sets(cfg):
     return dataclasses.replace(sets, **new)
 
 
+def context_record(cfg, sets) -> dict:
+    """The record's context fields: ``context_file`` (the path, or None) and, when the sets
+    are not the task's own, ``context_sets`` (``hyperjax.rundir.context_fields``): a resume
+    after the file's contents changed is refused (the path alone would pass) and
+    ``hyperjax.load_policy`` rebuilds the run's own sets."""
+    from hyperjax.rundir import context_fields
+    return {"context_file": FLAGS.context_file, **context_fields(cfg, FLAGS.seed, sets)}
+
+
+def check_memory_before_overwrite(cfg, sets, sweep) -> None:
+    """``--overwrite`` deletes the old run: first refuse a new one that cannot fit (the check
+    ``run.train_run`` makes again later), so nothing is deleted for a run that never starts."""
+    if not FLAGS.overwrite or FLAGS.skip_memory_check:
+        return
+    from hyperjax.config import sweep_points
+    from hyperjax.guards import check_fits
+    from hyperjax.parallel import sweep_hparams
+    from hyperjax.train import make_program
+    points = sweep_points(sweep)
+    check_fits(make_program(cfg, sets, tuple(points[0])), len(points) * FLAGS.seeds,
+               sweep_hparams(points, FLAGS.seeds))
+
+
 def prepare_run_dir(default_name: str) -> tuple[str, bool]:
     """Returns ``(run_dir, resuming)`` (``hyperjax.rundir.prepare_run_dir``: refuses to overwrite
     silently)."""
@@ -246,13 +270,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
         if FLAGS.suite == "paper" and not FLAGS["seeds"].present:
-            from hyperjax.analysis.paper import PAPER_SEEDS
-            FLAGS.seeds = PAPER_SEEDS
+            from hyperjax.analysis.paper import PAPER_N_SEEDS
+            FLAGS.seeds = PAPER_N_SEEDS
         init_distributed()  # before anything touches a JAX backend (the cache's probe does)
         from hyperjax.utils import enable_compilation_cache
         enable_compilation_cache(quiet=True)  # the CLI's choice: hyperjax.run leaves it alone
         from hyperjax.config import parse_sweep
+        from hyperjax.parallel import check_seeds
         sweep = parse_sweep(FLAGS.sweep)
+        check_seeds(FLAGS.seed, FLAGS.seeds)
         from hyperjax.train import check_layout
         env_list, algo_list = selected()
         plan = []  # (cfg, sets) for every pair, all validated before anything compiles
@@ -264,6 +290,7 @@ def main(argv):
                 sets = load_context_sets(cfg)
                 check_layout(cfg, cfg.method().training_contexts(
                     sets.train, sets.train[0]).shape[0])
+                check_memory_before_overwrite(cfg, sets, sweep)
                 plan.append((cfg, sets))
         single = len(plan) == 1
         top, resuming = prepare_run_dir(
@@ -276,12 +303,12 @@ def main(argv):
             if resuming and single and not sub_resume:
                 raise ValueError(f"--resume: {run_dir} has no config.json")
             if sub_resume:
-                _check_same(read_json(path), run_config(cfg))
+                _check_same(read_json(path), run_config(cfg, sets))
             runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))
     for cfg, sets, run_dir, sub_resume in runs:
-        train_run(cfg, sets, run_dir, sub_resume, sweep)
+        train_pair(cfg, sets, run_dir, sub_resume, sweep)
     if FLAGS.report and sweep:
         if is_main():
             print("--sweep: no report.md (it compares methods); summary.json has every "
@@ -308,12 +335,11 @@ def write_report(top) -> None:
     print(f"report: {path} ({time.time() - t0:.0f} s)", flush=True)
 
 
-def run_config(cfg) -> dict:
-    """What defines a run: the resolved Config plus the seeds (diagnostics flags excluded:
-    they do not change training)."""
+def run_config(cfg, sets) -> dict:
+    """What defines a run: the resolved Config plus the seeds and the context fields
+    (``context_record``; diagnostics flags excluded: they do not change training)."""
     from hyperjax.rundir import run_record
-    return run_record(cfg, FLAGS.seeds, FLAGS.seed, FLAGS.sweep,
-                      context_file=FLAGS.context_file)
+    return run_record(cfg, FLAGS.seeds, FLAGS.seed, FLAGS.sweep, **context_record(cfg, sets))
 
 
 def _check_same(saved: dict, current: dict) -> None:
@@ -324,7 +350,7 @@ def _check_same(saved: dict, current: dict) -> None:
                          f"{saved.get(k)!r}, these flags give {current.get(k)!r}")
 
 
-def train_run(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None):
+def train_pair(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = None):
     """One (env, algo) pair through ``hyperjax.run.train_run`` with the flags' settings;
     returns ``(cfg, rows, final_scores, diagnostics or None)``. Errors end the process with
     one line: exit 2 for bad input or checkpoints, 1 for a non-finite run."""

@@ -11,6 +11,8 @@ from hyperjax import envs, methods
 
 # Method presets and their labels live in the registry of ``hyperjax.methods`` (``--algo``).
 
+INT32_MAX = 2 ** 31 - 1   # step counts, buffer sizes: int32 inside the compiled program
+
 
 def _f(default, help_text: str, sweep: bool = False):
     """A Config field with its help text (``define_flags`` generates the CLI's flags from
@@ -183,10 +185,21 @@ class Config:
 
     def _validate(self, T: int) -> None:
         for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
+                     "buffer_size", "policy_frequency", "context_size", "num_envs",
+                     "learning_starts"):
+            v = getattr(self, name)
+            if isinstance(v, int) and not isinstance(v, bool) and v > INT32_MAX:
+                raise ValueError(f"{name}={v} is above 2**31 - 1: the compiled loop counts "
+                                 f"in int32")
+        for name in ("total_steps", "eval_every", "batch_size", "eval_episodes",
                      "buffer_size", "policy_frequency", "context_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.context_size > T:
+            raise ValueError(f"context_size={self.context_size} is longer than the episode "
+                             f"length {T} of {self.env!r}: the window holds transitions of "
+                             f"the current episode (K = 24 or 128 in the paper)")
         if self.num_envs is not None and (isinstance(self.num_envs, bool) or not isinstance(
                 self.num_envs, int) or self.num_envs <= 0):
             raise ValueError(f"num_envs must be a positive integer, got {self.num_envs!r}")

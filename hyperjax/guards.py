@@ -1,6 +1,6 @@
 """What stops a run before it wastes a machine or reports wrongly: the memory check before
 compiling (``check_fits``) and the non-finite guard after every interval (``non_finite``,
-``NonFiniteError``), shared by the AIB driver (``hyperjax.run``) and HyPoGen's pipeline."""
+``DivergenceGuard``, ``NonFiniteError``), shared by the AIB driver (``hyperjax.run``) and HyPoGen's pipeline."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import numpy as np
 from hyperjax import checkpoint
 from hyperjax.agents.agent import GROUPS
 from hyperjax.parallel import abstract_state, to_host
-from hyperjax.train import Program
+from hyperjax.train import SPLITS, Program
 
 def state_bytes(prog: Program, n_runs: int, hparams=None) -> int:
     """Bytes of a run-batched ``TrainState`` (replay, parameters, optimiser states, env
@@ -62,20 +62,74 @@ def finite_params(params) -> jax.Array:
     return jnp.stack(rows)
 
 
-def non_finite(state, rows: list[dict], updates: bool, seed: int, n_seeds: int):
-    """The first ``(quantity, seed)`` that is not finite after a segment, or None: the
-    segment's loss rows (``metric_rows``; only when it ran updates), then every parameter
-    group of every run. The same answer on every process (the check reads global arrays)."""
+def non_finite(state, rows: list[dict], updates: bool) -> dict[int, str]:
+    """``{run index: the first quantity that is not finite}`` after a segment (empty when all
+    are finite): the segment's loss rows (``metric_rows``, ``len(SPLITS)`` rows per run in run
+    order; only when it ran updates), then every parameter group of every run. The same
+    answer on every process (the check reads global arrays)."""
+    bad: dict[int, str] = {}
     if updates:
-        for r in rows:
+        for j, r in enumerate(rows):
             for k in ("q_loss", "actor_loss", "model_loss", "alpha"):
                 if k in r and not np.isfinite(r[k]):
-                    return k, r["seed"]
+                    bad.setdefault(j // len(SPLITS), k)
     ok = to_host(finite_params(state.agent.params))
     for g, name in enumerate(GROUPS):
-        if not ok[g].all():
-            return f"{name} parameters", seed + int(np.flatnonzero(~ok[g])[0]) % n_seeds
-    return None
+        for i in np.flatnonzero(~ok[g]):
+            bad.setdefault(int(i), f"{name} parameters")
+    return dict(sorted(bad.items()))
+
+
+class DivergenceGuard:
+    """The non-finite guard of one run batch (``seeds`` x sweep ``points``, run order of
+    ``hyperjax.run``). Without a sweep a non-finite run stops the batch (``NonFiniteError``):
+    a seed that diverges is a fault to look at. Under a sweep a diverging point is an outcome:
+    it is recorded (``diverged``: quantity, step, seed, hparams), said, and the other points
+    train on (runs are independent under ``vmap``; its rows are then NaN); only when every
+    run has diverged does the batch stop."""
+
+    def __init__(self, seed: int, n_seeds: int, points: list[dict],
+                 diverged: list[dict] | None = None):
+        self.seed, self.n_seeds, self.points = seed, n_seeds, points
+        self.swept = bool(points and points[0])
+        self.diverged = list(diverged or [])
+
+    def _run(self, i: int) -> dict:
+        hp = self.points[i // self.n_seeds] if self.swept else {}
+        return dict(seed=self.seed + i % self.n_seeds, **({"hparams": hp} if hp else {}))
+
+    def _name(self, i: int) -> str:
+        run = self._run(i)
+        return f"seed {run['seed']}" + (" of sweep point " + ", ".join(
+            f"{k}={v:g}" for k, v in run["hparams"].items()) if "hparams" in run else "")
+
+    def check(self, state, rows: list[dict], updates: bool, step: int, ckpt_dir: str,
+              eval_every: int) -> list[str]:
+        """After the segment evaluated at ``step``: the lines to say about runs that diverged
+        in it (sweeps), else nothing.
+
+        Raises:
+          NonFiniteError: a run diverged without a sweep, or every run of a sweep has.
+        """
+        known = {(d["seed"], repr(d.get("hparams", {}))) for d in self.diverged}
+        new = {i: q for i, q in non_finite(state, rows, updates).items()
+               if (self._run(i)["seed"], repr(self._run(i).get("hparams", {}))) not in known}
+        if not new:
+            return []
+        n_runs = len(self.points) * self.n_seeds
+        if not self.swept or len(known) + len(new) == n_runs:
+            i, q = next(iter(new.items()))
+            kept = kept_checkpoint(ckpt_dir, eval_every)
+            every = " (every run of the sweep has diverged)" if self.swept else ""
+            raise NonFiniteError(f"non-finite {q} at step {step} in {self._name(i)}{every}; "
+                                 f"stopping: {kept}")
+        said = []
+        for i, q in new.items():
+            self.diverged.append(dict(quantity=q, step=step, **self._run(i)))
+            said.append(f"non-finite {q} at step {step} in {self._name(i)}: that run "
+                        f"diverged (its rows are NaN from here; summary.json lists it); the "
+                        f"sweep's other runs continue")
+        return said
 
 
 class NonFiniteError(RuntimeError):

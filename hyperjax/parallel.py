@@ -32,12 +32,31 @@ ENV_AXIS = "env"
 MIN_ENVS_PER_DEVICE = 256
 
 
+def check_seeds(seed: int, n: int) -> None:
+    """Raises ``ValueError`` (one line) unless ``seed .. seed + n - 1`` are distinct
+    ``PRNGKey`` seeds: integers in [0, 2**32) (a key keeps 32 bits without x64, so seed 2**32
+    would silently be seed 0, and 2**63 overflows) and ``n >= 1``."""
+    for name, v in (("seed", seed), ("seeds", n)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n < 1:
+        raise ValueError(f"seeds must be >= 1, got {n}")
+    if not 0 <= seed <= 2 ** 32 - n:
+        raise ValueError(f"seed={seed} with seeds={n}: the seeds must lie in [0, 2**32) "
+                         f"(a PRNGKey keeps 32 bits; seed 2**32 would be seed 0)")
+
+
 def seed_keys(seed: int, n: int, n_points: int = 1) -> jax.Array:
     """``uint32[n_points * n, 2]`` keys: seeds ``seed .. seed+n-1`` (seed i's run =
-    ``PRNGKey(seed+i)``), repeated for each of ``n_points`` sweep points."""
+    ``PRNGKey(seed+i)``), repeated for each of ``n_points`` sweep points.
+
+    Raises:
+      ValueError: no seed or sweep point, or seeds outside [0, 2**32) (``check_seeds``).
+    """
     if int(n) < 1 or int(n_points) < 1:
         raise ValueError(f"seed_keys: need at least one seed and one sweep point, got "
                          f"n={n}, n_points={n_points}")
+    check_seeds(seed, int(n))
     keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n)])
     return jnp.tile(keys, (n_points, 1))
 

@@ -23,12 +23,12 @@ import numpy as np
 
 from hyperjax import checkpoint
 from hyperjax.analysis.stats import final_scores
-from hyperjax.analysis.study import run_diagnostics
+from hyperjax.analysis.study import write_diagnostics
 from hyperjax.config import parse_sweep, sweep_points
-from hyperjax.guards import NonFiniteError, check_fits, kept_checkpoint, non_finite
-from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, compile_program, is_main,
-                               run_mesh, seed_keys, sweep_hparams, to_host)
-from hyperjax.rundir import (RunPaths, finished_rows, format_table, metric_rows,
+from hyperjax.guards import DivergenceGuard, check_fits
+from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, check_seeds, compile_program,
+                               is_main, run_mesh, seed_keys, sweep_hparams, to_host)
+from hyperjax.rundir import (RunPaths, context_fields, finished_rows, format_table, metric_rows,
                              rows_by_point, run_dir_lock, run_record, write_rows)
 from hyperjax.train import SPLITS, Program, make_program
 from hyperjax.utils import code_identity, read_json, write_json_atomic
@@ -80,13 +80,15 @@ class RunOptions:
 
     def __post_init__(self):   # sweep may come as a list (the CLI's flag) or None
         object.__setattr__(self, "sweep", tuple(self.sweep or ()))
+        check_seeds(self.seed, self.seeds)
         if isinstance(self.keep_checkpoints, bool) or not self.keep_checkpoints >= 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
 
-    def record(self, cfg) -> dict:
-        """``config.json``'s content for ``cfg`` under these options (``rundir.run_record``)."""
+    def record(self, cfg, sets=None) -> dict:
+        """``config.json``'s content for ``cfg`` under these options (``rundir.run_record``),
+        with ``sets`` recorded where they are not the task's own (``rundir.context_fields``)."""
         return run_record(cfg, self.seeds, self.seed, list(self.sweep),
-                          **(self.extra_record or {}))
+                          **context_fields(cfg, self.seed, sets), **(self.extra_record or {}))
 
 
 class RunResult(NamedTuple):
@@ -135,7 +137,9 @@ def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None
         a non-empty one without ``resume`` (one line, names it).
       hyperjax.checkpoint.CheckpointError: ``resume`` found no checkpoint that restores or
         one of another config.
-      NonFiniteError: a non-finite loss or parameter (the last finite checkpoint is kept).
+      hyperjax.guards.NonFiniteError: a non-finite loss or parameter (the last finite
+        checkpoint is kept); under a sweep only once every run has diverged (a diverging
+        point is listed in ``summary.json``'s ``diverged``, ``guards.DivergenceGuard``).
     """
     unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(RunOptions)})
     if unknown:
@@ -155,7 +159,7 @@ def train_run(cfg, run_dir: str, options: RunOptions | None = None, *, sets=None
 def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunResult:
     points = sweep_points(parse_sweep(list(opts.sweep)))
     swept = bool(points[0])
-    record = opts.record(cfg)
+    record = opts.record(cfg, sets)
     paths = RunPaths.of(run_dir)
     want_diag = opts.diagnostics and cfg.inferred and not swept
     if is_main():
@@ -182,18 +186,19 @@ def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunRe
     say(f"compiled in {compile_s:.1f} s ({mesh.size} {jax.devices()[0].platform} device(s)"
         f"{f', envs over {mesh.shape[ENV_AXIS]}' if mesh.shape[ENV_AXIS] > 1 else ''}"
         f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
-    state, start, rows, earlier_s = _start_or_resume(
+    state, start, rows, earlier_s, diverged = _start_or_resume(
         prog, init, opts, record, paths, hparams, mesh, len(points), say)
     t_start = time.time()
     hook = _SegmentHook(cfg, prog, opts, record, paths, rows, earlier_s, t_start, say,
-                        progress_fn)
+                        progress_fn, DivergenceGuard(opts.seed, opts.seeds, points, diverged))
     state = run_segments(prog, state, seg, start, opts.seed, hook, points if swept else None)
     per_point = [dict(hparams=hp, aer=final_scores(r)) for hp, r in rows_by_point(rows)]
     summary = _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s,
-                             start, earlier_s, time.time() - t_start, say)
+                             start, earlier_s, time.time() - t_start, say, hook.guard.diverged)
     if opts.diagnostics and cfg.inferred and swept:
         say("--sweep: no z diagnostics (they compare methods at their settings)")
-    diag = _diagnostics(prog, state, opts, paths, say) if want_diag else None
+    diag = write_diagnostics(prog, state, opts.seeds, opts.seed, paths.diagnostics, say,
+                             opts.diag_windows, opts.diag_encoder_training) if want_diag else None
     return RunResult(cfg, rows, per_point[0]["aer"], diag, state, summary)
 
 
@@ -220,9 +225,10 @@ def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_dia
 
 def _start_or_resume(prog: Program, init, opts: RunOptions, record: dict, paths: RunPaths,
                      hparams, mesh, n_points: int, say):
-    """``(state, first segment, rows so far, earlier processes' training seconds or None)``:
-    the newest checkpoint that restores when resuming, else a fresh state (+ config.json)."""
-    start, rows, earlier_s = 0, [], 0.0
+    """``(state, first segment, rows so far, earlier processes' training seconds or None,
+    diverged sweep runs)``: the newest checkpoint that restores when resuming, else a fresh
+    state (+ config.json)."""
+    start, rows, earlier_s, diverged = 0, [], 0.0, []
     if opts.resume and checkpoint.all_steps(paths.checkpoints):
         abstract = abstract_state(prog, n_points * opts.seeds, hparams, mesh)
         state, rec, step, skipped = checkpoint.restore_good(
@@ -231,6 +237,7 @@ def _start_or_resume(prog: Program, init, opts: RunOptions, record: dict, paths:
             say(f"checkpoint {s} skipped: it does not restore ({why}); using {step}")
         start, rows = int(rec["segments"]), rec["rows"]
         earlier_s = rec.get("train_seconds")  # absent from checkpoints written before it
+        diverged = rec.get("diverged", [])
         say(f"resumed from checkpoint after {start} segment(s) "
             f"(step {(start - 1) * prog.cfg.eval_every})")
     else:
@@ -242,33 +249,31 @@ def _start_or_resume(prog: Program, init, opts: RunOptions, record: dict, paths:
         state = init(keys) if hparams is None else init(keys, hparams)
     if is_main():
         write_rows(paths.metrics, rows)
-    return state, start, rows, earlier_s
+    return state, start, rows, earlier_s, diverged
 
 
 class _SegmentHook:
     """``run_segments``' ``on_segment``: the non-finite guard, the checkpoint, the metrics
     rows, the progress line and ``progress_fn``, after every evaluation interval."""
 
-    def __init__(self, cfg, prog, opts, record, paths, rows, earlier_s, t_start, say, fn):
+    def __init__(self, cfg, prog, opts, record, paths, rows, earlier_s, t_start, say, fn,
+                 guard: DivergenceGuard):
         self.cfg, self.prog, self.opts, self.record, self.paths = cfg, prog, opts, record, paths
-        self.rows, self.earlier_s, self.t_start, self.say, self.progress_fn = \
-            rows, earlier_s, t_start, say, fn
+        self.rows, self.earlier_s, self.t_start, self.say, self.progress_fn, self.guard = \
+            rows, earlier_s, t_start, say, fn, guard
 
     def __call__(self, i, state, seg_rows, seconds):
         cfg, paths = self.cfg, self.paths
         step = i * cfg.eval_every
         first, stop = self.prog.segment_steps(i)
-        bad = non_finite(state, seg_rows, stop - max(first, cfg.learning_starts),
-                         self.opts.seed, self.opts.seeds)
-        if bad:
-            kept = kept_checkpoint(paths.checkpoints, cfg.eval_every)
-            raise NonFiniteError(f"non-finite {bad[0]} at step {step} in seed {bad[1]}; "
-                                 f"stopping: {kept}")
+        for line in self.guard.check(state, seg_rows, stop > max(first, cfg.learning_starts),
+                                     step, paths.checkpoints, cfg.eval_every):
+            self.say(line)
         self.rows.extend(seg_rows)
         total_s = None if self.earlier_s is None else self.earlier_s + time.time() - self.t_start
         checkpoint.save(paths.checkpoints, i + 1, state,
                         {"config": self.record, "segments": i + 1, "rows": self.rows,
-                         "train_seconds": total_s},
+                         "train_seconds": total_s, "diverged": self.guard.diverged},
                         keep=self.opts.keep_checkpoints)
         aer = {s: float(np.mean([r["aer"] for r in seg_rows if r["split"] == s]))
                for s in SPLITS}
@@ -287,7 +292,7 @@ class _SegmentHook:
 
 
 def _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s, start,
-                   earlier_s, train_s, say) -> dict:
+                   earlier_s, train_s, say, diverged) -> dict:
     """The random baseline (same episodes), ``summary.json`` and the final AER table."""
     random_aer = None
     if opts.random_baseline:
@@ -304,7 +309,8 @@ def _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s, st
                "device": jax.devices()[0].device_kind, "code": code_identity(),
                "aer": per_point[0]["aer"],
                **({"random_aer": random_aer} if random_aer else {}),
-               **({"sweep": per_point} if swept else {})}
+               **({"sweep": per_point} if swept else {}),
+               **({"diverged": diverged} if diverged else {})}
     if is_main():
         write_json_atomic(paths.summary, summary, indent=2)
     for p in per_point:
@@ -312,18 +318,3 @@ def _write_summary(cfg, prog, opts, paths, per_point, swept, mesh, compile_s, st
             say("sweep point " + ", ".join(f"{k}={v:g}" for k, v in p["hparams"].items()))
         say(format_table(p["aer"], cfg.algo, cfg.env, opts.seeds))
     return summary
-
-
-def _diagnostics(prog, state, opts, paths, say) -> dict:
-    """The final state's z diagnostics (``study.run_diagnostics``) -> ``diagnostics.json``."""
-    t0 = time.time()
-    diag = run_diagnostics(prog, state, opts.seeds, jax.random.PRNGKey(opts.seed + 10**6),
-                           opts.diag_windows, opts.diag_encoder_training)
-    if is_main():
-        write_json_atomic(paths.diagnostics, diag)
-    d = diag["splits"]["eval_out"]
-    say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
-        f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
-        f"{np.mean([x['variability'] for x in d]):.3g}, RO "
-        f"{np.mean([x['overlap'] for x in d]):.3f}")
-    return diag

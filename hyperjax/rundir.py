@@ -24,6 +24,7 @@ import numpy as np
 
 from hyperjax import checkpoint
 from hyperjax.config import Config, parse_sweep, sweep_points
+from hyperjax.envs import ContextSets, context_sets, varied_factors
 from hyperjax.envs.contexts import SPLITS
 from hyperjax.parallel import abstract_state, barrier, is_main
 from hyperjax.policy import make_policy
@@ -226,6 +227,33 @@ def write_rows(path, rows):
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def context_fields(cfg, seed: int, sets: ContextSets | None) -> dict:
+    """The record's ``context_sets`` field (``{split: [[value per factor], ...]}``) when
+    ``sets`` differ from the task's own (``envs.context_sets(cfg.env, seed)``), else nothing:
+    a resume with other sets is then refused, and :func:`load_policy` rebuilds the run's
+    sets from the record (``run_context_sets``)."""
+    if sets is None:
+        return {}
+    own = context_sets(cfg.env, seed)
+    if own.factors == tuple(sets.factors) and all(
+            np.array_equal(own.split(s), np.asarray(sets.split(s), np.float32))
+            for s in SPLITS):
+        return {}
+    return {"context_sets": {s: np.asarray(sets.split(s), np.float32).tolist()
+                             for s in SPLITS}}
+
+
+def run_context_sets(saved: dict) -> ContextSets:
+    """The context sets a run trained and evaluated on, from its record (``config.json``):
+    the recorded ``context_sets`` of a ``--context_file`` run, else the task's own sets
+    (``envs.context_sets``, drawn with the run's ``seed`` where a task draws them)."""
+    if "context_sets" in saved:
+        recorded = saved["context_sets"]
+        return ContextSets(tuple(varied_factors(saved["env"])),
+                           *(np.asarray(recorded[s], np.float32) for s in SPLITS))
+    return context_sets(saved["env"], int(saved.get("seed", 0)))
+
+
 def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
     """Parameters and the ``Policy`` of a CLI run (``python -m experiments.aib``).
 
@@ -246,7 +274,8 @@ def load_policy(run_dir: str, step: int | None = None, seed_index: int = 0):
     n_runs = int(saved.get("seeds", 1)) * len(points)
     if not 0 <= seed_index < n_runs:
         raise ValueError(f"seed_index={seed_index} is outside the run's {n_runs} run(s)")
-    prog = make_program(Config.from_record(saved), sweep=tuple(points[0]))
+    cfg = Config.from_record(saved)
+    prog = make_program(cfg, run_context_sets(saved), sweep=tuple(points[0]))
     abstract = abstract_state(prog, n_runs)
     ckpt = os.path.join(run_dir, "checkpoints")
     if step is None:  # the newest checkpoint that restores (the CLI's --resume rule)

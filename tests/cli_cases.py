@@ -3,11 +3,17 @@
 ``main``), and for each argument list resets absl's flags, parses them with the CLI's
 ``absl_flags_parser`` and calls ``main``, capturing stderr and the exit status. Returns
 ``[(exit status, stderr text)]`` in case order, as ``python -m MODULE ARGS`` gives them
-(Python-level stderr only: a test keeps one real process for all of fd 2)."""
+(Python-level stderr only: a test keeps one real process for all of fd 2).
+
+``aib_inprocess`` runs one ``experiments.aib`` argument list in the test's own process, and
+``one_line_error`` checks the one-line exit-2 refusal every CLI mistake must give."""
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,3 +40,37 @@ def run_cases(module: str, cases: list[list[str]], timeout: int = 900) -> list[t
                          capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     return [tuple(x) for x in json.loads(res.stdout.splitlines()[-1])]
+
+
+def aib_inprocess(capsys, *args):
+    """The CLI's flag parsing and ``main`` in this process (for inputs that fail before
+    anything compiles: no interpreter start per case); same fields as ``aib``'s result."""
+    from types import SimpleNamespace
+
+    from experiments import aib as cli
+    from hyperjax.utils import absl_flags_parser
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(absl_flags_parser(cli.FLAGS)(["aib", *args]))
+    finally:
+        cli.FLAGS.unparse_flags()
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=exit_info.value.code, stdout=out.out, stderr=out.err)
+
+
+def one_line_error(res, pattern):
+    """``res`` (``aib`` / ``aib_inprocess``'s) failed with exit 2 and one stderr line
+    ``error: …`` matching ``pattern``, before anything compiled."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), lines
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "compiled" not in res.stdout
+
+
+def aib(*args, timeout=600):
+    """``python -m experiments.aib ARGS`` in a fresh process (``CompletedProcess``)."""
+    return subprocess.run([sys.executable, "-m", "experiments.aib", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,6 +1,8 @@
 """HyPoGen's ablation knobs (issue 18 §4) and the unbiased model selection (§3): each knob
 changes exactly what it names, the splits of Table 19 and Fig. 4, and selection episodes
 kept apart from the reported ones."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,44 @@ def test_fig4_split_and_table19_fraction():
     assert (len(half.train), len(half.test), len(half.unused)) == (5, 5, 0)
 
 
+def test_a_split_without_train_or_held_out_specs_is_refused_before_any_stage():
+    """``--test_fraction=0.01`` (41 specs: none held out) ran every stage and reported NaN;
+    ``--num_specs=3`` (none to train on) failed with a traceback after the expert and data
+    stages. Both are one line from ``resolved``, before anything runs."""
+    from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError
+    with pytest.raises(PipelineError, match=r"41 specs at test_fraction=0.01 leaves 40 train "
+                                            r"/ 0 held-out specs: both need at least one"):
+        PipelineConfig(test_fraction=0.01).resolved()
+    with pytest.raises(PipelineError, match=r"3 specs at test_fraction=0.8 leaves 0 train / 2 "
+                                            r"held-out"):
+        PipelineConfig(num_specs=3).resolved()
+    S.split_specs(S.make_grid("lqr_di"), 123, "faithful", 0.05)   # 2 of 41 held out: fine
+
+
+def test_the_random_floor_follows_eval_episodes(tmp_path, monkeypatch):
+    """The uniform-random floor is measured over the run's ``eval_episodes``: read back when
+    they match, measured again when they changed (it lived in the dataset, whose record has no
+    ``eval_episodes``, so another count reused the old floor)."""
+    from hyperjax.hypogen import stages
+    from hyperjax.hypogen.pipeline import PipelineConfig
+    from hyperjax.hypogen.tasks import make_task_env
+    cfg = PipelineConfig(num_specs=5, eval_episodes=2).resolved()
+    grid = cfg.grid()
+    env = make_task_env(cfg.task, grid)
+    d = str(tmp_path)
+    two = stages.stage_random_floor(cfg, d, grid, env, log=None)
+    ref = np.asarray(D.random_returns(env, jnp.asarray(grid.specs, jnp.float32),
+                                      jax.random.key(1), 2)).mean(-1)
+    np.testing.assert_allclose(two, ref, rtol=1e-6)
+    three = stages.stage_random_floor(dataclasses.replace(cfg, eval_episodes=3), d, grid, env,
+                                      log=None)
+    assert three.shape == (5,) and not np.allclose(two, three)
+    monkeypatch.setattr(D, "random_returns", None)      # read back: nothing is measured
+    np.testing.assert_array_equal(
+        stages.stage_random_floor(dataclasses.replace(cfg, eval_episodes=3), d, grid, env,
+                                  log=None), three)
+
+
 def test_subset_grid_is_evenly_spaced():
     g = S.subset_grid(S.make_grid("finger_speed"), 10)
     assert list(g.specs[:, 0]) == [-15, -12, -9, -5, -2, 2, 5, 9, 12, 15]
@@ -128,7 +168,7 @@ def test_subset_grid_is_evenly_spaced():
 def test_selection_episodes_are_not_the_reported_ones():
     """§3: ``segment`` selects on episodes of its own; ``evaluate`` reports on others."""
     grid = S.make_grid("lqr_di")
-    env = lqr.make_task("lqr_di")
+    env = lqr.make_lqr_task("lqr_di")
     ex = lqr.make_experts(grid.specs[:4])
     sp = jnp.asarray(grid.specs[:4], jnp.float32)
     out = jax.jit(lambda k: D.rollout(env, lambda e, o, s: lqr.expert_action(e[0], o, s),

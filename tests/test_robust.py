@@ -1,16 +1,13 @@
 """Runs that survive damaged files, concurrent writers and bad values (issue 17): checkpoint
-fallback, a finished run's rows rebuilt from its checkpoint record, one lock per run
-directory, hyperparameters validated once wherever they come from, a memory estimate before
-compiling, and env inputs checked at trace time."""
+fallback, a finished run's rows rebuilt from its checkpoint record, hyperparameters validated
+once wherever they come from, and env inputs checked at trace time (the run directory's lock:
+test_rundir.py; the memory check: test_guards.py)."""
 import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,17 +15,14 @@ import numpy as np
 import pytest
 
 import hyperjax as hj
-from hyperjax import checkpoint, config, guards, parallel, rundir
+from hyperjax import checkpoint, config, parallel
+
+from cli_cases import aib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
         "--learning_starts=100", "--eval_episodes=1", "--report=false",
         "--random_baseline=false"]
-
-
-def aib(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "experiments.aib", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _rows(d):
@@ -139,77 +133,6 @@ def test_resume_skips_a_damaged_latest_checkpoint_and_reproduces_the_run(finishe
 
 # --- one writer per run directory -----------------------------------------------------------
 
-def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path):
-    d = str(tmp_path / "run")
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        from hyperjax.rundir import lock_run_dir
-        lock = lock_run_dir({d!r})
-        print("locked", flush=True)
-        time.sleep(600)
-    """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        res = aib(*TINY, f"--out_dir={d}", "--resume")
-        assert res.returncode == 2
-        assert f"is in use by another run (pid {holder.pid})" in res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    # the holder died without cleaning up: the lock is free again
-    lock = rundir.lock_run_dir(d)
-    lock.close()
-
-
-def test_the_lock_is_exclusive_within_and_across_processes(tmp_path):
-    """Another process cannot take the lock, through the directory or a symlink to it (the
-    lock is on the resolved path)."""
-    d = str(tmp_path / "run")
-    link = str(tmp_path / "link")
-    os.makedirs(d)
-    os.symlink(d, link)
-    lock = rundir.lock_run_dir(d)
-    code = textwrap.dedent(f"""
-        from hyperjax.rundir import lock_run_dir
-        for p in ({d!r}, {link!r}):
-            try:
-                lock_run_dir(p)
-                print("TAKEN", p)
-            except ValueError as e:
-                print("REFUSED", e)
-    """)
-    try:
-        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
-        lines = res.stdout.strip().splitlines()
-        assert len(lines) == 2 and all(l.startswith("REFUSED") and f"pid {os.getpid()}" in l
-                                       for l in lines), res.stdout + res.stderr[-2000:]
-    finally:
-        lock.close()
-
-
-def test_train_run_never_mixes_two_runs_in_one_directory(tmp_path):
-    """A library ``train_run`` into a directory that holds a run, without ``resume``, is
-    refused before anything is written or compiled (it used to overwrite config.json and
-    metrics.jsonl while orbax silently skipped every checkpoint save); one another process
-    writes is refused too. Inside a directory this process locked (the CLI's study) it runs."""
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    cfg = hj.Config(algo="dr", total_steps=20, eval_every=10, learning_starts=100)
-    with pytest.raises(ValueError, match=r"run directory .*run is not empty: pass resume=True"):
-        hj.train_run(cfg, str(d), log=None)
-    assert (d / "config.json").read_text() == "{}" and os.listdir(d) == ["config.json"]
-    assert not rundir.holds_lock(str(d))                    # released after the call
-    with rundir.run_dir_lock(str(tmp_path)):                 # a study's directory, held here
-        assert rundir.holds_lock(str(d)) and rundir.holds_lock(str(tmp_path / "a" / "b"))
-        with rundir.run_dir_lock(str(d)):                    # re-entered, not re-locked
-            pass
-        assert rundir.holds_lock(str(d))
-    assert not rundir.holds_lock(str(tmp_path))
-
-
 def test_a_save_replaces_checkpoints_at_or_after_its_step(tmp_path):
     """Saving step s deletes checkpoints s and above first (an earlier process's: e.g. the
     damaged final one a resume skipped, which orbax would otherwise keep, skipping the save in
@@ -289,25 +212,6 @@ def test_keep_checkpoints_must_keep_one():
 def test_seed_keys_needs_a_seed():
     with pytest.raises(ValueError, match="at least one seed"):
         parallel.seed_keys(0, 0)
-
-
-def test_a_train_state_that_cannot_fit_is_refused_before_compiling():
-    t0 = time.time()
-    res = aib("--algo=dr", "--env=di", "--seeds=100000", "--total_steps=100000",
-              "--report=false")
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert "needs" in res.stderr and "GiB" in res.stderr and "is available" in res.stderr
-    assert "compiled" not in res.stdout
-    assert time.time() - t0 < 120
-
-
-def test_state_bytes_counts_the_replay():
-    prog = hj.make_program(hj.Config(algo="dr", total_steps=100, eval_every=100,
-                                     learning_starts=100, eval_episodes=1))
-    one, four = guards.state_bytes(prog, 1), guards.state_bytes(prog, 4)
-    assert four == 4 * one
-    # at least obs and next_obs of one stored episode per context, float32
-    assert one > 20 * 100 * 2 * prog.env.obs_dim * 4
 
 
 # --- env inputs checked at trace time --------------------------------------------------------

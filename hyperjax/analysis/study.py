@@ -6,6 +6,7 @@ then calls ``run_diagnostics`` on the final train state and ``write_study`` once
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from hyperjax import methods
 from hyperjax.analysis import plots, report, representation, stats
 from hyperjax.analysis.probe import make_probe
 from hyperjax.envs.contexts import SPLITS
-from hyperjax.parallel import over_seeds, to_host
+from hyperjax.parallel import is_main, over_seeds, to_host
 from hyperjax.utils import write_json_atomic, write_text_atomic
 
 # The handcrafted DI set of the paper's Figure 4 (the authors' `dmash/contexts/context.py`
@@ -79,6 +80,24 @@ def run_diagnostics(prog, state, n_seeds: int, key, n_windows: int = 256,
         if fig4:
             res["fig4"].append(representation.cosine_matrix(out["z"][i, start:]).tolist())
     return res
+
+
+def write_diagnostics(prog, state, n_seeds: int, seed: int, path: str, say,
+                      n_windows: int = 256, encoder_training: bool = True) -> dict:
+    """A finished run's z diagnostics (:func:`run_diagnostics`, key ``PRNGKey(seed + 10**6)``)
+    written to ``path`` (``diagnostics.json``, process 0) and said in one line (eval-out, mean
+    over seeds); returns them."""
+    t0 = time.time()
+    diag = run_diagnostics(prog, state, n_seeds, jax.random.PRNGKey(seed + 10**6), n_windows,
+                           encoder_training)
+    if is_main():
+        write_json_atomic(path, diag)
+    d = diag["splits"]["eval_out"]
+    say(f"diagnostics ({time.time() - t0:.0f} s), eval-out, mean over seeds: "
+        f"I(z;c) {np.mean([x['mi_context'] for x in d]):.3f} nats, variability "
+        f"{np.mean([x['variability'] for x in d]):.3g}, RO "
+        f"{np.mean([x['overlap'] for x in d]):.3f}")
+    return diag
 
 
 def write_study(study: report.Study, out_dir: str, reps: int = 5000) -> str:

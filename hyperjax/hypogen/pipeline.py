@@ -99,9 +99,10 @@ def _run_pipeline(cfg, run_dir, overwrite, log, progress_fn) -> dict:
         f"{cfg.epochs} epochs; run dir {run_dir}")
     grid, env = stages.stage_experts_and_data(cfg, run_dir, log)
     ds = D.load_dataset(run_dir)
+    floor = stages.stage_random_floor(cfg, run_dir, grid, env, log)
     results = {a: [stages.train_one(cfg, a, s, grid, env, ds, run_dir, log, progress_fn)
                    for s in cfg.seed_list] for a in cfg.algos}
-    text_lines, summary = report.report(cfg, grid, ds, results)
+    text_lines, summary = report.report(cfg, grid, ds, results, floor)
     text = "\n".join(text_lines) + "\n"
     out = {**summary, "runs": results}
     write_json_atomic(os.path.join(run_dir, "results.json"), out, indent=1)

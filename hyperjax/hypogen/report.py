@@ -12,14 +12,16 @@ from hyperjax.hypogen.config import PipelineConfig
 __all__ = ["report"]
 
 
-def report(cfg: PipelineConfig, grid, ds, results: dict) -> tuple[list[str], dict]:
+def report(cfg: PipelineConfig, grid, ds, results: dict,
+           random_return) -> tuple[list[str], dict]:
     """The results table (markdown lines) and its numbers: per method the held-out return at
     the last epoch (the headline: nothing was chosen on it), at the epoch chosen on separate
     selection episodes, and on the training specs (BC check); the expert's and the
-    uniform-random policy's returns on the same specs; then one row per spec (first seed)."""
+    uniform-random policy's returns (``random_return float[S]``,
+    ``stages.stage_random_floor``) on the same specs; then one row per spec (first seed)."""
     seeds, epochs = cfg.seed_list, cfg.epochs
     splits = [specs.split_specs(grid, s, cfg.split, cfg.test_fraction) for s in seeds]
-    rand = np.asarray(ds.meta.get("random_return", [np.nan] * len(grid)))
+    rand = np.asarray(random_return, np.float64)
     has_expert = np.asarray(ds.meta.get("expert_trained", [True] * len(grid)))
     ex = np.where(has_expert, ds.returns().mean(-1), np.nan)
     on = lambda v, key: float(np.mean([v[getattr(sp, key)].mean() for sp in splits]))

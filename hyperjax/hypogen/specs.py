@@ -180,8 +180,9 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
 
     Returns indices into ``grid.specs`` (int64; shuffled order, or ascending for ``fig4`` and
     ``maniskill``).
-    Raises ``ValueError`` for an unknown mode, a fraction outside (0, 1), or ``fig4`` on a grid
-    without the value 1 or with more than one factor.
+    Raises ``ValueError`` for an unknown mode, a fraction outside (0, 1), a split that leaves
+    no train or no held-out spec, or ``fig4`` on a grid without the value 1 or with more than
+    one factor.
     """
     if mode not in SPLIT_MODES:
         raise ValueError(f"unknown split mode {mode!r}; valid: {', '.join(SPLIT_MODES)}")
@@ -199,6 +200,10 @@ def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
     n = len(order)
     n_test = int(test_fraction * n)
     n_train = min(int((1.0 - test_fraction) * n), n - n_test) if mode == "faithful" else n - n_test
+    if n_test == 0 or n_train == 0:
+        raise ValueError(f"split {mode} of {n} specs at test_fraction={test_fraction} leaves "
+                         f"{n_train} train / {n_test} held-out specs: both need at least one "
+                         f"(more specs or another test_fraction)")
     index = {s: i for i, s in enumerate(strings)}
     ids = np.array([index[s] for s in order], np.int64)
     return Split(train=ids[n_test:n_test + n_train], test=ids[:n_test],
