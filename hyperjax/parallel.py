@@ -40,7 +40,7 @@ def check_seeds(seed: int, n: int) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"{name} must be an integer, got {v!r}")
     if n < 1:
-        raise ValueError(f"seeds must be >= 1, got {n}")
+        raise ValueError(f"seeds must be a positive integer, got {n}")
     if not 0 <= seed <= 2 ** 32 - n:
         raise ValueError(f"seed={seed} with seeds={n}: the seeds must lie in [0, 2**32) "
                          f"(a PRNGKey keeps 32 bits; seed 2**32 would be seed 0)")

@@ -249,7 +249,7 @@ def run_context_sets(saved: dict) -> ContextSets:
     (``envs.context_sets``, drawn with the run's ``seed`` where a task draws them)."""
     if "context_sets" in saved:
         recorded = saved["context_sets"]
-        return ContextSets(tuple(varied_factors(saved["env"])),
+        return ContextSets(tuple(f.name for f in varied_factors(saved["env"])),
                            *(np.asarray(recorded[s], np.float32) for s in SPLITS))
     return context_sets(saved["env"], int(saved.get("seed", 0)))
 

@@ -128,6 +128,10 @@ def _setup(config: Config, sets, sweep, env):
                          f"{cfg.env!r}'s factors {[f.name for f in varied]}")
     for split in SPLITS:
         envs.validate_context_set(sets.split(split), varied, what=f"{split} context set")
+    sizes = {s: len(sets.split(s)) for s in SPLITS}
+    if len(set(sizes.values())) > 1:   # one evaluation batch of [3, N] contexts
+        raise ValueError(f"the context sets must have one size (the evaluation runs the three "
+                         f"splits as one [3, N] batch), got {sizes}")
     if env is None:  # MJX tasks compile a model per context: the run's sets (user ones too)
         env = envs.make_env(cfg.env, np.concatenate([sets.split(s) for s in SPLITS])
                             if envs.is_mjx(cfg.env) else None)

@@ -75,6 +75,8 @@ def test_helpshort_lists_the_budget_and_hyperparameter_flags():
     ({"eval_in": [[1.0, 0.3]]}, r"'action_factor' = 0.3 in row 0 is not one of"),
     ({"test": [[1.0, 1.0]]}, r"keys among"),
     ({"train": [[1.0, 1.0]] * 7}, r"batch_size=240 is not divisible by the 7 training"),
+    ({"eval_in": [[1.0, 1.0], [1.5, -1.0]]}, r"the context sets must have one size .* got "
+                                             r"\{'train': 20, 'eval_in': 2, 'eval_out': 20\}"),
 ])
 def test_malformed_context_file(tmp_path, content, pattern, capsys):
     path = tmp_path / "ctx.json"

@@ -52,11 +52,11 @@ def test_a_diverging_sweep_point_is_listed_and_the_healthy_one_trains_on(tmp_pat
     d = str(tmp_path / "run")
     hj.train_run(cfg, d, sweep=("lr=1e30,3e-4",), random_baseline=False, log=said.append)
     lines = [s for s in said if "diverged" in s]
-    assert len(lines) == 1 and "in seed 0 of sweep point lr=1e+30" in lines[0], lines
+    assert len(lines) == 1 and "in seed 0 of sweep point q_lr=1e+30, actor_lr=1e+30" in lines[0]
     summary = json.load(open(os.path.join(d, "summary.json")))
     (div,) = summary["diverged"]
-    assert div["hparams"] == {"lr": 1e30} and div["seed"] == 0 and div["step"] <= 1000
-    healthy = [p for p in summary["sweep"] if p["hparams"] == {"lr": 3e-4}][0]
+    assert div["hparams"]["q_lr"] == 1e30 and div["seed"] == 0 and div["step"] <= 1000
+    healthy = [p for p in summary["sweep"] if p["hparams"]["q_lr"] == 3e-4][0]
     assert all(np.isfinite(v[0]) for v in healthy["aer"].values()), healthy   # (mean, std, seeds)
 
 

@@ -28,8 +28,8 @@ FAST_CFG = dict(algo="dr", total_steps=500, eval_every=100, learning_starts=100,
 
 def _fewer_contexts():
     own = hj.context_sets("di")
-    return dataclasses.replace(own, train=own.train[:10], eval_in=own.eval_in[:4],
-                               eval_out=own.eval_out[:6])
+    return dataclasses.replace(own, train=own.train[:10], eval_in=own.eval_in[:10],
+                               eval_out=own.eval_out[:10])
 
 
 def test_the_tasks_own_sets_are_not_recorded_and_other_sets_are():
@@ -38,7 +38,7 @@ def test_the_tasks_own_sets_are_not_recorded_and_other_sets_are():
     assert rundir.context_fields(cfg, 0, hj.context_sets("di")) == {}
     sets = _fewer_contexts()
     got = rundir.context_fields(cfg, 0, sets)["context_sets"]
-    assert {s: len(v) for s, v in got.items()} == {"train": 10, "eval_in": 4, "eval_out": 6}
+    assert {s: len(v) for s, v in got.items()} == {"train": 10, "eval_in": 10, "eval_out": 10}
     back = rundir.run_context_sets({"env": "di", "context_sets": json.loads(json.dumps(got))})
     for s in SPLITS:
         np.testing.assert_array_equal(back.split(s), sets.split(s))   # exact through JSON
@@ -50,7 +50,7 @@ def test_the_tasks_own_sets_are_not_recorded_and_other_sets_are():
 
 def test_a_context_file_run_is_loaded_with_its_sets_and_a_changed_file_is_refused(
         tmp_path, capsys):
-    """A run on 10 / 4 / 6 contexts (a ``--context_file``'s or a library ``sets=``): its record
+    """A run on 10 contexts per split (a ``--context_file``'s or a library ``sets=``): its record
     holds the sets, so ``load_policy`` restores it (it rebuilt the task's 20 per split and
     failed on the shapes), and a resume after the file's contents changed is refused naming
     ``context_sets`` (only the path was recorded, and the resume was accepted)."""
@@ -82,8 +82,8 @@ def test_overwrite_refuses_a_run_that_cannot_fit_before_deleting_the_old_one(tmp
     d.mkdir()
     (d / "config.json").write_text("{}")
     _one_line_error(aib_inprocess(capsys, "--algo=dr", f"--out_dir={d}", "--overwrite",
-                                  "--buffer_size=2000000000"),
-                    r"the train state of 1 run\(s\) needs .* GiB")
+                                  "--seeds=100000", "--total_steps=100000", "--report=false"),
+                    r"the train state of 100000 run\(s\) needs .* GiB")
     assert os.listdir(d) == ["config.json"] and (d / "config.json").read_text() == "{}"
 
 
