@@ -127,9 +127,20 @@ class DivergenceGuard:
         for i, q in new.items():
             self.diverged.append(dict(quantity=q, step=step, **self._run(i)))
             said.append(f"non-finite {q} at step {step} in {self._name(i)}: that run "
-                        f"diverged (its rows are NaN from here; summary.json lists it); the "
+                        f"diverged (its AER is NaN from here; summary.json lists it); the "
                         f"sweep's other runs continue")
         return said
+
+    def mark(self, rows: list[dict]) -> list[dict]:
+        """``rows`` (``metric_rows``) with the AER and returns of every diverged run set to NaN:
+        a diverged run's episodes may still count (a NaN state never reaches DI's goal, so its
+        AER read 0), and a score must not stand for a run that no longer trains."""
+        gone = {(d["seed"], repr(d.get("hparams", {}))) for d in self.diverged}
+        for r in rows:
+            if (r["seed"], repr(r.get("hparams", {}))) in gone:
+                r["aer"] = float("nan")
+                r["returns"] = [float("nan")] * len(r["returns"])
+        return rows
 
 
 class NonFiniteError(RuntimeError):

@@ -269,14 +269,15 @@ class _SegmentHook:
         for line in self.guard.check(state, seg_rows, stop > max(first, cfg.learning_starts),
                                      step, paths.checkpoints, cfg.eval_every):
             self.say(line)
+        seg_rows = self.guard.mark(seg_rows)
         self.rows.extend(seg_rows)
         total_s = None if self.earlier_s is None else self.earlier_s + time.time() - self.t_start
         checkpoint.save(paths.checkpoints, i + 1, state,
                         {"config": self.record, "segments": i + 1, "rows": self.rows,
                          "train_seconds": total_s, "diverged": self.guard.diverged},
                         keep=self.opts.keep_checkpoints)
-        aer = {s: float(np.mean([r["aer"] for r in seg_rows if r["split"] == s]))
-               for s in SPLITS}
+        aer = {s: float(np.nanmean([r["aer"] for r in seg_rows if r["split"] == s]))
+               for s in SPLITS}   # mean over runs; a diverged sweep run (NaN) left out
         ret = np.array([r["train_return"] for r in seg_rows], float)  # NaN: no episode ended
         tr = float(ret[np.isfinite(ret)].mean()) if np.isfinite(ret).any() else float("nan")
         sps = (stop - first) / seconds

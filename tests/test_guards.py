@@ -47,7 +47,7 @@ def test_a_diverging_sweep_point_is_listed_and_the_healthy_one_trains_on(tmp_pat
     once and listed in summary.json's ``diverged``; the second trains to the end with finite
     AER (the whole sweep used to stop, naming "seed 0")."""
     said = []
-    cfg = hj.Config(algo="dr", total_steps=1000, eval_every=100, learning_starts=100,
+    cfg = hj.Config(algo="dr", total_steps=300, eval_every=100, learning_starts=100,
                     eval_episodes=1)
     d = str(tmp_path / "run")
     hj.train_run(cfg, d, sweep=("lr=1e30,3e-4",), random_baseline=False, log=said.append)
@@ -55,9 +55,15 @@ def test_a_diverging_sweep_point_is_listed_and_the_healthy_one_trains_on(tmp_pat
     assert len(lines) == 1 and "in seed 0 of sweep point q_lr=1e+30, actor_lr=1e+30" in lines[0]
     summary = json.load(open(os.path.join(d, "summary.json")))
     (div,) = summary["diverged"]
-    assert div["hparams"]["q_lr"] == 1e30 and div["seed"] == 0 and div["step"] <= 1000
+    assert div["hparams"]["q_lr"] == 1e30 and div["seed"] == 0 and div["step"] <= 300
     healthy = [p for p in summary["sweep"] if p["hparams"]["q_lr"] == 3e-4][0]
     assert all(np.isfinite(v[0]) for v in healthy["aer"].values()), healthy   # (mean, std, seeds)
+    # the diverged point scores NaN, never the 0 its NaN states would have read as AER
+    gone = [p for p in summary["sweep"] if p["hparams"]["q_lr"] == 1e30][0]
+    assert all(np.isnan(v[0]) for v in gone["aer"].values()), gone
+    rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert all(np.isnan(r["aer"]) for r in rows if r["hparams"]["q_lr"] == 1e30
+               and r["step"] >= div["step"])
 
 
 def test_non_finite_guard_stops_and_keeps_last_finite_checkpoint(tmp_path):

@@ -356,6 +356,17 @@ def test_cli_pipeline_and_stage_skipping(tmp_path):
         r = json.load(f)
     assert set(r["table"]) == {"cond", "uvfa"} and len(r["runs"]["cond"][0]["test_specs"]) == 32
     assert "| expert |" in open(os.path.join(run, "results.md")).read()
+    # the paper's breakdowns and the per-spec plot are the report's (LQR has no success rule)
+    c = r["runs"]["cond"][0]
+    inside = S.in_training_distribution(c["test_specs"], c["train_specs"])
+    per = np.asarray(c["episode_returns_last"]).mean(-1)
+    assert np.asarray(c["episode_returns_last"]).shape == (32, 2)
+    np.testing.assert_allclose(r["breakdowns"]["distribution"]["cond"]["return_in"][0],
+                               per[inside].mean())
+    np.testing.assert_allclose(r["breakdowns"]["distribution"]["cond"]["return_out"][0],
+                               per[~inside].mean())
+    assert r["breakdowns"]["success_only"] == {} and 0 < inside.sum() < 32
+    assert os.path.getsize(os.path.join(run, "plots", "per_spec_returns.png")) > 10_000
     # the CLI refuses a stage made with other settings: one line, exit 2
     res = _cli("--algo=cond", "--epochs=20", "--eval_every=10", "--episodes_per_spec=2",
                "--eval_episodes=2", f"--run_dir={run}")

@@ -158,6 +158,50 @@ def test_the_random_floor_follows_eval_episodes(tmp_path, monkeypatch):
                                   log=quiet), three)
 
 
+def test_the_papers_failure_rule_and_training_distribution_by_hand():
+    """App. C.6's failure rule (reward < 0.05 for 50 consecutive steps) and C.7's
+    in-distribution specs (within one std of the training specs on every factor)."""
+    r = np.ones((4, 120))
+    r[1, 10:60] = 0.0                  # 50 low steps in a row: failed
+    r[2, 10:59] = 0.0                  # 49, a high step, 49 more: not
+    r[2, 60:109] = 0.0
+    r[3, :] = 0.05                     # 0.05 is not below 0.05
+    assert D.mujoco_failed(r).tolist() == [False, True, False, False]
+    assert D.mujoco_failed(r.reshape(2, 2, 120)).shape == (2, 2)
+    train = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 2.0], [7.0, 2.0]])   # mean (4, 1), std
+    test = np.array([[4.0, 1.0], [1.77, 0.5], [6.3, 2.0], [0.0, 1.0]])   # (2.236, 1)
+    assert S.in_training_distribution(test, train).tolist() == [True, True, False, False]
+
+
+def test_breakdowns_of_the_report_by_hand():
+    """Tables 24 / 26–27 / 4 from per-episode fields of two seeds (hand-computed), and results
+    written before those fields are left out."""
+    from hyperjax.hypogen.pipeline import PipelineConfig
+    from hyperjax.hypogen.report import breakdowns
+    cfg = PipelineConfig(task="cheetah_speed")
+    train = [[1.0], [2.0], [3.0]]                      # mean 2, std 0.816
+    seed = lambda ret, ok, bc: dict(train_specs=train, test_specs=[[2.5], [9.0]],
+                                    episode_returns_last=ret, episode_success_last=ok,
+                                    blockwise_bc=bc)
+    runs = {"hypogen": [seed([[10.0, 20.0], [30.0, 50.0]], [[True, False], [True, True]],
+                             [3.0, 2.0, 1.0]),
+                        seed([[0.0, 40.0], [60.0, 80.0]], [[False, True], [False, True]],
+                             [5.0, 2.0, 1.0])],
+            "old": [dict(per_spec_last=[1.0])]}
+    lines, out = breakdowns(cfg, runs)
+    ok = np.array([10.0, 30.0, 50.0, 40.0, 80.0])      # the successful episodes' returns
+    np.testing.assert_allclose(out["success_only"]["hypogen"]["mean"], ok.mean())
+    np.testing.assert_allclose(out["success_only"]["hypogen"]["std"], ok.std())
+    assert (out["success_only"]["hypogen"]["count"], out["success_only"]["hypogen"]["episodes"]
+            ) == (5, 8)
+    d = out["distribution"]["hypogen"]                # spec 2.5 in, 9.0 out
+    np.testing.assert_allclose(d["return_in"], (np.mean([15.0, 20.0]), np.std([15.0, 20.0])))
+    np.testing.assert_allclose(d["return_out"], (np.mean([40.0, 70.0]), np.std([40.0, 70.0])))
+    assert d["n_in"] == (1.0, 0.0) and d["n_out"] == (1.0, 0.0)
+    assert out["blockwise_bc"]["hypogen"] == [4.0, 2.0, 1.0]
+    assert "old" not in out["distribution"] and any("Table 24" in x for x in lines)
+
+
 def test_subset_grid_is_evenly_spaced():
     g = S.subset_grid(S.make_grid("finger_speed"), 10)
     assert list(g.specs[:, 0]) == [-15, -12, -9, -5, -2, 2, 5, 9, 12, 15]

@@ -114,6 +114,11 @@ class PipelineConfig:
         return self.task in specs.MANIPULATION_TASKS
 
     @property
+    def is_dmc(self) -> bool:
+        """A DMC locomotion spec task (paper Table 1): the paper's failure rule applies."""
+        return self.task in specs.DMC_TASKS
+
+    @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(specs.PAPER_SEEDS[:self.seeds])
 

@@ -230,6 +230,24 @@ def flatten(ds: Dataset, ids, cut_at_termination: bool = True) -> Flat:
                 discount=take(ds.discount), value=take(ds.value))
 
 
+FAIL_REWARD, FAIL_FRAMES = 0.05, 50   # paper App. C.6, footnote 2
+
+
+def mujoco_failed(reward) -> np.ndarray:
+    """The paper's failure rule for the DMC spec tasks (App. C.6, footnote 2: "MuJoCo does not
+    provide a success indicator, thus when the reward of each frame is less than 0.05 for 50
+    consecutive frames, it is considered a failure"): ``bool[...]`` from per-step
+    ``reward float[..., T]``, true where some run of ``FAIL_FRAMES`` consecutive steps all have
+    reward below ``FAIL_REWARD``."""
+    low = np.asarray(reward) < FAIL_REWARD
+    run = np.zeros(low.shape[:-1], np.int64)
+    failed = np.zeros(low.shape[:-1], bool)
+    for t in range(low.shape[-1]):       # T steps of array work: no per-episode Python
+        run = np.where(low[..., t], run + 1, 0)
+        failed |= run >= FAIL_FRAMES
+    return failed
+
+
 def episode_outcomes(discount) -> tuple[np.ndarray, np.ndarray]:
     """Success and episode length from recorded ``discount float32[..., T]`` (0 on the step
     the env terminated; on the manipulation tasks termination is success, as ManiSkill2's

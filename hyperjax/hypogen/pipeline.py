@@ -103,6 +103,10 @@ def _run_pipeline(cfg, run_dir, overwrite, log, progress_fn) -> dict:
     results = {a: [stages.train_one(cfg, a, s, grid, env, ds, run_dir, log, progress_fn)
                    for s in cfg.seed_list] for a in cfg.algos}
     text_lines, summary = report.report(cfg, grid, ds, results, floor)
+    os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
+    fig = report.plot_per_spec(os.path.join(run_dir, "plots", "per_spec_returns.png"), grid,
+                               summary, results)
+    text_lines += ["", f"Per-spec returns: {os.path.relpath(fig, run_dir)}."]
     text = "\n".join(text_lines) + "\n"
     out = {**summary, "runs": results}
     write_json_atomic(os.path.join(run_dir, "results.json"), out, indent=1)

@@ -1,15 +1,21 @@
 """The HyPoGen pipeline's report: the results table over algos and seeds beside the expert
-and the uniform-random policy, one row per spec, and the manipulation tasks' success table
-(paper Table 2)."""
+and the uniform-random policy, one row per spec, the manipulation tasks' success table
+(paper Table 2), the paper's breakdowns (successful episodes only, Tables 24 / 25; in- and
+out-of-distribution specs, Tables 26–29; the BC loss per block, Table 4) and the per-spec
+return plot (Figs. 5–9 style)."""
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 
-from hyperjax.envs.manipulation import EPISODE_LENGTH
-from hyperjax.hypogen import specs
-from hyperjax.hypogen.config import PipelineConfig
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["report"]
+from hyperjax.envs.manipulation import EPISODE_LENGTH  # noqa: E402
+from hyperjax.hypogen import specs  # noqa: E402
+from hyperjax.hypogen.config import PipelineConfig  # noqa: E402
+
+__all__ = ["breakdowns", "plot_per_spec", "report"]
 
 
 def report(cfg: PipelineConfig, grid, ds, results: dict,
@@ -125,4 +131,116 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
               "share of the expert's margin over chance that behaviour cloning recovered. The "
               "expert column averages its recorded demonstration episodes; the models and the "
               "random policy run their own episodes (same start-state distribution)."]
-    return lines, summary
+    more, summary["breakdowns"] = breakdowns(cfg, results)
+    return lines + more, summary
+
+
+def _mean_std(values) -> tuple[float, float, int]:
+    v = np.asarray(values, np.float64).ravel()
+    return (float(v.mean()), float(v.std()), int(v.size)) if v.size else (np.nan, np.nan, 0)
+
+
+def breakdowns(cfg: PipelineConfig, results: dict) -> tuple[list[str], dict]:
+    """The paper's breakdowns of the held-out episodes at the last epoch, from each result's
+    per-episode fields (``stages.train_one``; results written before them are left out):
+
+    - successful episodes only (App. C.6, Tables 24 / 25): DMC tasks' returns of the episodes
+      the failure rule passes (``data.mujoco_failed``), manipulation tasks' episode lengths of
+      the successful ones; mean ± std over every such episode of every seed, and their count;
+    - in- and out-of-training-distribution specs (App. C.7, Tables 26–29,
+      ``specs.in_training_distribution``): mean return (manipulation: success rate and
+      episode length) over each group's specs, mean ± std over seeds;
+    - Table 4: HyPoGen's BC loss on the training specs after each block θ¹ … θᴷ
+      (``train.blockwise_bc``), mean over seeds.
+
+    Returns the markdown lines and ``{"success_only", "distribution", "blockwise_bc"}``.
+    """
+    lines, out = [], {"success_only": {}, "distribution": {}, "blockwise_bc": {}}
+    runs = {a: [r for r in rs if "episode_returns_last" in r] for a, rs in results.items()}
+    runs = {a: rs for a, rs in runs.items() if rs}
+    if not runs:
+        return lines, out
+    manip = cfg.is_manipulation
+    if any("episode_success_last" in r for rs in runs.values() for r in rs):
+        what = "episode length" if manip else "return"
+        rule = ("success ends the episode before the cap" if manip else
+                "failed: reward below 0.05 for 50 consecutive steps (App. C.6)")
+        lines += ["", f"Held-out {what} over the successful episodes only (paper Table "
+                  f"{25 if manip else 24}; {rule}), last epoch, every seed's episodes:", "",
+                  f"| method | {what} (successful) | successful episodes |", "|---|---|---|"]
+        for a, rs in runs.items():
+            vals, n_all = [], 0
+            for r in rs:
+                ok = np.asarray(r["episode_success_last"], bool)
+                v = np.asarray(r["episode_length_last" if manip else "episode_returns_last"])
+                vals.append(v[ok])
+                n_all += ok.size
+            m, sd, n = _mean_std(np.concatenate(vals))
+            out["success_only"][a] = {"mean": m, "std": sd, "count": n, "episodes": n_all}
+            cell = "–" if n == 0 else f"{m:.2f} ± {sd:.2f}"
+            lines.append(f"| {a} | {cell} | {n} of {n_all} |")
+    head = ("| method | specs in / out | success in | success out | length in | length out |"
+            if manip else "| method | specs in / out | return in | return out |")
+    lines += ["", "Held-out specs within one standard deviation of the training specs on every "
+              "factor (in-distribution) and the others (paper Tables "
+              f"{'28 / 29' if manip else '26 / 27'}), last epoch, mean ± std over seeds:", "",
+              head, "|" + "---|" * (head.count("|") - 1)]
+    for a, rs in runs.items():
+        cols = {}
+        for r in rs:
+            inside = specs.in_training_distribution(r["test_specs"], r["train_specs"])
+            per = {"return": np.asarray(r["episode_returns_last"]).mean(-1)}
+            if manip and "episode_success_last" in r:
+                per["success"] = np.asarray(r["episode_success_last"], float).mean(-1)
+                per["length"] = np.asarray(r["episode_length_last"], float).mean(-1)
+            for k, v in per.items():
+                for where, mask in (("in", inside), ("out", ~inside)):
+                    cols.setdefault(f"{k}_{where}", []).append(
+                        float(v[mask].mean()) if mask.any() else np.nan)
+            cols.setdefault("n_in", []).append(int(inside.sum()))
+            cols.setdefault("n_out", []).append(int((~inside).sum()))
+        row = {k: (float(np.mean(v)), float(np.std(v))) for k, v in cols.items()}
+        out["distribution"][a] = row
+        fmt = lambda k, f: ("–" if k not in row or np.isnan(row[k][0]) else
+                            f"{format(row[k][0], f)} ± {format(row[k][1], f)}")
+        n = f"{row['n_in'][0]:g} / {row['n_out'][0]:g}"
+        lines.append(f"| {a} | {n} | " + (
+            f"{fmt('success_in', '.1%')} | {fmt('success_out', '.1%')} | "
+            f"{fmt('length_in', '.1f')} | {fmt('length_out', '.1f')} |" if manip else
+            f"{fmt('return_in', '.2f')} | {fmt('return_out', '.2f')} |"))
+    bc = {a: np.mean([r["blockwise_bc"] for r in rs], 0) for a, rs in runs.items()
+          if all("blockwise_bc" in r for r in rs)}
+    for a, v in bc.items():
+        out["blockwise_bc"][a] = v.tolist()
+        lines += ["", f"{a}: BC loss on the training specs after each block θ¹ … θ^{len(v)} "
+                  f"(paper Table 4), mean over seeds: " + ", ".join(f"{x:.4g}" for x in v)
+                  + "."]
+    return lines, out
+
+
+def plot_per_spec(path: str, grid, summary: dict, results: dict) -> str:
+    """Per-spec returns beside the spec value (paper Figs. 5–9 style) as a PNG at ``path``:
+    every grid spec's expert and uniform-random return, and each model's held-out and
+    training-spec returns at the last epoch (first seed). One-factor grids plot against the
+    factor; others against the spec's index. Returns ``path``."""
+    one = grid.specs.shape[1] == 1
+    x = grid.specs[:, 0] if one else np.arange(len(grid))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    order = np.argsort(x)
+    ax.plot(x[order], np.asarray(summary["expert_per_spec"])[order], "k-", label="expert")
+    ax.plot(x[order], np.asarray(summary["random_per_spec"])[order], "k:", label="random")
+    for a, rs in results.items():
+        r = rs[0]
+        ids = np.asarray(r["test_ids"] + r["train_ids"], int)
+        ret = np.asarray(r["per_spec_last"] + r["per_train_spec_last"])
+        o = np.argsort(x[ids])
+        line, = ax.plot(x[ids][o], ret[o], "-", alpha=0.8, label=a)
+        ax.plot(x[r["test_ids"]], r["per_spec_last"], "o", color=line.get_color(), ms=4)
+    ax.set_xlabel(grid.factors[0] if one else "spec index")
+    ax.set_ylabel("return (last epoch)")
+    ax.set_title(f"{grid.name}: per-spec return (dots: held-out specs)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

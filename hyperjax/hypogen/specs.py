@@ -138,9 +138,11 @@ MANIPULATION_TASKS = tuple(f"{t}_{f}" for t in ("lift_cube", "pick_cube")
                            for f in ("cube", "stiffness", "damping", "length"))
 
 
+DMC_TASKS = tuple(f"{b}_{f}" for b in SPEED_VALUES for f in ("speed", "length", "speed_length"))
+
+
 def grid_names() -> tuple[str, ...]:
-    return ("lqr_di", "lqr_di_goal") + tuple(f"{b}_{f}" for b in SPEED_VALUES
-                               for f in ("speed", "length", "speed_length")) + MANIPULATION_TASKS
+    return ("lqr_di", "lqr_di_goal") + DMC_TASKS + MANIPULATION_TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,17 @@ class Split:
 
 
 SPLIT_MODES = ("faithful", "clean", "fig4", "maniskill")
+
+
+def in_training_distribution(test_specs, train_specs) -> np.ndarray:
+    """``bool[S]``: which of ``test_specs float[S, F]`` lie within one standard deviation of
+    the training specs ``float[N, F]`` on every factor, ``|spec − mean| <= std`` (population
+    std): the paper's in-distribution specs of Tables 26–29 (App. C.7, "within one standard
+    deviation of training distribution"); the others are out-of-distribution."""
+    train = np.asarray(train_specs, np.float64)
+    test = np.asarray(test_specs, np.float64)
+    mean, std = train.mean(0), train.std(0)
+    return np.all(np.abs(test - mean) <= std + 1e-9 * np.abs(mean), axis=-1)
 
 
 def split_specs(grid: SpecGrid, seed: int, mode: str = "faithful",
