@@ -32,7 +32,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable within a module
 
 
-import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -41,8 +40,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def tiny_dma_sh_run(tmp_path_factory):
-    """A tiny CLI run of DMA*-SH on DI (20 gradient steps, evaluations at 0, 10, 20): its run
-    directory, for the tests that load a trained policy from one. Made once per test session:
+    """A tiny run of DMA*-SH on DI as the CLI writes it (20 gradient steps, evaluations at 0,
+    10, 20): its run directory, for the tests that load a trained policy from one. Made once per test session:
     pytest-xdist's workers share it through a lock in their common temporary root."""
     import fcntl
     root = tmp_path_factory.getbasetemp()          # under xdist: popen-gwN, one per worker,
@@ -58,12 +57,15 @@ def tiny_dma_sh_run(tmp_path_factory):
 
 
 def _tiny_dma_sh_run(d):
+    """What ``python -m experiments.aib --algo=dma_sh --env=di --total_steps=20
+    --eval_every=10 --learning_starts=100 --eval_episodes=1 --report=false
+    --diagnostics=false --random_baseline=false --out_dir=D`` writes, through the driver that
+    command calls (``hyperjax.run.train_run``, the same record), in this process: no
+    interpreter start and import (~10 s); the CLI's own flags are tested in test_cli.py."""
     import shutil
+
+    import hyperjax as hj
     shutil.rmtree(d, ignore_errors=True)
-    res = subprocess.run([sys.executable, "-m", "experiments.aib", "--algo=dma_sh", "--env=di",
-                          "--total_steps=20", "--eval_every=10", "--learning_starts=100",
-                          "--eval_episodes=1", "--report=false", "--diagnostics=false",
-                          "--random_baseline=false", f"--out_dir={d}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    hj.train_run(hj.Config.tiny(algo="dma_sh", env="di"), str(d), diagnostics=False,
+                 random_baseline=False, extra_record={"context_file": None}, log=None)
     return str(d)

@@ -1,8 +1,8 @@
 """The README's and the docs' examples run: every ```python block of a page, in order, in one
 namespace per page (so a later block may use an earlier block's names, as a reader would).
 Nothing is injected: a block that loads a run trains it first. The tests ask for the tiny
-CLI run only so that its program (the one docs/library.md's ``train_run`` compiles) is in the
-compilation cache first."""
+run (conftest.py) only so that its program (the one docs/library.md's ``train_run``
+compiles) is in the compilation cache first."""
 import glob
 import os
 import re
