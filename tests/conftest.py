@@ -22,7 +22,7 @@ def pytest_configure(config):
 # put the program they share into the compilation cache. A module not listed runs after these.
 HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_mjx.py",
                "test_hypogen.py", "test_hypogen_meta.py", "test_faithful.py", "test_readme.py",
-               "test_cli.py", "test_robust.py", "test_guards.py", "test_rundir.py",
+               "test_cli.py", "test_robust.py", "test_run.py", "test_guards.py", "test_rundir.py",
                "test_policy.py", "test_manipulation.py",
                "test_nets.py", "test_hypogen_knobs.py", "test_analysis.py")
 
