@@ -60,6 +60,7 @@ def test_every_docs_python_block_runs(tiny_dma_sh_run):
             assert ns["returns"].shape == (20, 2) and np.isfinite(ns["returns"]).all()
             assert ns["returns_seed1"].shape == (20, 1)
             assert np.isfinite(ns["line_metrics"]["q_loss"]).all()
+            assert ns["line_returns"].shape == (20, 1)   # a registered env's run, loaded back
             assert ns["sweep_metrics"]["aer"].shape == (4, 3, 3)
             # the two learning rates train differently from the same seeds
             q = np.asarray(ns["sweep_metrics"]["q_loss"])
