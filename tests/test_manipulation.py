@@ -10,7 +10,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from hyperjax.envs import manipulation as M
+from hyperjax.envs import manipulation as M, manipulation_scripted as MS
 from hyperjax.hypogen import data as D, specs as S
 
 # The released test partitions (ReNginx/HyPoGen @b286e2f, maniskill/eval-partition/*.txt).
@@ -140,10 +140,10 @@ def _c_episode(m, qpos0, task, goal, steps):
     qs, cubes = [], []
     for t in range(steps):
         tcp = d.site_xpos[m.site("tcp").id].copy()
-        yaw = M.yaw_error(d.site_xmat[m.site("tcp").id].reshape(3, 3),
+        yaw = MS.yaw_error(d.site_xmat[m.site("tcp").id].reshape(3, 3),
                           d.xmat[cube_id].reshape(3, 3), xp=np)
-        g = M.scripted_goal(task, tcp, goal, xp=np)
-        a = M.scripted_action(tcp, d.site_xmat[m.site("tcp").id].reshape(3, 3),
+        g = MS.scripted_goal(task, tcp, goal, xp=np)
+        a = MS.scripted_action(tcp, d.site_xmat[m.site("tcp").id].reshape(3, 3),
                               d.xpos[cube_id].copy(), g, yaw, t, xp=np)
         d.ctrl[:] = _c_targets(m, d, a)
         for _ in range(M.SUBSTEPS):
@@ -178,11 +178,11 @@ def _scripted_run(name: str, spec: float) -> ScriptedRun:
         def f(state, t):
             data = state.physics.state.data
             tcp, cube = data.site_xpos[be._tcp], data.xpos[be._cube_body]
-            goal = M.scripted_goal(be.task, tcp, state.physics.state.info["goal"])
-            yaw = M.yaw_error(data.site_xmat[be._tcp].reshape(3, 3),
+            goal = MS.scripted_goal(be.task, tcp, state.physics.state.info["goal"])
+            yaw = MS.yaw_error(data.site_xmat[be._tcp].reshape(3, 3),
                               data.xmat[be._cube_body].reshape(3, 3))
             tcp_mat = data.site_xmat[be._tcp].reshape(3, 3)
-            action = M.scripted_action(tcp, tcp_mat, cube, goal, yaw, t)
+            action = MS.scripted_action(tcp, tcp_mat, cube, goal, yaw, t)
             state, ts = env.step(key, state, action, ctx)
             d = state.physics.state.data
             return state, (d.qpos[:9], d.xpos[be._cube_body], ts.terminated, ts.reward)
@@ -208,7 +208,7 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
     qpos0 = np.asarray(state0.physics.state.data.qpos, np.float64)
     goal = np.asarray(state0.physics.state.info["goal"], np.float64)
     cq, ccube = _c_episode(env.mj_model([spec]), qpos0, be.task, goal, steps)
-    close = M.SCRIPT_PHASES[1] - 5        # before the fingers reach the cube
+    close = MS.SCRIPT_PHASES[1] - 5        # before the fingers reach the cube
     np.testing.assert_allclose(q[:close, :7], cq[:close, :7], atol=2e-3)
     assert term.any(), "MJX: the scripted grasp did not succeed"
     first = int(term.argmax())
@@ -223,9 +223,9 @@ def test_scripted_grasp_matches_c_mujoco(name, spec):
     np.testing.assert_allclose(cube[first], ccube[first], atol=0.02)
     # the grasp shows in the reward: fingers open on the way down (reach only, <= 1), the
     # grasp bonus once closed on the cube (>= reach + 0.25 / + 1)
-    assert reward[M.SCRIPT_PHASES[1] - 2] <= 1.0
+    assert reward[MS.SCRIPT_PHASES[1] - 2] <= 1.0
     bonus = 0.25 if be.task == "lift_cube" else 1.0
-    assert reward[M.SCRIPT_PHASES[2] + 2] >= 0.5 + bonus
+    assert reward[MS.SCRIPT_PHASES[2] + 2] >= 0.5 + bonus
 
 
 @pytest.mark.slow
@@ -234,7 +234,7 @@ def test_scripted_policy_succeeds_on_every_stiffness():
     results/cpu_manipulation/scripted_sweep.py."""
     env = M.make_manipulation_task("lift_cube_stiffness")
     specs = env.table.contexts
-    ok, step, _ = jax.jit(lambda k: M.scripted_episodes(env, specs, k, 2))(jax.random.key(0))
+    ok, step, _ = jax.jit(lambda k: MS.scripted_episodes(env, specs, k, 2))(jax.random.key(0))
     assert np.asarray(ok).all(), np.asarray(ok)
     # stiffer drives track the IK targets faster: the lift ends sooner
     step = np.asarray(step).mean(-1)

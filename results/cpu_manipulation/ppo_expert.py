@@ -37,7 +37,7 @@ for kv in sys.argv[3:]:
     over[k] = tuple(int(x) for x in v.split(",")) if isinstance(cur, tuple) else type(cur)(v)
 task, spec = "lift_cube_stiffness", 1000.0
 os.makedirs(out_dir, exist_ok=True)
-env = M.make_task(task, specs=[spec])
+env = M.make_manipulation_task(task, specs=[spec])
 cfg = P.PPOConfig.cpu_expert(steps, **over)
 print(f"{task} spec {spec:g}: {cfg}", flush=True)
 t0 = time.time()

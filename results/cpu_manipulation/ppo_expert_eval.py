@@ -30,7 +30,7 @@ for kv in args:
     cur = getattr(P.PPOConfig(), k)
     over[k] = tuple(int(x) for x in v.split(",")) if isinstance(cur, tuple) else type(cur)(v)
 task, spec = "lift_cube_stiffness", 1000.0
-env = M.make_task(task, specs=[spec])
+env = M.make_manipulation_task(task, specs=[spec])
 cfg = P.PPOConfig.cpu_expert(**over)
 path = os.path.join(out_dir, name)
 like = P.init_params(env, cfg, jax.random.key(0))

@@ -18,7 +18,7 @@ from hyperjax.hypogen import ppo_experts as P
 task = sys.argv[1] if len(sys.argv) > 1 else "lift_cube_stiffness"
 spec = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 500_000
-env = M.make_task(task, specs=[spec])
+env = M.make_manipulation_task(task, specs=[spec])
 cfg = P.PPOConfig(**{**P.PPOConfig.cpu_smoke(steps).__dict__, "num_evals": 11})
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ppo_smoke.jsonl")
 print(f"{task} spec {spec}: brax PPO {steps} steps, {cfg}", flush=True)

@@ -12,12 +12,12 @@ import time
 import jax
 import numpy as np
 
-from hyperjax.envs import manipulation as M
+from hyperjax.envs import manipulation as M, manipulation_scripted as MS
 
 for name in sys.argv[1:] or M.task_names():
-    env = M.make_task(name)
+    env = M.make_manipulation_task(name)
     specs = env.table.contexts
-    f = jax.jit(lambda k: M.scripted_episodes(env, specs, k, 8))
+    f = jax.jit(lambda k: MS.scripted_episodes(env, specs, k, 8))
     t = time.time()
     jax.block_until_ready(f(jax.random.key(0)))
     c = time.time() - t

@@ -7,7 +7,7 @@ import test_mjx
 which = sys.argv[1]
 if which == "dm_control":
     for n in ("ball_in_cup", "cheetah", "walker"):
-        mjx_tasks.TASKS[n] = dataclasses.replace(mjx_tasks.TASKS[n], solver=mjx_tasks.DM_CONTROL_SOLVER)
+        mjx_tasks.MJX_TASK_DEFS[n] = dataclasses.replace(mjx_tasks.MJX_TASK_DEFS[n], solver=mjx_tasks.DM_CONTROL_SOLVER)
 for name in sys.argv[2].split(","):
     e = test_mjx._open_loop_errors(name)
     m = e.max(-1)
