@@ -74,3 +74,9 @@ def aib(*args, timeout=600):
     """``python -m experiments.aib ARGS`` in a fresh process (``CompletedProcess``)."""
     return subprocess.run([sys.executable, "-m", "experiments.aib", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def read_rows(run_dir) -> list[dict]:
+    """A run directory's ``metrics.jsonl`` rows."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cli_cases import aib, aib_inprocess, one_line_error as _one_line_error
+from cli_cases import aib, aib_inprocess, one_line_error as _one_line_error, read_rows as _rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--algo=dr", "--total_steps=500", "--eval_every=100", "--learning_starts=100",
@@ -82,11 +82,6 @@ def test_malformed_context_file(tmp_path, content, pattern, capsys):
     path = tmp_path / "ctx.json"
     path.write_text(json.dumps(content))
     _one_line_error(aib_inprocess(capsys, f"--context_file={path}"), pattern)
-
-
-def _rows(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(x) for x in f]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ newest checkpoint that reproduces the run bit for bit. (Kill-and-resume against 
 test_cli.py; the run directory and its lock: test_rundir.py; the non-finite guard:
 test_guards.py.)"""
 import dataclasses
-import json
 import os
 import shutil
 
@@ -13,16 +12,11 @@ import pytest
 import hyperjax as hj
 from hyperjax import checkpoint
 
-from cli_cases import aib
+from cli_cases import aib, read_rows as _rows
 
 TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
         "--learning_starts=100", "--eval_episodes=1", "--report=false",
         "--random_baseline=false"]
-
-
-def _rows(d):
-    with open(os.path.join(d, "metrics.jsonl")) as f:
-        return [json.loads(x) for x in f]
 
 
 @pytest.fixture(scope="module")
