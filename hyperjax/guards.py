@@ -1,6 +1,7 @@
 """What stops a run before it wastes a machine or reports wrongly: the memory check before
 compiling (``check_fits``) and the non-finite guard after every interval (``non_finite``,
-``DivergenceGuard``, ``NonFiniteError``), shared by the AIB driver (``hyperjax.run``) and HyPoGen's pipeline."""
+``DivergenceGuard``, ``NonFiniteError``), shared by the AIB driver (``hyperjax.run``) and
+HyPoGen's pipeline."""
 from __future__ import annotations
 
 import os
@@ -80,6 +81,11 @@ def non_finite(state, rows: list[dict], updates: bool) -> dict[int, str]:
     return dict(sorted(bad.items()))
 
 
+def _run_key(d: dict) -> tuple:
+    """One run of a batch, from a diverged record, a ``_run`` or a metric row alike."""
+    return d["seed"], repr(sorted(d.get("hparams", {}).items()))
+
+
 class DivergenceGuard:
     """The non-finite guard of one run batch (``seeds`` x sweep ``points``, run order of
     ``hyperjax.run``). Without a sweep a non-finite run stops the batch (``NonFiniteError``):
@@ -111,9 +117,9 @@ class DivergenceGuard:
         Raises:
           NonFiniteError: a run diverged without a sweep, or every run of a sweep has.
         """
-        known = {(d["seed"], repr(d.get("hparams", {}))) for d in self.diverged}
+        known = {_run_key(d) for d in self.diverged}
         new = {i: q for i, q in non_finite(state, rows, updates).items()
-               if (self._run(i)["seed"], repr(self._run(i).get("hparams", {}))) not in known}
+               if _run_key(self._run(i)) not in known}
         if not new:
             return []
         n_runs = len(self.points) * self.n_seeds
@@ -135,9 +141,9 @@ class DivergenceGuard:
         """``rows`` (``metric_rows``) with the AER and returns of every diverged run set to NaN:
         a diverged run's episodes may still count (a NaN state never reaches DI's goal, so its
         AER read 0), and a score must not stand for a run that no longer trains."""
-        gone = {(d["seed"], repr(d.get("hparams", {}))) for d in self.diverged}
+        gone = {_run_key(d) for d in self.diverged}
         for r in rows:
-            if (r["seed"], repr(r.get("hparams", {}))) in gone:
+            if _run_key(r) in gone:
                 r["aer"] = float("nan")
                 r["returns"] = [float("nan")] * len(r["returns"])
         return rows
