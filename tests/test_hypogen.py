@@ -208,6 +208,21 @@ def test_theta0_matters_and_lr_init():
     assert float(jnp.abs(base[0] - base[1]).max()) > 1e-4
 
 
+@pytest.mark.parametrize("algo", [pytest.param("hypogen", marks=pytest.mark.slow), "hyperzero",
+                                  pytest.param("cond", marks=pytest.mark.slow), "uvfa"])
+def test_init_runs_eagerly_and_equals_the_jitted_init(algo):
+    """``make_fit``'s ``init`` runs op by op (XLA:CPU compiles HyPoGen's jitted init for
+    ~85 s): its parameters equal the jitted init's bitwise, typed and raw keys alike.
+    HyPoGen (2 blocks: each is built alike; its jitted init alone compiles ~50 s) and Cond
+    (UVFA's layers) are ``slow``; HyperZero's own initialisers and UVFA's run by default."""
+    model = T.make_model(algo, 2, 1, num_blocks=2)
+    specs = jnp.linspace(0.5, 2.5, 8, dtype=jnp.float32)[:, None]
+    f = lambda k: T.init_params(model, k, specs)
+    for key in (jax.random.key(5), jax.random.PRNGKey(5)):
+        for a, b in zip(jax.tree.leaves(jax.jit(f)(key)), jax.tree.leaves(f(key))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_weight_layernorm_normalises_whole_tensor():
     ln = M.WeightLayerNorm((3, 5))
     x = jax.random.normal(jax.random.key(0), (4, 3, 5)) * 7 + 2

@@ -125,7 +125,7 @@ def loss_fn(model: nn.Module, params, specs, batch: dict, mask, w_value: float, 
 class Fit(NamedTuple):
     """The compiled pieces of one training run.
 
-    ``init(key) -> FitState``; ``segment(state) -> (state, metrics)`` runs ``eval_every``
+    ``init(key) -> FitState`` (run eagerly, not jitted: see ``make_fit``); ``segment(state) -> (state, metrics)`` runs ``eval_every``
     epochs then evaluates on the selection episodes (``metrics["select_return"]``);
     ``evaluate(params, key=report key, specs=test specs) -> float32[S, E]`` returns of
     ``specs`` (pass the train specs for the BC check);
@@ -184,6 +184,10 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     specs = jnp.asarray(train.specs, jnp.float32)
 
     def init(key) -> FitState:
+        # Eager, not jitted: XLA:CPU compiles HyPoGen's jitted init (742 parameter leaves,
+        # each its own threefry kernel) in 85 s on a 2-core CPU, against 15 s to run it op by
+        # op; the parameters are bitwise the same for the four models, either key kind
+        # (checked 2026-12-07; tests/test_hypogen.py).
         k_init, k_run = jax.random.split(key)
         params = init_params(model, k_init, specs)
         return FitState(params, tx.init(params), params, jnp.float32(-jnp.inf), k_run,
@@ -220,7 +224,7 @@ def make_fit(cfg: FitConfig, env: Env, train: D.Flat, test_specs: np.ndarray,
     evaluate, segment = evaluation_and_segment(epoch, rollout_returns, cfg, test_specs,
                                                eval_key_seed, select_key_seed)
 
-    return Fit(jax.jit(init), segment, evaluate, jax.jit(generate), jax.jit(train_step),
+    return Fit(init, segment, evaluate, jax.jit(generate), jax.jit(train_step),
                model, spe)
 
 
