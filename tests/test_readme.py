@@ -65,6 +65,9 @@ def test_every_docs_python_block_runs(tiny_dma_sh_run):
             # the two learning rates train differently from the same seeds
             q = np.asarray(ns["sweep_metrics"]["q_loss"])
             assert not np.allclose(q[0, -1], q[2, -1])
+        if page == os.path.join("docs", "hypogen.md"):   # HyPoGen itself, loaded back
+            assert ns["g"].algo == "hypogen" and ns["action"].shape == (ns["g"].env.action_dim,)
+            assert [w.shape[0] for w, _ in ns["weights"]] == [2, 2]
 
 
 def test_the_docs_preset_table_is_the_registry():
