@@ -41,8 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 
 from hyperjax import config as _config, envs as _envs, methods as _methods
-from hyperjax.utils import (absl_flags_parser, fail as _fail, parse_names,  # noqa: F401
-                            read_json, refuse_positional)
+from hyperjax.utils import (absl_flags_parser, fail as _fail, os_error_line,  # noqa: F401
+                            parse_names, read_json, refuse_positional)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "dma_sh", _methods.help_text())
@@ -307,6 +307,8 @@ def main(argv):
             runs.append((cfg, sets, run_dir, sub_resume))
     except ValueError as e:
         _fail(str(e))
+    except OSError as e:    # the run directory cannot be made or locked (read-only, full)
+        _fail(os_error_line(e))
     for cfg, sets, run_dir, sub_resume in runs:
         train_pair(cfg, sets, run_dir, sub_resume, sweep)
     if FLAGS.report and sweep:
@@ -314,7 +316,11 @@ def main(argv):
             print("--sweep: no report.md (it compares methods); summary.json has every "
                   "point", flush=True)
     elif FLAGS.report and is_main():
-        write_report(top)
+        try:
+            write_report(top)
+        except OSError as e:   # the runs are written; only the report is missing
+            _fail(f"{os_error_line(e, top)} (the runs are complete; write the report later with "
+                  f"python -m experiments.report {top})")
     barrier("done")
 
 
@@ -369,6 +375,9 @@ def train_pair(cfg, sets, run_dir: str, resuming: bool, sweep: dict | None = Non
         _fail(str(e), code=1)
     except (ValueError, checkpoint.CheckpointError) as e:
         _fail(str(e))
+    except OSError as e:   # a full disk, a file size limit: the last checkpoint is kept
+        _fail(f"{os_error_line(e, run_dir)}; the last written checkpoint stays (--resume "
+              f"continues)")
     return out.config, out.rows, out.scores, out.diagnostics
 
 

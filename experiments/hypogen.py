@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
+from hyperjax import checkpoint
 from hyperjax.hypogen import algos, pipeline
 from hyperjax.hypogen.pipeline import PipelineConfig, PipelineError
 from hyperjax.utils import (absl_flags_parser, enable_compilation_cache, fail as _fail,
-                            parse_names, refuse_positional)
+                            os_error_line, parse_names, refuse_positional)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("algo", "hypogen", "Model(s), comma-separated, or 'all': "
@@ -128,8 +129,11 @@ def main(argv):
                               log=lambda line: print(line, flush=True))
     except pipeline.NonFiniteError as e:
         _fail(str(e), code=1)
-    except pipeline.PipelineError as e:
+    except (pipeline.PipelineError, checkpoint.CheckpointError) as e:
         _fail(str(e))
+    except OSError as e:   # a full disk, a file size limit: finished stages stay
+        _fail(f"{os_error_line(e, run_dir)}; finished stages are kept (rerun the command to "
+              f"go on)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ by 1, and restored as zero-size arrays from the abstract state.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -43,20 +47,73 @@ def save(directory: str, step: int, state, record: dict, keep: int | None = None
     save silently.
 
     Raises:
-      CheckpointError: orbax did not write it.
+      CheckpointError: orbax did not write it, or a write failed (a full disk, a file size
+        limit, a read-only directory: the message names the OS error). Orbax writes into a
+        temporary directory renamed when complete, so the checkpoints already there stay
+        restorable; the error traces orbax's writer threads log are dropped (one line here).
     """
     state = jax.tree.map(
         lambda x: jnp.zeros(_stand_in(x.shape), x.dtype) if x.size == 0 else x, state)
-    with _manager(directory, keep) as mgr:
-        for old in [s for s in mgr.all_steps() if s >= step]:
-            mgr.delete(old)     # left by an earlier process of this run: replaced, not kept
-        saved = mgr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            record=ocp.args.JsonSave({**record, "version": __version__})))
-        mgr.wait_until_finished()
+    try:
+        with _manager(directory, keep) as mgr, _quiet_orbax_threads():
+            for old in [s for s in mgr.all_steps() if s >= step]:
+                mgr.delete(old)     # left by an earlier process of this run: replaced
+            saved = mgr.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                record=ocp.args.JsonSave({**record, "version": __version__})))
+            mgr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in ValueError and others
+        kept = [s for s in all_steps(directory) if s < step]
+        raise CheckpointError(f"checkpoint {step} in {directory} could not be written "
+                              f"({_os_reason(e)}); checkpoints kept: {kept or 'none'}") from e
     if not saved:
         raise CheckpointError(f"checkpoint {step} in {directory} was not written (orbax "
                               f"refused the step)")
+
+
+class _DropThreadErrors(logging.Filter):
+    """Drops the tracebacks orbax's writer threads log on a failed write (``_SignalingThread``,
+    one per thread): the same error reaches ``save``, which raises it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_SignalingThread.run() raised" not in record.getMessage()
+
+
+def _loop_closed(u) -> bool:
+    return u.exc_type is RuntimeError and "Event loop is closed" in str(u.exc_value)
+
+
+@contextlib.contextmanager
+def _quiet_orbax_threads():
+    """While a save runs: orbax's thread tracebacks (absl log), and the ``RuntimeError: Event
+    loop is closed`` that tensorstore's callbacks report through ``sys.unraisablehook`` for
+    every write still in flight after the first failed one (dozens of tracebacks for one
+    error). After a failed save the unraisable filter stays (late callbacks: only that one
+    error is dropped); after a good one the previous hook is back."""
+    logger, f = logging.getLogger("absl"), _DropThreadErrors()
+    hook = sys.unraisablehook
+    logger.addFilter(f)
+    sys.unraisablehook = lambda u: None if _loop_closed(u) else hook(u)
+    try:
+        yield
+    except BaseException:
+        logger.removeFilter(f)
+        raise
+    logger.removeFilter(f)
+    sys.unraisablehook = hook
+
+
+def _os_reason(e: BaseException) -> str:
+    """The OS error behind a failed write, e.g. ``No space left on device (errno 28)``:
+    tensorstore's ``[os_error_code='N']`` or an ``OSError`` in the chain, else the first line."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno:
+            return f"{os.strerror(e.errno)} (errno {e.errno})"
+        m = re.search(r"os_error_code='(\d+)'", str(e))
+        if m:
+            return f"{os.strerror(int(m.group(1)))} (errno {m.group(1)})"
+        e = e.__cause__ or e.__context__
+    return "unknown error"
 
 
 def latest_step(directory: str) -> int | None:

@@ -254,11 +254,29 @@ def write_json_atomic(path: str, obj, **dump_kwargs) -> None:
 
 def save_npz_atomic(path: str, **arrays) -> None:
     """``np.savez(path, **arrays)`` through a temporary file renamed over ``path``: a reader
-    sees the old file or the new one, never half of one. ``path`` should end in ``.npz``."""
+    sees the old file or the new one, never half of one. ``path`` should end in ``.npz``.
+
+    Raises:
+      OSError: the write failed (a full disk): naming ``path``; no temporary file is left."""
     import numpy as np
     tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
+    try:
+        np.savez(tmp, **arrays)
+    except OSError as e:      # a full disk: no half file left behind, the error names the file
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
     os.replace(tmp, path)
+
+
+def os_error_line(e: OSError, where: str = "") -> str:
+    """One line for a failed write, e.g. ``cannot write runs/x/metrics.jsonl: No space left on
+    device (errno 28)``; ``where`` names the place when the error carries no file name."""
+    path = e.filename or where
+    reason = f"{e.strerror} (errno {e.errno})" if e.strerror else str(e)
+    return f"cannot write{' ' + str(path) if path else ''}: {reason}"
 
 
 def fail(msg: str, code: int = 2):

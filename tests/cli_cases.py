@@ -76,6 +76,23 @@ def aib(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+_LIMITED = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # a write past the limit fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def cli_with_file_limit(limit: int, module: str, *args, timeout=600):
+    """``python -m MODULE ARGS`` where no file may grow past ``limit`` bytes (``RLIMIT_FSIZE``;
+    a write beyond fails with EFBIG as a write to a full disk fails with ENOSPC: the same
+    paths in orbax, tensorstore and Python). Output goes to pipes, which the limit spares."""
+    return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), module, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def read_rows(run_dir) -> list[dict]:
     """A run directory's ``metrics.jsonl`` rows."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:

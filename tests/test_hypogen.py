@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli_cases import run_cases
+from cli_cases import cli_with_file_limit, run_cases
 
 from hyperjax.hypogen import data as D
 from hyperjax.hypogen import lqr, models as M, specs as S, train as T
@@ -329,6 +329,19 @@ def test_cli_bad_input_is_one_line():
                                                                  [a for a, _ in BAD_INPUT])):
         lines = [l for l in err.strip().splitlines() if l.strip()]
         assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), (args, code, err)
+
+
+def test_cli_full_disk_is_one_line_and_keeps_the_finished_stages(tmp_path):
+    """The disk fills while the dataset is written (a 50 kB file size limit): exit 2, one
+    line naming the file and the OS error; the experts stay, no half-written file does."""
+    run = str(tmp_path / "run")
+    res = cli_with_file_limit(50_000, "experiments.hypogen", "--algo=cond", "--epochs=10",
+                              "--eval_every=10", "--episodes_per_spec=2", f"--run_dir={run}")
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines() == [
+        f"error: cannot write {run}/dataset.npz: File too large (errno 27); finished stages "
+        f"are kept (rerun the command to go on)"], res.stderr[-3000:]
+    assert sorted(os.listdir(run)) == ["experts.npz"]
 
 
 def test_manipulation_defaults_are_the_released_ones():

@@ -12,7 +12,7 @@ import pytest
 import hyperjax as hj
 from hyperjax import checkpoint
 
-from cli_cases import aib, read_rows as _rows
+from cli_cases import aib, cli_with_file_limit, read_rows as _rows
 
 TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
         "--learning_starts=100", "--eval_episodes=1", "--report=false",
@@ -59,6 +59,26 @@ def test_resume_skips_a_damaged_latest_checkpoint_and_reproduces_the_run(finishe
     assert res.returncode == 0, res.stderr[-3000:]
     assert "checkpoint 4 skipped: it does not restore" in res.stdout
     assert "resumed from checkpoint after 3 segment(s)" in res.stdout
+    assert _rows(d) == _rows(finished)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_reproduces_it(finished, tmp_path):
+    """The disk fills before checkpoint 4 (a file size limit: checkpoint 3's files fit, the
+    next replay buffer does not): exit 2, one line naming the checkpoint and the OS error, no
+    orbax or tensorstore traceback; checkpoint 3 stays, and a resume once there is room ends
+    with the finished run's rows, bit for bit."""
+    d = str(tmp_path / "run")
+    shutil.copytree(finished, d)
+    os.remove(os.path.join(d, "summary.json"))                    # killed after checkpoint 3
+    shutil.rmtree(os.path.join(d, "checkpoints", "4"))
+    res = cli_with_file_limit(20_000, "experiments.aib", *TINY, f"--out_dir={d}", "--resume")
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines() == [
+        f"error: checkpoint 4 in {d}/checkpoints could not be written (File too large (errno "
+        f"27)); checkpoints kept: [3]"], res.stderr[-3000:]
+    assert checkpoint.all_steps(os.path.join(d, "checkpoints")) == [3]
+    res = aib(*TINY, f"--out_dir={d}", "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
     assert _rows(d) == _rows(finished)
 
 
