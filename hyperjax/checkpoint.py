@@ -71,12 +71,20 @@ def save(directory: str, step: int, state, record: dict, keep: int | None = None
                               f"refused the step)")
 
 
-class _DropThreadErrors(logging.Filter):
-    """Drops the tracebacks orbax's writer threads log on a failed write (``_SignalingThread``,
-    one per thread): the same error reaches ``save``, which raises it as one line."""
+class _DropWriteNoise(logging.Filter):
+    """Drops what orbax's writer threads and asyncio log about a failed checkpoint write: one
+    traceback per thread (``_SignalingThread``) and, when the writes' futures are collected,
+    "exception was never retrieved" for each write still in flight. The same error reaches
+    ``save``, which raises it as one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "_SignalingThread.run() raised" not in record.getMessage()
+        msg = record.getMessage()
+        return not ("_SignalingThread.run() raised" in msg
+                    or ("exception was never retrieved" in msg
+                        and "orbax-checkpoint-tmp" in msg))
+
+
+_NOISE = _DropWriteNoise()
 
 
 def _loop_closed(u) -> bool:
@@ -85,21 +93,20 @@ def _loop_closed(u) -> bool:
 
 @contextlib.contextmanager
 def _quiet_orbax_threads():
-    """While a save runs: orbax's thread tracebacks (absl log), and the ``RuntimeError: Event
-    loop is closed`` that tensorstore's callbacks report through ``sys.unraisablehook`` for
-    every write still in flight after the first failed one (dozens of tracebacks for one
-    error). After a failed save the unraisable filter stays (late callbacks: only that one
-    error is dropped); after a good one the previous hook is back."""
-    logger, f = logging.getLogger("absl"), _DropThreadErrors()
+    """While a save runs: the write noise above (``absl`` and ``asyncio`` loggers), and the
+    ``RuntimeError: Event loop is closed`` that tensorstore's callbacks report through
+    ``sys.unraisablehook`` for every write still in flight after the first failed one
+    (dozens of tracebacks for one error). After a failed save both filters stay (late
+    callbacks and collected futures; only these messages are dropped); after a good one the
+    logging filters are removed and the previous hook is back."""
+    loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
     hook = sys.unraisablehook
-    logger.addFilter(f)
+    for logger in loggers:
+        logger.addFilter(_NOISE)
     sys.unraisablehook = lambda u: None if _loop_closed(u) else hook(u)
-    try:
-        yield
-    except BaseException:
-        logger.removeFilter(f)
-        raise
-    logger.removeFilter(f)
+    yield       # an exception propagates from here and leaves the filters in place
+    for logger in loggers:
+        logger.removeFilter(_NOISE)
     sys.unraisablehook = hook
 
 

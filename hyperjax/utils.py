@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -143,8 +144,9 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
     (``probe_cache``, once per process and directory); elsewhere it is turned off, silently.
     ``quiet``: where XLA's AOT loader logs an error line on every read of an entry this host
     loads correctly (jax-ml/jax#38445), drop those lines from file descriptor 2 for the rest
-    of the process (the CLIs' choice; a library call leaves stderr alone). Returns the path,
-    or None when off.
+    of the process, and JAX's warning that an entry could not be written (a full disk: the
+    run's own error says so; the cache only saves time) (the CLIs' choice; a library call
+    leaves stderr alone). Returns the path, or None when off.
     """
     path = path or os.environ.get("HYPERJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
     try:
@@ -169,6 +171,8 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
         return None
     if quiet and found.loader_logs and not _FILTER:
         _FILTER.append(_Fd2LineFilter(AOT_LOADER_LOG.encode()))
+    if quiet:   # a full disk: the run's own error line says so; the cache is only a speed-up
+        warnings.filterwarnings("ignore", message="Error writing persistent compilation cache")
     return path
 
 

@@ -78,6 +78,14 @@ def aib(*args, timeout=600):
 
 _LIMITED = """
 import resource, runpy, signal, sys
+import jax
+from hyperjax import utils
+enable = utils.enable_compilation_cache
+def read_only_cache(*args, **kwargs):   # read the suite's cache, write no (truncated) entry
+    path = enable(*args, **kwargs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+    return path
+utils.enable_compilation_cache = read_only_cache
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # a write past the limit fails (EFBIG)
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
 sys.argv = sys.argv[2:]
@@ -88,7 +96,9 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 def cli_with_file_limit(limit: int, module: str, *args, timeout=600):
     """``python -m MODULE ARGS`` where no file may grow past ``limit`` bytes (``RLIMIT_FSIZE``;
     a write beyond fails with EFBIG as a write to a full disk fails with ENOSPC: the same
-    paths in orbax, tensorstore and Python). Output goes to pipes, which the limit spares."""
+    paths in orbax, tensorstore and Python). Output goes to pipes, which the limit spares. The
+    process reads the suite's compilation cache and writes nothing to it (a cut entry would
+    make other tests' processes warn and recompile)."""
     return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), module, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
