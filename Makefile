@@ -24,10 +24,10 @@ hypogen: $(STAMP)
 	$(PY) -m experiments.hypogen $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=25 $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=25 $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py $(ARGS)

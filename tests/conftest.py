@@ -15,16 +15,20 @@ def pytest_configure(config):
 
 
 # The modules in order of their worker-seconds in the default suite (results/test_time/,
-# 2026-12-07): with ``-n 2 --dist loadfile`` xdist hands whole modules to the workers in
-# collection order, so the longest go first and the two workers end together (longest
-# processing time first); alphabetically test_train.py, the longest, came nearly last.
-# test_scale.py's sharded test (two CLI processes at once) is slow. The pages that read the tiny CLI run (test_readme, test_policy) start after test_train.py has
-# put the program they share into the compilation cache. A module not listed runs after these.
-HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_mjx.py",
-               "test_hypogen.py", "test_hypogen_meta.py", "test_faithful.py", "test_readme.py",
-               "test_cli.py", "test_robust.py", "test_run.py", "test_guards.py", "test_rundir.py",
-               "test_policy.py", "test_manipulation.py",
-               "test_nets.py", "test_hypogen_knobs.py", "test_analysis.py")
+# 2026-12-07): with ``-n 2 --dist loadfile --no-loadscope-reorder`` (the Makefile's) xdist hands
+# whole modules to the workers in collection order, so the longest go first and the two
+# workers end together (longest processing time first). Without ``--no-loadscope-reorder``
+# xdist 3.x sorts modules by their number of tests instead and ignores this order (found
+# 2026-12-07: test_policy.py then compiled the tiny run's program before test_train.py had
+# put it into the compilation cache). test_scale.py's sharded test (two CLI processes at
+# once) is slow. The pages that read the tiny run (test_readme, test_policy) start after
+# test_train.py has put the program they share into the compilation cache. A module not
+# listed runs after these.
+HEAVY_FIRST = ("test_train.py", "test_methods.py", "test_hypogen.py", "test_readme.py",
+               "test_mjx.py", "test_faithful.py", "test_hypogen_meta.py", "test_cli.py",
+               "test_manipulation.py", "test_policy.py", "test_run.py", "test_analysis.py",
+               "test_nets.py", "test_hypogen_knobs.py", "test_guards.py", "test_rundir.py",
+               "test_robust.py", "test_collect.py")
 
 
 def pytest_collection_modifyitems(config, items):
