@@ -244,15 +244,19 @@ class OwnContextGate(ContextMethod):
 
 def test_a_method_defined_here_trains_through_make_train():
     methods.register(OwnContextGate(), replace=True)
-    cfg = hj.Config(algo="test_gate", **TINY)
-    state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
-    assert np.isfinite(m["q_loss"]).all() and m["aer"].shape == (3, 3)
-    # its conditioning is in the networks: the actor's first layer takes obs + 2 factors
-    from hyperjax.nets.networks import TORSO
-    k = state.agent.params.actor["params"][TORSO]["TorchDense_0"]["kernel"]
-    assert k.shape == (4 + 2, 256)
-    with pytest.raises(ValueError, match="registered already"):
-        methods.register(OwnContextGate())
+    try:
+        cfg = hj.Config(algo="test_gate", **TINY)
+        state, m = jax.jit(hj.make_train(cfg))(jax.random.PRNGKey(0))
+        assert np.isfinite(m["q_loss"]).all() and m["aer"].shape == (3, 3)
+        # its conditioning is in the networks: the actor's first layer takes obs + 2 factors
+        from hyperjax.nets.networks import TORSO
+        k = state.agent.params.actor["params"][TORSO]["TorchDense_0"]["kernel"]
+        assert k.shape == (4 + 2, 256)
+        with pytest.raises(ValueError, match="registered already"):
+            methods.register(OwnContextGate())
+    finally:   # later tests in this process list the registry (the CLI's --algo help)
+        methods.unregister("test_gate")
+    assert "test_gate" not in methods.names()
 
 
 class Pendulumish(Env):

@@ -33,7 +33,7 @@ def _run_page(page: str) -> dict:
             except Exception as e:  # name the block in the failure
                 raise AssertionError(f"{page} python block {i} failed: {e!r}\n{block}") from e
     finally:
-        methods._REGISTRY.pop("tanh_context", None)
+        methods.unregister("tanh_context")
         envs.TASKS.pop("line", None)
         algos.unregister("cond_scheduled")
     return ns

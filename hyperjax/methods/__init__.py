@@ -26,6 +26,11 @@ def register(method: ContextMethod, replace: bool = False) -> ContextMethod:
     return method
 
 
+def unregister(name: str) -> None:
+    """Removes the method registered as ``name`` (nothing when absent)."""
+    _REGISTRY.pop(name, None)
+
+
 def get(name: str) -> ContextMethod:
     """The method registered as ``name``.
 
