@@ -113,14 +113,15 @@ def _quiet_orbax_threads():
 def _os_reason(e: BaseException) -> str:
     """The OS error behind a failed write, e.g. ``No space left on device (errno 28)``:
     tensorstore's ``[os_error_code='N']`` or an ``OSError`` in the chain, else the first line."""
-    while e is not None:
-        if isinstance(e, OSError) and e.errno:
-            return f"{os.strerror(e.errno)} (errno {e.errno})"
-        m = re.search(r"os_error_code='(\d+)'", str(e))
+    cur = e
+    while cur is not None:
+        if isinstance(cur, OSError) and cur.errno:
+            return f"{os.strerror(cur.errno)} (errno {cur.errno})"
+        m = re.search(r"os_error_code='(\d+)'", str(cur))
         if m:
             return f"{os.strerror(int(m.group(1)))} (errno {m.group(1)})"
-        e = e.__cause__ or e.__context__
-    return "unknown error"
+        cur = cur.__cause__ or cur.__context__
+    return _one_line(e)
 
 
 def latest_step(directory: str) -> int | None:

@@ -82,6 +82,24 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_resume_reproduces_it(finish
     assert _rows(d) == _rows(finished)
 
 
+def test_a_failed_writes_os_reason_is_read_from_tensorstore_or_the_chain():
+    """What the full-disk line names: ENOSPC as tensorstore reports it (the real disk-full
+    case the file-size test above stands in for), an OSError under a wrapper, else the first
+    line of the error."""
+    reason = checkpoint._os_reason
+    assert reason(ValueError("OUT_OF_RANGE: Error writing \"x/0\" ... Failed to write 9 bytes "
+                             "to file 14: No space left on device [os_error_code='28']")) == \
+        "No space left on device (errno 28)"
+    try:
+        try:
+            raise OSError(28, "No space left on device", "/x")
+        except OSError as e:
+            raise ValueError("wrapped") from e
+    except ValueError as e:
+        assert reason(e) == "No space left on device (errno 28)"
+    assert reason(RuntimeError("odd\nsecond line")) == "RuntimeError: odd"
+
+
 def test_train_run_options_are_one_record_and_unknown_ones_are_named(tmp_path):
     """``train_run(cfg, dir, RunOptions(...), **fields)``: keyword fields replace the record's;
     a misspelt one is refused in one line before anything is created or compiled."""
