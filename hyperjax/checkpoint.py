@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,9 @@ def save(directory: str, step: int, state, record: dict, keep: int | None = None
                 record=ocp.args.JsonSave({**record, "version": __version__})))
             mgr.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in ValueError and others
+        # the writes left in flight are never awaited: Python warns about each at exit
+        warnings.filterwarnings("ignore", message=r"coroutine '.*serializ.*' was never awaited",
+                                category=RuntimeWarning)
         kept = [s for s in all_steps(directory) if s < step]
         raise CheckpointError(f"checkpoint {step} in {directory} could not be written "
                               f"({_os_reason(e)}); checkpoints kept: {kept or 'none'}") from e
@@ -97,7 +101,8 @@ def _quiet_orbax_threads():
     ``RuntimeError: Event loop is closed`` that tensorstore's callbacks report through
     ``sys.unraisablehook`` for every write still in flight after the first failed one
     (dozens of tracebacks for one error). After a failed save both filters stay (late
-    callbacks and collected futures; only these messages are dropped); after a good one the
+    callbacks and collected futures; only these messages are dropped), with one for Python's
+    exit-time warning about the serialisation coroutines never awaited; after a good save the
     logging filters are removed and the previous hook is back."""
     loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
     hook = sys.unraisablehook
