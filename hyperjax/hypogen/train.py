@@ -125,8 +125,9 @@ def loss_fn(model: nn.Module, params, specs, batch: dict, mask, w_value: float, 
 class Fit(NamedTuple):
     """The compiled pieces of one training run.
 
-    ``init(key) -> FitState`` (run eagerly, not jitted: see ``make_fit``); ``segment(state) -> (state, metrics)`` runs ``eval_every``
-    epochs then evaluates on the selection episodes (``metrics["select_return"]``);
+    ``init(key) -> FitState`` (run eagerly, not jitted: see ``make_fit``);
+    ``segment(state) -> (state, metrics)`` runs ``eval_every`` epochs then evaluates on the
+    selection episodes (``metrics["select_return"]``);
     ``evaluate(params, key=report key, specs=test specs) -> float32[S, E]`` returns of
     ``specs`` (pass the train specs for the BC check);
     ``generate(params, specs)`` policy weights; ``train_step((params, opt_state), (idx
