@@ -122,10 +122,7 @@ def main(argv):
     refuse_positional(argv)
     cfg = config_from_flags()
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    try:
-        enable_compilation_cache(quiet=True)
-    except ValueError as e:
-        _fail(str(e))
+    enable_compilation_cache(quiet=True)
     run_dir = FLAGS.run_dir or os.path.join("runs", f"hypogen-{FLAGS.task}")
     try:
         pipeline.run_pipeline(cfg, run_dir, overwrite=FLAGS.overwrite,

@@ -146,22 +146,9 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
     loads correctly (jax-ml/jax#38445), drop those lines from file descriptor 2 for the rest
     of the process, and JAX's warning that an entry could not be written (a full disk: the
     run's own error says so; the cache only saves time) (the CLIs' choice; a library call
-    leaves stderr alone). Programs that compile in under ``HYPERJAX_CACHE_MIN_COMPILE_SECS``
-    seconds (default 0.5) are not stored; the test suite sets 0, so its processes share even
-    the small programs (eager ops, HyPoGen's eager init: a few MB in all). Returns the path,
-    or None when off.
-
-    Raises:
-      ValueError: ``HYPERJAX_CACHE_MIN_COMPILE_SECS`` is not a number >= 0.
+    leaves stderr alone). Returns the path, or None when off.
     """
     path = path or os.environ.get("HYPERJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
-    min_secs = os.environ.get("HYPERJAX_CACHE_MIN_COMPILE_SECS", "0.5")
-    try:
-        min_compile_secs = float(min_secs)
-    except ValueError:
-        min_compile_secs = -1.0
-    if not min_compile_secs >= 0.0:
-        raise ValueError(f"HYPERJAX_CACHE_MIN_COMPILE_SECS={min_secs!r}: expected seconds >= 0")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:   # e.g. an unwritable HOME: run without the cache, and say so
@@ -170,7 +157,7 @@ def enable_compilation_cache(path: str | None = None, probe: bool = True,
         return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     if not (probe and jax.default_backend() == "cpu"):
         return path

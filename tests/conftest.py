@@ -4,10 +4,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as the CLIs (experiments/aib.py)
-# Every compiled program goes into the compilation cache, the small ones too: the workers and
-# the CLI subprocesses (which inherit this) then share what another process compiled
-# (results/test_time/, 2026-12-07: docs/hypogen.md's page 26.7 -> 14.7 s in a second process).
-os.environ.setdefault("HYPERJAX_CACHE_MIN_COMPILE_SECS", "0")
 
 from hyperjax.utils import enable_compilation_cache  # noqa: E402
 
