@@ -43,7 +43,8 @@ for column in ${COLUMNS[*]}; do
   } 2>&1 | grep --line-buffered -Ev "cpu_aot_loader|pjrt_executable" >> "$OUT/$column.log"
   [ -f "$run/results.md" ] || { echo "$column did not finish: see $OUT/$column.log"; exit 1; }
   mkdir -p "$dest"
-  cp "$run"/results.md "$run"/results.json "$OUT/$column.log" "$dest"/
+  cp "$run"/results.md "$run"/results.json "$run"/random_floor.json "$OUT/$column.log" "$dest"/
+  cp -r "$run"/plots "$dest"/
   for d in "$run"/*/seed_*; do
     algo=$(basename "$(dirname "$d")")
     mkdir -p "$dest/$algo"
