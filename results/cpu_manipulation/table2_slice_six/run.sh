@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issue 41 §2: the LiftCube-stiffness Table 2 slice (../table2_slice/, 2026-12-03: HyperZero
+# and HyPoGen) with all six models on one set of experts and demonstrations: the same command
+# and budget (experts = ../expert_k1000 fine-tuned 100,000 PPO steps (its run.sh with STEPS=100000) per training spec, 50
+# demonstrations per spec, 20 evaluation episodes, 40 epochs, 1 seed), --algo=all. The experts
+# are rebuilt (the run directory of 2026-12-03 is gone); their curves in experts_log.jsonl
+# show whether they came out as before (../table2_slice/experts_log.jsonl).
+#
+#   bash results/cpu_manipulation/table2_slice_six/run.sh     # rerun the same line to resume
+#
+# Pinned like results/cpu_hypogen_columns/run.sh (the same worktree); the run directory
+# (dataset ~90 MB) is outside the repository. One heavy job on this CPU at a time.
+set -euo pipefail
+COMMIT=${COMMIT:-0189c94}
+REPO=$(cd "$(dirname "$0")/../../.." && pwd)
+TREE=${TREE:-/tmp/hypogen_columns_tree}
+RUN=${RUN:-/tmp/table2_slice_six}
+PY=${PY:-$REPO/.venv/bin/python}
+DEST="$REPO/results/cpu_manipulation/table2_slice_six"
+if [ ! -d "$TREE" ]; then
+  git -C "$REPO" worktree add --detach "$TREE" "$COMMIT"
+fi
+cd "$TREE"
+{
+  echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(git rev-parse --short HEAD)"
+  rc=0
+  "$PY" -m experiments.hypogen --task=lift_cube_stiffness --algo=all \
+      --expert_specs=train --ppo_preset=cpu \
+      --ppo_init="$REPO/results/cpu_manipulation/expert_k1000/params.npz" --expert_steps=100000 \
+      --episodes_per_spec=50 --eval_episodes=20 --epochs=40 --eval_every=20 \
+      --run_dir="$RUN" || rc=$?
+  echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) exit $rc"
+} 2>&1 | grep --line-buffered -Ev "cpu_aot_loader|pjrt_executable|^[EWI][0-9]{4} [0-9:.]+ +[0-9]+ [a-z_]+\.cc" \
+  >> "$RUN.log"
+[ -f "$RUN/results.md" ] || { echo "not finished: see $RUN.log"; exit 1; }
+cp "$RUN"/results.md "$RUN"/results.json "$RUN"/experts_log.jsonl "$RUN.log" "$DEST"/
+cp -r "$RUN"/plots "$DEST"/ 2>/dev/null || true
+for d in "$RUN"/*/seed_*; do
+  algo=$(basename "$(dirname "$d")")
+  mkdir -p "$DEST/$algo"
+  cp "$d"/log.jsonl "$d"/result.json "$DEST/$algo"/
+done
+echo "copied to $DEST"
