@@ -327,7 +327,7 @@ def test_a_registered_env_is_taken_by_name():
             normalise(-100.0, "test_line_nb")
     finally:
         for name in ("test_line_reg", "test_line_nb", "x"):
-            envs.TASKS.pop(name, None)
+            envs.unregister(name)
     assert "test_line_reg" not in hj.env_names()
 
 
@@ -347,7 +347,7 @@ def test_a_registered_env_trains_checkpoints_and_loads_by_name(tmp_path):
         ret = hj.evaluate(policy, params, prog.env, prog.sets.eval_out, jax.random.PRNGKey(1))
         assert ret.shape == (20, 1) and np.isfinite(ret).all()
     finally:
-        envs.TASKS.pop("test_line_run", None)
+        envs.unregister("test_line_run")
 
 
 @pytest.mark.slow  # docs/library.md's Line env (tests/test_readme.py) trains one by default

@@ -34,7 +34,7 @@ def _run_page(page: str) -> dict:
                 raise AssertionError(f"{page} python block {i} failed: {e!r}\n{block}") from e
     finally:
         methods.unregister("tanh_context")
-        envs.TASKS.pop("line", None)
+        envs.unregister("line")
         algos.unregister("cond_scheduled")
     return ns
 

@@ -139,6 +139,12 @@ def register(info: TaskInfo, replace: bool = False) -> TaskInfo:
     return info
 
 
+def unregister(name: str) -> None:
+    """Removes the task registered as ``name`` (nothing when absent), as
+    ``methods.unregister`` and ``hypogen.algos.unregister`` do for theirs."""
+    TASKS.pop(name, None)
+
+
 def task_info(name: str) -> TaskInfo:
     """The ``TaskInfo`` of registered task ``name``.
 
@@ -217,4 +223,4 @@ def context_sets(name: str, seed: int = 0) -> ContextSets:
 __all__ = ["AutoReset", "ContextSets", "Env", "EnvState", "EpisodeStats", "Factor", "Timestep",
            "context_sets", "contexts", "env_names", "episode_length", "is_mjx", "varied_factors", "fill_context_window", "make_env",
            "make_context_sets", "push_window", "sample_context_sets", "validate_context_set", "TASKS", "TaskInfo",
-           "task_info", "env_help", "register", "PAPER_BUDGET", "CPU_BUDGET"]
+           "task_info", "env_help", "register", "unregister", "PAPER_BUDGET", "CPU_BUDGET"]
