@@ -28,8 +28,9 @@ from hyperjax.config import parse_sweep, sweep_points
 from hyperjax.guards import DivergenceGuard, check_fits
 from hyperjax.parallel import (ENV_AXIS, abstract_state, barrier, check_seeds, compile_program,
                                is_main, run_mesh, seed_keys, sweep_hparams, to_host)
-from hyperjax.rundir import (RunPaths, context_fields, finished_rows, format_table, metric_rows,
-                             rows_by_point, run_dir_lock, run_record, write_rows)
+from hyperjax.rundir import (RunPaths, complete_rows, context_fields, finished_rows,
+                             format_table, metric_rows, rows_by_point, run_dir_lock, run_record,
+                             write_rows)
 from hyperjax.train import SPLITS, Program, make_program
 from hyperjax.utils import code_identity, read_json, write_json_atomic
 
@@ -165,7 +166,7 @@ def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunRe
     if is_main():
         os.makedirs(run_dir, exist_ok=True)
     barrier("run_dir_made")
-    done = _finished_run(cfg, opts, record, paths, want_diag, say)
+    done = _finished_run(cfg, opts, record, paths, want_diag, len(points) * opts.seeds, say)
     if done is not None:
         return done
     prog = make_program(cfg, sets, tuple(points[0]))
@@ -203,8 +204,12 @@ def _train(cfg, run_dir: str, opts: RunOptions, sets, say, progress_fn) -> RunRe
 
 
 def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_diag: bool,
-                  say) -> RunResult | None:
-    """On resume: refuses another config's directory; reads a finished run back, else None."""
+                  n_runs: int, say) -> RunResult | None:
+    """On resume: refuses another config's directory; reads a finished run back (from its
+    final checkpoint's record, else from a complete ``metrics.jsonl`` beside its
+    ``config.json``), else None. A finished run (``summary.json``) with no checkpoint and no
+    complete ``metrics.jsonl`` is refused (ValueError) rather than trained again over its
+    files."""
     if opts.resume and os.path.exists(paths.config):
         saved = read_json(paths.config)
         k = checkpoint.config_diff(saved, record)
@@ -215,9 +220,18 @@ def _finished_run(cfg, opts: RunOptions, record: dict, paths: RunPaths, want_dia
             and (not want_diag or os.path.exists(paths.diagnostics))):
         return None
     rows = finished_rows(cfg, record, paths.checkpoints, paths.metrics, say)
+    source = ""
+    if rows is None and os.path.exists(paths.config):
+        rows = complete_rows(paths.metrics, cfg.total_steps // cfg.eval_every + 1,
+                             cfg.eval_every, n_runs)
+        source = " (metrics.jsonl; no final checkpoint)"
     if rows is None:
+        if not checkpoint.all_steps(paths.checkpoints):
+            raise ValueError(f"--resume: {paths.run_dir} holds a finished run (summary.json) "
+                             f"but no checkpoint and no complete metrics.jsonl to read it back "
+                             f"from: pass --overwrite to train it again")
         return None
-    say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {paths.run_dir}")
+    say(f"{cfg.env}/{cfg.algo}: finished earlier; read from {paths.run_dir}{source}")
     diag = read_json(paths.diagnostics) if want_diag else None
     summary = read_json(paths.summary)
     return RunResult(cfg, rows, final_scores(rows_by_point(rows)[0][1]), diag, None, summary)

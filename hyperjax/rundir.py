@@ -222,6 +222,25 @@ def finished_rows(cfg, record_cfg, ckpt_dir, metrics_path, say):
     return rows
 
 
+def complete_rows(metrics_path: str, n_segments: int, eval_every: int,
+                  n_runs: int) -> list[dict] | None:
+    """A finished run's rows read from ``metrics.jsonl`` alone (its checkpoints deleted, or
+    its files copied without them): the rows when the file parses and holds every evaluation
+    (steps ``0, eval_every, ..., (n_segments - 1) * eval_every``, each with ``n_runs`` x
+    ``len(SPLITS)`` rows), else None."""
+    try:
+        with open(metrics_path) as f:
+            rows = [json.loads(x) for x in f]
+    except (OSError, ValueError):
+        return None
+    want = {i * eval_every: 0 for i in range(n_segments)}
+    for r in rows:
+        if not isinstance(r, dict) or r.get("step") not in want:
+            return None
+        want[r["step"]] += 1
+    return rows if set(want.values()) == {n_runs * len(SPLITS)} else None
+
+
 def write_rows(path, rows):
     """``rows`` as JSON lines, written atomically (a temporary file renamed over ``path``)."""
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,5 +1,6 @@
 """``hyperjax.run`` (the library's run driver, ``train_run``): its options as one record, a
-finished run read back and its rows rebuilt from the checkpoint record, a resume over a damaged
+finished run read back and its rows rebuilt from the checkpoint record (or read from its
+metrics when its checkpoints are gone, refused when neither can), a resume over a damaged
 newest checkpoint that reproduces the run bit for bit. (Kill-and-resume against the CLI:
 test_cli.py; the run directory and its lock: test_rundir.py; the non-finite guard:
 test_guards.py.)"""
@@ -12,7 +13,7 @@ import pytest
 import hyperjax as hj
 from hyperjax import checkpoint
 
-from cli_cases import aib, cli_with_file_limit, read_rows as _rows
+from cli_cases import aib, aib_inprocess, cli_with_file_limit, one_line_error, read_rows as _rows
 
 TINY = ["--algo=dr", "--env=di", "--total_steps=300", "--eval_every=100",
         "--learning_starts=100", "--eval_episodes=1", "--report=false",
@@ -46,6 +47,36 @@ def test_a_finished_runs_metrics_are_rebuilt_from_the_checkpoint_record(finished
     assert res.returncode == 0, res.stderr[-3000:]
     assert "rewritten from checkpoint 4" in res.stdout
     assert open(path).read() == text
+
+
+def test_a_finished_run_without_checkpoints_is_read_back_from_its_metrics(finished, tmp_path):
+    """Its checkpoints deleted (or its files copied without them, as results/ keeps runs): a
+    resume reads the run back from ``metrics.jsonl`` and compiles nothing; no file changes."""
+    d = str(tmp_path / "run")
+    shutil.copytree(finished, d)
+    shutil.rmtree(os.path.join(d, "checkpoints"))
+    before = {f: open(os.path.join(d, f)).read() for f in ("metrics.jsonl", "summary.json")}
+    res = aib(*TINY, f"--out_dir={d}", "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"di/dr: finished earlier; read from {d} (metrics.jsonl; no final checkpoint)" \
+        in res.stdout and "compiled in" not in res.stdout
+    assert {f: open(os.path.join(d, f)).read() for f in before} == before
+
+
+def test_a_finished_run_that_cannot_be_read_back_is_refused_not_retrained(finished, tmp_path,
+                                                                          capsys):
+    """No checkpoint and a ``metrics.jsonl`` short of its last evaluation: one line, exit 2,
+    and the run's files stay as they were (training again would overwrite them)."""
+    d = str(tmp_path / "run")
+    shutil.copytree(finished, d)
+    shutil.rmtree(os.path.join(d, "checkpoints"))
+    path = os.path.join(d, "metrics.jsonl")
+    open(path, "w").write("".join(open(path).read().splitlines(True)[:-1]))
+    before = {f: open(os.path.join(d, f)).read() for f in ("metrics.jsonl", "summary.json")}
+    one_line_error(aib_inprocess(capsys, *TINY, f"--out_dir={d}", "--resume"),
+                   r"holds a finished run \(summary.json\) but no checkpoint and no complete "
+                   r"metrics.jsonl .* pass --overwrite to train it again$")
+    assert {f: open(os.path.join(d, f)).read() for f in before} == before
 
 
 def test_resume_skips_a_damaged_latest_checkpoint_and_reproduces_the_run(finished, tmp_path):
