@@ -174,6 +174,25 @@ def test_a_study_file_without_run_directories_is_read(tmp_path):
     assert [r.path for r in runs] == [str(tmp_path / "dr")]
 
 
+def test_a_written_study_is_read_back_with_its_budgets_and_code_versions(tmp_path):
+    """What ``write_study`` writes (``vars(Study)``, ``meta.code`` a list of labels) is read
+    back as the runs it pooled: a committed report can stand in for its run directories, and
+    its code versions still keep it from pooling with another version's runs."""
+    _run_dir(tmp_path / "a" / "dr", "di", "dr", [20.0, 22.0])
+    _run_dir(tmp_path / "a" / "concat", "di", "concat", [50.0],
+             code=dict(version="0.2.0", commit="feedbeef"))
+    runs, _ = collect.load([str(tmp_path / "a")])
+    study = collect.merge(runs, allow_mixed=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "study.json").write_text(json.dumps(vars(study)))
+    back, _ = collect.load([str(tmp_path / "b" / "study.json")])
+    key = lambda r: r.algo
+    assert [(r.env, r.algo, r.scores, r.budget, r.code) for r in sorted(back, key=key)] == \
+        [(r.env, r.algo, r.scores, r.budget, r.code) for r in sorted(runs, key=key)]
+    with pytest.raises(collect.CollectError, match="code versions differ"):
+        collect.merge(back)
+
+
 def test_report_cli_writes_the_merged_report_and_refuses_in_one_line(tmp_path):
     for algo, v in (("dr", 20.0), ("concat", 50.0), ("dma_sh", 60.0)):
         _run_dir(tmp_path / "runs" / algo, "di", algo, [v, v + 2])

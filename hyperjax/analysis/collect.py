@@ -123,8 +123,25 @@ def read_run(run_dir: str) -> Run:
                diagnostics=_json(diag_path) if os.path.exists(diag_path) else None)
 
 
+def _study_code(meta: dict, env: str, algo: str) -> str:
+    """A study cell's code version: from ``meta.pooled`` (what ``merge`` wrote: one row per
+    source, each with its ``code`` label), else ``meta.code`` (a list of labels, one label, or
+    a ``summary.json`` code record)."""
+    labels = sorted({p["code"] for p in meta.get("pooled") or []
+                     if p.get("env") == env and p.get("algo") == algo and p.get("code")})
+    code = meta.get("code")
+    if not labels and isinstance(code, (list, tuple)):
+        labels = sorted(set(code))
+    elif not labels and isinstance(code, str):
+        labels = [code]
+    elif not labels:
+        return code_label(code)
+    return labels[0] if len(labels) == 1 else "several versions: " + "; ".join(labels)
+
+
 def read_study(path: str) -> list[Run]:
-    """The cells of a ``study.json`` as ``Run``s (budgets from its ``meta``).
+    """The cells of a ``study.json`` (``write_study``'s, or any with ``scores`` and
+    ``meta.budgets``) as ``Run``s, with budgets and code versions from its ``meta``.
 
     Raises:
       CollectError: unreadable, or missing ``scores`` / a task's budget.
@@ -141,7 +158,7 @@ def read_study(path: str) -> list[Run]:
             for algo, per_split in by_algo.items():
                 out.append(Run(env, algo, path, {s: list(per_split[s]) for s in SPLITS},
                                [None] * len(per_split["train"]), tuple(budget[:3]),
-                               code_label(meta.get("code")),
+                               _study_code(meta, env, algo),
                                (study.get("curves") or {}).get(env, {}).get(algo),
                                (study.get("diagnostics") or {}).get(env, {}).get(algo)))
         return out
