@@ -43,12 +43,13 @@ for column in ${COLUMNS[*]}; do
   } 2>&1 | grep --line-buffered -Ev "cpu_aot_loader|pjrt_executable" >> "$OUT/$column.log"
   [ -f "$run/results.md" ] || { echo "$column did not finish: see $OUT/$column.log"; exit 1; }
   mkdir -p "$dest"
-  cp "$run"/results.md "$run"/results.json "$run"/random_floor.json "$OUT/$column.log" "$dest"/
-  cp -r "$run"/plots "$dest"/
-  for d in "$run"/*/seed_*; do
+  for d in "$run"/*/seed_*; do      # a missing file stops the script (set -e), named by cp
     algo=$(basename "$(dirname "$d")")
     mkdir -p "$dest/$algo"
-    cp "$d"/log.jsonl "$d"/result.json "$dest/$algo"/ 2>/dev/null || true
+    cp "$d"/log.jsonl "$d"/result.json "$dest/$algo"/
   done
+  cp "$run"/results.json "$run"/random_floor.json "$OUT/$column.log" "$dest"/
+  cp -r "$run"/plots "$dest"/
+  cp "$run"/results.md "$dest"/      # last: its presence in $dest marks the column as done
   echo "$column: copied to $dest"
 done

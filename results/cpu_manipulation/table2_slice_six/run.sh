@@ -44,11 +44,12 @@ cd "$TREE"
   >> "$RUN.log"
 [ -f "$RUN/results.md" ] || { echo "not finished: see $RUN.log"; exit 1; }
 mkdir -p "$DEST"
-cp "$RUN"/results.md "$RUN"/results.json "$RUN"/experts_log.jsonl "$RUN.log" "$DEST"/
-cp -r "$RUN"/plots "$DEST"/ 2>/dev/null || true
 for d in "$RUN"/*/seed_*; do
   algo=$(basename "$(dirname "$d")")
   mkdir -p "$DEST/$algo"
   cp "$d"/log.jsonl "$d"/result.json "$DEST/$algo"/
 done
+cp "$RUN"/results.json "$RUN"/experts_log.jsonl "$RUN.log" "$DEST"/
+if [ -d "$RUN/plots" ]; then cp -r "$RUN"/plots "$DEST"/; fi
+cp "$RUN"/results.md "$DEST"/       # last: its presence in $DEST marks the slice as done
 echo "copied to $DEST"
