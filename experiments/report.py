@@ -10,7 +10,9 @@ of improvement, and the paper's figures beside ours (v1's headline, v2's Tables 
 its IQM table) with a verdict (``hyperjax.analysis.collect``, ``report``, ``paper``).
 
 Runs of one task at different budgets, or of different code versions, are refused in one line
-naming them unless ``--allow_mixed``; the report then lists what it pooled. A damaged or
+naming them unless ``--allow_mixed``; the report then lists what it pooled. One run never
+counts twice: a study's cell gives way to the run directories it pooled when they are given
+too, and a copy of a run directory is refused, ``--allow_mixed`` or not. A damaged or
 unfinished run directory is named and skipped (``--strict``: refused). Bad input: one line,
 exit 2.
 """

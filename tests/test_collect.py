@@ -193,6 +193,62 @@ def test_a_written_study_is_read_back_with_its_budgets_and_code_versions(tmp_pat
         collect.merge(back)
 
 
+def test_a_study_cell_is_replaced_by_the_run_directories_it_pooled(tmp_path, monkeypatch):
+    """A committed report's ``study.json`` and the run directories it pooled, given together
+    (a folder holding both, or a rerun committed where the lost runs were), count each run
+    once: the cell is read from its directories. A cell that pooled a given directory beside
+    one that is not given is refused (its seeds cannot be split)."""
+    monkeypatch.chdir(tmp_path)
+    _run_dir("runs/di/dr", "di", "dr", [20.0, 22.0])
+    _run_dir("runs/di/dma_sh", "di", "dma_sh", [60.0, 61.0])
+    _run_dir("more/dr", "di", "dr", [30.0], seed0=5)
+    runs, _ = collect.load(["runs", "more"])
+    os.makedirs("interim")
+    with open("interim/study.json", "w") as f:   # pooled paths as written: relative
+        json.dump(vars(collect.merge(runs)), f)
+    for cwd in (".", "runs"):                     # and read from another working directory
+        monkeypatch.chdir(tmp_path / cwd)
+        top = str(tmp_path)
+        runs, skipped = collect.load([top + "/runs", top + "/more", top + "/interim"])
+        assert not skipped and sorted(r.path for r in runs) == [
+            top + "/more/dr", top + "/runs/di/dma_sh", top + "/runs/di/dr"]
+        assert collect.merge(runs).scores["di"]["dr"]["train"] == [20.0, 22.0, 30.0]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(collect.CollectError, match=r"interim/study.json: di/dr pooled more/dr "
+                                                   r"with .*runs/di/dr, which is given too"):
+        collect.load(["runs", "interim/study.json"])
+    # one cell replaced by its directory, the other read from the study
+    runs, _ = collect.load(["interim/study.json", "runs/di/dma_sh"])
+    assert sorted((r.algo, r.path) for r in runs) == [
+        ("dma_sh", "runs/di/dma_sh"), ("dr", "interim/study.json")]
+    assert collect.merge(runs).scores["di"]["dr"]["train"] == [20.0, 22.0, 30.0]
+
+
+def test_one_run_in_two_sources_is_refused_even_when_mixing_is_allowed(tmp_path):
+    """A copy of a run directory (same seeds, budget and code version), or one run directory
+    pooled by two study files, is one run read twice: refused, ``allow_mixed`` or not; the
+    same seeds at another budget are other runs."""
+    _run_dir(tmp_path / "a" / "dr", "di", "dr", [20.0, 22.0])
+    _run_dir(tmp_path / "copy" / "dr", "di", "dr", [20.0, 22.0])
+    runs, _ = collect.load([str(tmp_path / "a"), str(tmp_path / "copy")])
+    for allow in (False, True):
+        with pytest.raises(collect.CollectError, match=r"di/dr: seed 0 in two sources .*a/dr, "
+                                                       r".*copy/dr\): one run read twice"):
+            collect.merge(runs, allow_mixed=allow)
+    _run_dir(tmp_path / "longer" / "dr", "di", "dr", [30.0, 32.0], total=30)
+    runs, _ = collect.load([str(tmp_path / "a"), str(tmp_path / "longer")])
+    assert collect.merge(runs, allow_mixed=True).scores["di"]["dr"]["train"] == [
+        20.0, 22.0, 30.0, 32.0]
+    study = vars(collect.merge(collect.load([str(tmp_path / "a")])[0]))
+    for name in ("s1", "s2"):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "study.json").write_text(json.dumps(study))
+    runs, _ = collect.load([str(tmp_path / "s1"), str(tmp_path / "s2")])
+    with pytest.raises(collect.CollectError, match="di/dr: the run directory .*a/dr in two "
+                                                   "sources"):
+        collect.merge(runs, allow_mixed=True)
+
+
 def test_report_cli_writes_the_merged_report_and_refuses_in_one_line(tmp_path):
     for algo, v in (("dr", 20.0), ("concat", 50.0), ("dma_sh", 60.0)):
         _run_dir(tmp_path / "runs" / algo, "di", algo, [v, v + 2])

@@ -8,8 +8,10 @@ Sources, found by walking every directory given:
   of one (task, method) from its metrics rows: per seed the max of the last two evaluations
   (``stats.final_scores``), and its learning curves;
 * a **study file** (``study.json``, ``write_study``'s) gives every (task, method) it holds
-  that no run directory under the same folder gives (studies committed without their run
-  directories).
+  that no run directory read in the same call replaces (studies committed without their run
+  directories). A run directory replaces a study's cell when it lies under the study's folder
+  or is one of the sources the cell pooled (``meta.pooled``): the same runs are never counted
+  twice, whichever paths are given.
 
 Per (task, method) the runs' seeds are pooled, so seed counts may differ between cells.
 Pooling needs one budget per task (every method of a task trained and evaluated alike) and one
@@ -49,6 +51,8 @@ class Run:
       code: the code version that trained it (``summary.json``'s ``code``, or ``UNKNOWN``).
       curves: ``curves_from_rows`` of its rows, or None.
       diagnostics: its ``diagnostics.json``, or None.
+      sources: for a study cell, the run directories it pooled (``meta.pooled``'s paths, as
+        written); empty for a run directory.
     """
 
     env: str
@@ -60,6 +64,7 @@ class Run:
     code: str
     curves: dict | None = None
     diagnostics: dict | None = None
+    sources: tuple = ()
 
 
 def curves_from_rows(rows: list[dict]) -> dict:
@@ -160,21 +165,41 @@ def read_study(path: str) -> list[Run]:
                                [None] * len(per_split["train"]), tuple(budget[:3]),
                                _study_code(meta, env, algo),
                                (study.get("curves") or {}).get(env, {}).get(algo),
-                               (study.get("diagnostics") or {}).get(env, {}).get(algo)))
+                               (study.get("diagnostics") or {}).get(env, {}).get(algo),
+                               tuple(p["path"] for p in meta.get("pooled") or []
+                                     if p.get("env") == env and p.get("algo") == algo
+                                     and p.get("path"))))
         return out
     except (KeyError, TypeError, AttributeError) as e:
         raise CollectError(f"{path}: not a study file (missing {e})") from None
 
 
+def _same_dir(run_path: str, source: str) -> bool:
+    """Whether ``source`` (a path a study recorded, relative to where that study was written,
+    or absolute) names the run directory ``run_path``."""
+    run = os.path.abspath(run_path)
+    if os.path.isabs(source):
+        return run == os.path.normpath(source)
+    return run == os.path.abspath(source) or run.endswith(os.sep + os.path.normpath(source))
+
+
+def _under(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
 def load(paths, strict: bool = False) -> tuple[list[Run], list[str]]:
     """Every run and study cell under ``paths`` (directories, walked; or ``study.json``
     files). Returns ``(runs, skipped)``: ``skipped`` holds one line per damaged or unfinished
-    source (its path and why).
+    source (its path and why). A study cell is left out where a run directory read here
+    replaces it (under the study's folder, or one of the cell's ``sources``).
 
     Raises:
-      CollectError: a path that does not exist; with ``strict``, the first damaged source.
+      CollectError: a path that does not exist; a study cell that pooled a run directory
+        given here beside others that are not (its seeds cannot be told apart); with
+        ``strict``, the first damaged source.
     """
-    runs, skipped = [], []
+    runs, skipped, cells = [], [], []
     for top in paths:
         if not os.path.exists(top):
             raise CollectError(f"{top}: no such file or directory")
@@ -182,15 +207,13 @@ def load(paths, strict: bool = False) -> tuple[list[Run], list[str]]:
             walk = [(os.path.dirname(top) or ".", [], [os.path.basename(top)])]
         else:
             walk = sorted(os.walk(top))
-        found: dict[tuple, list[Run]] = {}
-        studies = []
+        dirs_here, cells_here, studies = [], [], []
         for d, subdirs, files in walk:
             subdirs[:] = sorted(s for s in subdirs if s != "checkpoints")
             try:
                 if "config.json" in files and ("metrics.jsonl" in files
                                                or "summary.json" in files):
-                    r = read_run(d)
-                    found.setdefault((r.env, r.algo), []).append(r)
+                    dirs_here.append(read_run(d))
                 if "study.json" in files:
                     studies.append(os.path.join(d, "study.json"))
             except CollectError as e:
@@ -198,27 +221,51 @@ def load(paths, strict: bool = False) -> tuple[list[Run], list[str]]:
                     raise
                 skipped.append(str(e))
         for path in studies:
-            folder = os.path.dirname(path)
             try:
-                cells = read_study(path)
+                cells_here.extend(read_study(path))
             except CollectError as e:
                 if strict:
                     raise
                 skipped.append(str(e))
-                continue
-            for c in cells:  # a run directory under the study's folder wins
-                under = [r for r in found.get((c.env, c.algo), [])
-                         if os.path.commonpath([os.path.abspath(r.path),
-                                                os.path.abspath(folder)])
-                         == os.path.abspath(folder)]
-                if not under:
-                    found.setdefault((c.env, c.algo), []).append(c)
-        for group in found.values():
-            for r in group:  # unknown versions pool within one given directory only
-                if r.code == UNKNOWN:
-                    r.code = f"{UNKNOWN}, under {top}"
-            runs.extend(group)
+        for r in dirs_here + cells_here:  # unknown versions pool within one directory given
+            if r.code == UNKNOWN:
+                r.code = f"{UNKNOWN}, under {top}"
+        runs.extend(dirs_here)
+        cells.extend(cells_here)
+    dirs = list(runs)
+    for c in cells:
+        same = [r for r in dirs if (r.env, r.algo) == (c.env, c.algo)]
+        inside = [r for r in same if _under(r.path, os.path.dirname(c.path))]
+        named = [r for r in same if any(_same_dir(r.path, s) for s in c.sources)]
+        if inside:
+            continue  # the study's own run directories
+        if named:
+            missing = [s for s in c.sources if not any(_same_dir(r.path, s) for r in named)]
+            if missing:
+                raise CollectError(
+                    f"{c.path}: {c.env}/{c.algo} pooled {', '.join(missing)} with "
+                    f"{', '.join(r.path for r in named)}, which is given too: its seeds cannot "
+                    "be told apart (give the study or its run directories, not both)")
+            continue  # the same runs, read from their directories
+        runs.append(c)
     return runs, skipped
+
+
+def _refuse_twice(runs: list[Run]) -> None:
+    """Refuse one (task, method)'s sources that hold the same run twice: a seed at one budget
+    and code version in two run directories (copies), or one run directory pooled by two study
+    files. ``--allow_mixed`` does not lift this: runs of other budgets or versions are other
+    runs, a copy is not."""
+    owner: dict = {}
+    for r in runs:
+        keys = [("seed", s, r.budget, r.code) for s in r.seeds if s is not None]
+        keys += [("source", os.path.normpath(p)) for p in r.sources]
+        for k in keys:
+            if k in owner and owner[k] != r.path:
+                what = f"seed {k[1]}" if k[0] == "seed" else f"the run directory {k[1]}"
+                raise CollectError(f"{r.env}/{r.algo}: {what} in two sources ({owner[k]}, "
+                                   f"{r.path}): one run read twice")
+            owner[k] = r.path
 
 
 def merge(runs: list[Run], allow_mixed: bool = False, device: str | None = None) -> Study:
@@ -229,9 +276,10 @@ def merge(runs: list[Run], allow_mixed: bool = False, device: str | None = None)
     ``allow_mixed`` let it through).
 
     Raises:
-      CollectError: no runs; the same seed of one (task, method) in two sources; or, unless
-        ``allow_mixed``, one task's runs at different budgets or runs of different code
-        versions (naming the runs).
+      CollectError: no runs; one run in two sources (``_refuse_twice``: a seed at one budget
+        and code version in two run directories, one run directory pooled by two study
+        files), even with ``allow_mixed``; or, unless ``allow_mixed``, one task's runs at
+        different budgets or runs of different code versions (naming the runs).
     """
     if not runs:
         raise CollectError("no finished runs or study files found")
@@ -267,12 +315,8 @@ def merge(runs: list[Run], allow_mixed: bool = False, device: str | None = None)
         if r.diagnostics is not None and r.algo not in diags.get(r.env, {}):
             diags.setdefault(r.env, {})[r.algo] = r.diagnostics
     for env, rs in by_env.items():
-        for algo in {r.algo for r in rs}:
-            seen = [s for r in rs if r.algo == algo for s in r.seeds if s is not None]
-            if len(seen) != len(set(seen)) and not allow_mixed:
-                paths = [r.path for r in rs if r.algo == algo]
-                raise CollectError(f"{env}/{algo}: the same seed in two sources "
-                                   f"({', '.join(paths)}): one run read twice?")
+        for algo in sorted({r.algo for r in rs}):
+            _refuse_twice([r for r in rs if r.algo == algo])
     env_list = [e for e in envs.env_names() if e in scores] + sorted(
         e for e in scores if e not in envs.env_names())
     algo_list = sorted({r.algo for r in runs})
