@@ -13,6 +13,11 @@ every lost pair that has been rerun:
 
     python results/cpu_aib_grid/check_reruns.py        # prints one verdict per pair; exit 1 on
                                                         # any difference
+
+A difference is not by itself a fault: DMA*-SH's float32 training is not bitwise the same on
+another CPU model (the lost runs ran on the first sessions' AMD EPYC VMs; ``make run``'s
+DMA*-SH differed on the seventh session's Intel Xeon, DR did not: results/make_run/), so the
+verdict names the machine question before the code one.
 """
 import json
 import os
@@ -65,8 +70,10 @@ def main() -> int:
                 aer = json.load(f)["aer"]
             seeds = {s: (study[task][algo][s], aer[s][2]) for s in ("train", "eval_in", "eval_out")}
             off = {s: v for s, v in seeds.items() if v[0] != v[1]}
+            gap = max((abs(a - b) for was_s, now_s in off.values()
+                       for a, b in zip(was_s, now_s)), default=0.0)
             notes.append("per-seed AER equal to study.json" if not off else
-                         f"per-seed AER differs: {off}")
+                         f"per-seed AER differs by up to {gap:.4g}: {off}")
             diff = diff or off
         bad += bool(diff)
         print(f"{task}/{algo}: {'REPRODUCED' if not diff else 'DIFFERENT'}; " + "; ".join(notes))
