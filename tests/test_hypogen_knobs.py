@@ -202,6 +202,76 @@ def test_breakdowns_of_the_report_by_hand():
     assert "old" not in out["distribution"] and any("Table 24" in x for x in lines)
 
 
+def test_paper_cells_keep_the_papers_rankings():
+    """The transcribed Tables 1 and 2 (``hyperjax.hypogen.paper``) against the paper's own
+    marks: HyPoGen bold (best model) in all nine Table 1 columns; in Table 2 the bold and
+    underlined success rates (UVFA best on LiftCube cube size, HyPoGen elsewhere)."""
+    from hyperjax.hypogen import paper
+    models = [a for a in paper.ALGOS if a != "expert"]
+    assert sorted(paper.TABLE1) == sorted(f"{b}_{f}" for b in ("cheetah", "finger", "walker")
+                                          for f in ("speed", "length", "speed_length"))
+    for task, row in paper.TABLE1.items():
+        assert max(models, key=row.get) == "hypogen", task
+        assert set(row) == set(paper.ALGOS)
+    second = {"lift_cube_cube": ("uvfa", "cond"), "lift_cube_stiffness": ("hypogen", "pearl"),
+              "lift_cube_damping": ("hypogen", "uvfa"), "lift_cube_length": ("hypogen", "pearl"),
+              "pick_cube_cube": ("hypogen", "uvfa"), "pick_cube_stiffness": ("hypogen", "pearl"),
+              "pick_cube_damping": ("hypogen", "cond"), "pick_cube_length": ("hypogen", "cond")}
+    assert sorted(paper.TABLE2) == sorted(second)
+    for task, row in paper.TABLE2.items():
+        ranked = sorted(models, key=lambda a: -row[a][0])
+        assert tuple(ranked[:2]) == second[task], task
+    assert paper.cell("finger_speed", "hypogen") == 835.21
+    assert paper.cell("lift_cube_stiffness", "hyperzero") == (0.0, 200.0)
+    assert paper.cell("lqr_di", "hypogen") is None and paper.cell("finger_speed", "x") is None
+
+
+def test_paper_lines_put_ours_beside_the_paper():
+    from hyperjax.hypogen.report import paper_lines
+    lines = paper_lines("cheetah_speed", {"hypogen": 409.615, "expert": float("nan"),
+                                         "cond_scheduled": 1.0})
+    assert "| hypogen | 409.6 | 819.23 | 50% |" in lines
+    assert "| expert | – | 869.59 | – |" in lines
+    assert not any("cond_scheduled" in x for x in lines)
+    lines = paper_lines("lift_cube_damping", {"hypogen": (0.5, 100.0)})
+    assert "| hypogen | 50.0 % | 93.28 % | 100.0 | 24.78 |" in lines
+    assert paper_lines("lqr_di", {"hypogen": 1.0}) == []
+
+
+def test_the_report_of_a_table2_task_puts_the_paper_beside_ours():
+    """``report.report`` on a LiftCube-damping run (synthetic results, no training): the
+    success table and, beside it, the paper's Table 2 cells for each model and the expert."""
+    import types
+
+    from hyperjax.hypogen.pipeline import PipelineConfig
+    from hyperjax.hypogen.report import report
+    cfg = PipelineConfig.for_task("lift_cube_damping")
+    grid = S.make_grid("lift_cube_damping")
+    sp = S.split_specs(grid, cfg.seed_list[0], cfg.split, cfg.test_fraction)
+    n = len(grid)
+    ds = types.SimpleNamespace(returns=lambda: np.ones((n, 2)), meta=dict(
+        expert_success=[1.0] * n, expert_length=[20.0] * n, expert_trained=[True] * n))
+    res = dict(test_return_last=1.0, test_return_selected=1.0, train_return_last=2.0,
+               test_ids=[int(i) for i in sp.test], per_spec_last=[1.0] * len(sp.test),
+               train_ids=[int(i) for i in sp.train], per_train_spec_last=[2.0] * len(sp.train),
+               test_success_last=0.25, test_length_last=150.0, test_success_selected=0.5)
+    lines, summary = report(cfg, grid, ds, {"hypogen": [res]}, np.zeros(n))
+    assert "| hypogen | 25.0 % | 93.28 % | 150.0 | 24.78 |" in lines
+    assert "| expert | 100.0 % | 97.28 % | 20.0 | 16.30 |" in lines
+    assert not any("Table 1" in x for x in lines)
+    cfg = PipelineConfig(task="finger_speed")          # a Table 1 task: returns
+    grid = S.make_grid("finger_speed")
+    sp = S.split_specs(grid, cfg.seed_list[0], cfg.split, cfg.test_fraction)
+    n = len(grid)
+    ds = types.SimpleNamespace(returns=lambda: np.full((n, 2), 500.0), meta={})
+    res.update(test_return_last=417.6, test_ids=[int(i) for i in sp.test],
+               per_spec_last=[1.0] * len(sp.test), train_ids=[int(i) for i in sp.train],
+               per_train_spec_last=[2.0] * len(sp.train))
+    lines, _ = report(cfg, grid, ds, {"hypogen": [res]}, np.zeros(n))
+    assert "| hypogen | 417.6 | 835.21 | 50% |" in lines
+    assert "| expert | 500.0 | 975.71 | 51% |" in lines
+
+
 def test_subset_grid_is_evenly_spaced():
     g = S.subset_grid(S.make_grid("finger_speed"), 10)
     assert list(g.specs[:, 0]) == [-15, -12, -9, -5, -2, 2, 5, 9, 12, 15]

@@ -12,10 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hyperjax.envs.manipulation import EPISODE_LENGTH  # noqa: E402
-from hyperjax.hypogen import specs  # noqa: E402
+from hyperjax.hypogen import paper, specs  # noqa: E402
 from hyperjax.hypogen.config import PipelineConfig  # noqa: E402
 
-__all__ = ["breakdowns", "plot_per_spec", "report"]
+__all__ = ["breakdowns", "paper_lines", "plot_per_spec", "report"]
 
 
 def report(cfg: PipelineConfig, grid, ds, results: dict,
@@ -55,6 +55,9 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
     lines.append(f"| expert (recorded episodes) | {num(ex_test, '.2f')} | | "
                  f"{num(ex_train, '.2f')} | |")
     lines.append(f"| uniform random | {on(rand, 'test'):.2f} | | {on(rand, 'train'):.2f} | |")
+    if cfg.task in paper.TABLE1:   # Table 2's tasks: beside the success table below
+        ours = {a: v["test_return_last"][0] for a, v in table.items()} | {"expert": ex_test}
+        lines += paper_lines(cfg.task, ours)
     summary = {"table": table, "expert_test": ex_test, "expert_train": ex_train,
                "random_test": on(rand, "test"), "random_train": on(rand, "train"),
                "expert_per_spec": ex.tolist(), "random_per_spec": rand.tolist(),
@@ -116,6 +119,10 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
         summary["expert_success_train"] = on(ex_ok, "train")
         lines.append(f"| expert (recorded episodes) | {num(on(ex_ok, 'test'), '.1%')} | "
                      f"{num(on(ex_len, 'test'), '.1f')} | |")
+        ours = {a: (v["test_success_last"], v["test_length_last"])
+                for a, v in summary["success"].items()}
+        lines += paper_lines(cfg.task, ours | {"expert": (on(ex_ok, "test"),
+                                                           on(ex_len, "test"))})
         lines += ["", "Expert success per spec: " + ", ".join(
             f"{specs.spec_string(grid.specs[i])}: "
             + (f"{ex_ok[i]:.0%}" if has_expert[i] else "no expert (--expert_specs=train)")
@@ -133,6 +140,43 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
               "random policy run their own episodes (same start-state distribution)."]
     more, summary["breakdowns"] = breakdowns(cfg, results)
     return lines + more, summary
+
+
+def paper_lines(task: str, ours: dict) -> list[str]:
+    """Our held-out figures beside the paper's cells (``hyperjax.hypogen.paper``) as markdown
+    lines, or ``[]`` for a task the paper's Tables 1 / 2 do not have.
+
+    Args:
+      task: the pipeline's task name (``cheetah_speed``, ``lift_cube_stiffness``, ...).
+      ours: per algo (and ``"expert"``) the held-out figure at the last epoch: a return
+        (Table 1 tasks), or ``(success rate in [0, 1], mean episode length in steps)``
+        (Table 2 tasks); NaN where there is none (no expert). Algos the paper lacks are left
+        out.
+    """
+    rows = [a for a in paper.ALGOS if a in ours]
+    num = lambda v, f: "–" if v is None or np.isnan(v) else format(v, f)
+    if task in paper.TABLE1:
+        lines = ["", f"Beside the paper (Table 1, {task}: its full budget, 1M-step TD3 "
+                 "experts and 2,000 epochs; ours at this run's budget, last epoch):", "",
+                 "| method | ours, held-out return | paper | ours / paper |", "|---|---|---|---|"]
+        for a in rows:
+            want = paper.TABLE1[task][a]
+            lines.append(f"| {a} | {num(ours[a], '.1f')} | {want:.2f} | "
+                         f"{num(ours[a] / want, '.0%')} |")
+        return lines
+    if task in paper.TABLE2:
+        lines = ["", f"Beside the paper (Table 2, {task}: success % and episode length on the "
+                 "held-out specs, 100 rollouts per spec; ours at this run's budget, last "
+                 "epoch):", "",
+                 "| method | ours, success | paper, success | ours, length | paper, length |",
+                 "|---|---|---|---|---|"]
+        for a in rows:
+            ok, steps = ours[a]
+            want_ok, want_steps = paper.TABLE2[task][a]
+            lines.append(f"| {a} | {num(100 * ok, '.1f')} % | {want_ok:.2f} % | "
+                         f"{num(steps, '.1f')} | {want_steps:.2f} |")
+        return lines
+    return []
 
 
 def _mean_std(values) -> tuple[float, float, int]:
