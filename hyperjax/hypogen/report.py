@@ -18,6 +18,12 @@ from hyperjax.hypogen.config import PipelineConfig  # noqa: E402
 __all__ = ["breakdowns", "paper_lines", "plot_per_spec", "report"]
 
 
+def _num(v, spec: str) -> str:
+    """``v`` formatted by ``spec``, or "–" where there is no figure (None or NaN: no expert
+    under ``--expert_specs``, no successful episode)."""
+    return "–" if v is None or np.isnan(v) else format(v, spec)
+
+
 def report(cfg: PipelineConfig, grid, ds, results: dict,
            random_return) -> tuple[list[str], dict]:
     """The results table (markdown lines) and its numbers: per method the held-out return at
@@ -51,9 +57,8 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
         norm = (v["train_return_last"][0] - rand_train) / (ex_train - rand_train)
         lines.append(f"| {a} | {fmt(v['test_return_last'])} | {fmt(v['test_return_selected'])}"
                      f" | {fmt(v['train_return_last'])} | {norm:.0%} |")
-    num = lambda v, f: "–" if np.isnan(v) else format(v, f)  # no expert (--expert_specs)
-    lines.append(f"| expert (recorded episodes) | {num(ex_test, '.2f')} | | "
-                 f"{num(ex_train, '.2f')} | |")
+    lines.append(f"| expert (recorded episodes) | {_num(ex_test, '.2f')} | | "
+                 f"{_num(ex_train, '.2f')} | |")
     lines.append(f"| uniform random | {on(rand, 'test'):.2f} | | {on(rand, 'train'):.2f} | |")
     if cfg.task in paper.TABLE1:   # Table 2's tasks: beside the success table below
         ours = {a: v["test_return_last"][0] for a, v in table.items()} | {"expert": ex_test}
@@ -76,7 +81,7 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
         per[a].update(zip(r0["train_ids"], r0["per_train_spec_last"]))
     for i in range(len(grid)):
         row = (f"| {specs.spec_string(grid.specs[i])} | {role.get(i, 'unused')} | "
-               f"{rand[i]:.1f} | {num(ex[i], '.1f')} |")
+               f"{rand[i]:.1f} | {_num(ex[i], '.1f')} |")
         if speed:
             row += f" {speed[i]:.2f} |"
         row += "".join(f" {per[a][i]:.1f} |" if i in per[a] else " |" for a in results)
@@ -117,8 +122,8 @@ def report(cfg: PipelineConfig, grid, ds, results: dict,
                          f"{v['test_success_selected']:.1%} |")
         summary["expert_success_test"] = on(ex_ok, "test")
         summary["expert_success_train"] = on(ex_ok, "train")
-        lines.append(f"| expert (recorded episodes) | {num(on(ex_ok, 'test'), '.1%')} | "
-                     f"{num(on(ex_len, 'test'), '.1f')} | |")
+        lines.append(f"| expert (recorded episodes) | {_num(on(ex_ok, 'test'), '.1%')} | "
+                     f"{_num(on(ex_len, 'test'), '.1f')} | |")
         ours = {a: (v["test_success_last"], v["test_length_last"])
                 for a, v in summary["success"].items()}
         lines += paper_lines(cfg.task, ours | {"expert": (on(ex_ok, "test"),
@@ -154,15 +159,14 @@ def paper_lines(task: str, ours: dict) -> list[str]:
         out.
     """
     rows = [a for a in paper.ALGOS if a in ours]
-    num = lambda v, f: "–" if v is None or np.isnan(v) else format(v, f)
     if task in paper.TABLE1:
         lines = ["", f"Beside the paper (Table 1, {task}: its full budget, 1M-step TD3 "
                  "experts and 2,000 epochs; ours at this run's budget, last epoch):", "",
                  "| method | ours, held-out return | paper | ours / paper |", "|---|---|---|---|"]
         for a in rows:
             want = paper.TABLE1[task][a]
-            lines.append(f"| {a} | {num(ours[a], '.1f')} | {want:.2f} | "
-                         f"{num(ours[a] / want, '.0%')} |")
+            lines.append(f"| {a} | {_num(ours[a], '.1f')} | {want:.2f} | "
+                         f"{_num(ours[a] / want, '.0%')} |")
         return lines
     if task in paper.TABLE2:
         lines = ["", f"Beside the paper (Table 2, {task}: success % and episode length on the "
@@ -173,8 +177,8 @@ def paper_lines(task: str, ours: dict) -> list[str]:
         for a in rows:
             ok, steps = ours[a]
             want_ok, want_steps = paper.TABLE2[task][a]
-            lines.append(f"| {a} | {num(100 * ok, '.1f')} % | {want_ok:.2f} % | "
-                         f"{num(steps, '.1f')} | {want_steps:.2f} |")
+            lines.append(f"| {a} | {_num(100 * ok, '.1f')} % | {want_ok:.2f} % | "
+                         f"{_num(steps, '.1f')} | {want_steps:.2f} |")
         return lines
     return []
 
