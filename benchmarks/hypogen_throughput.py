@@ -89,7 +89,7 @@ def time_experts(task: str, steps: int, num_specs: int = 0) -> dict:
 
     @jax.jit
     def run(s):
-        return jax.lax.scan(lambda c, _: (jax.vmap(step)(c, specs)[0], None), s, None, steps)[0]
+        return jax.lax.scan(lambda c, _: (step(c, specs)[0], None), s, None, steps)[0]
 
     t = time.time()
     state = jax.block_until_ready(run(state))

@@ -625,6 +625,47 @@ def test_td3_experts_vmapped_over_specs():
     assert q.shape == (2,) and bool(jnp.all(jnp.isfinite(q)))
 
 
+def test_td3_batched_step_resets_per_spec_and_keeps_its_branches():
+    """The experts' step is batched over specs: (1) each spec's trajectory is the one it has
+    trained alone, with episodes that end on different steps (spec 1 starts 4 steps into its
+    episode), so a reset reaches only the spec whose episode ended; (2) the warm-up, actor-delay
+    and reset branches are real ``cond`` branches in its program, not selects that compute both
+    (a batched predicate under vmap: an actor update every step, a reset every step)."""
+    from hyperjax.hypogen import experts as X
+    cfg = X.TD3Config(total_steps=24, random_steps=4, seed_steps=8, batch_size=8,
+                      buffer_size=100, hidden=32, std_steps=100)
+    env = lqr.make_lqr_task("lqr_di")
+    env.episode_length = 7
+    init, step = X.make_td3(env, cfg)
+    specs = jnp.asarray([[0.5], [2.0]], jnp.float32)
+    s0 = jax.vmap(init)(jax.random.split(jax.random.key(0), 2), specs)
+    t0 = s0.env_state.t.at[1].set(4)
+    s0 = s0._replace(env_state=s0.env_state._replace(t=t0))
+    run = jax.jit(lambda s, sp: jax.lax.scan(lambda c, _: step(c, sp), s, None, 24))
+    both, m = run(s0, specs)
+    assert np.all(np.asarray(m["last_return"])[-1] != 0)
+    first = np.argmax(np.asarray(m["last_return"]) != 0, axis=0)
+    assert list(first) == [6, 2]                      # episodes end on different steps
+    for i in range(2):
+        alone, _ = run(jax.tree_util.tree_map(lambda x: x[i:i + 1], s0), specs[i:i + 1])
+        for a, b in zip(jax.tree_util.tree_leaves(both), jax.tree_util.tree_leaves(alone)):
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                a, b = jax.random.key_data(a), jax.random.key_data(b)
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b[0]), rtol=1e-5,
+                                       atol=1e-6)
+
+    def conds(jaxpr):
+        n = 0
+        for e in jaxpr.eqns:
+            n += e.primitive.name == "cond"
+            for p in e.params.values():
+                for j in p if isinstance(p, (list, tuple)) else [p]:
+                    if hasattr(j, "jaxpr") and hasattr(j.jaxpr, "eqns"):
+                        n += conds(j.jaxpr)
+        return n
+    assert conds(jax.make_jaxpr(step)(s0, specs).jaxpr) >= 3     # reset, warm-up, actor delay
+
+
 def test_td3_experts_resume_mid_run_bitwise():
     """A TD3 expert stage checkpointed after its first segment and resumed from there ends
     bitwise where the uninterrupted run ends (replay and key are in the state)."""

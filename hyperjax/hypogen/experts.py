@@ -104,8 +104,22 @@ class TD3State(NamedTuple):
 
 
 def make_td3(env: Env, cfg: TD3Config):
-    """Returns ``(init(key, spec) -> TD3State, step(state, spec) -> (state, metrics))`` for one
-    spec; vmap them over specs."""
+    """Returns ``(init, step)`` for a stack of experts, one per spec:
+
+    - ``init(key, spec) -> TD3State`` for one spec (vmap it over specs);
+    - ``step(state, specs) -> (state, metrics)`` for the whole stack: ``state`` a ``TD3State``
+      with a leading spec axis ``S``, ``specs float32[S, d]``; metrics ``float32[S]`` each.
+
+    ``step`` is batched on purpose. Every spec's step count is the same (the experts are
+    created and stepped together), so the warm-up and actor-delay predicates are read once,
+    unbatched (``state.step[0]``), and stay real branches: under ``vmap`` a ``lax.cond`` on a
+    batched predicate becomes a select that runs both branches, i.e. an actor update on every
+    step and critic updates through the seed steps, computed and thrown away. Likewise the
+    envs reset only at a step where some episode ended (``lax.cond`` on ``any(done)``), not on
+    every step under a ``where``: a reset can cost far more than a step (Playground's Cheetah
+    settles for 200 physics steps). The numbers are those of the per-spec step, float rounding
+    aside.
+    """
     actor, critic = TD3Actor(env.action_dim, cfg.hidden), TD3Critic(cfg.hidden)
     tx = optax.adam(cfg.lr)
     cap = min(cfg.buffer_size, cfg.total_steps)
@@ -123,7 +137,7 @@ def make_td3(env: Env, cfg: TD3Config):
         return TD3State(pa, pc, pa, pc, tx.init(pa), tx.init(pc), replay, env_state, ts.obs,
                         kr, jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.zeros(()))
 
-    def update(s: TD3State, key):
+    def update(s: TD3State, key, t):
         kb, kn = jax.random.split(key)
         idx = jax.random.randint(kb, (cfg.batch_size,), 0, jnp.maximum(s.replay.size, 1))
         b = jax.tree_util.tree_map(lambda x: x[idx], s.replay[:5])
@@ -153,12 +167,14 @@ def make_td3(env: Env, cfg: TD3Config):
         def skip(_):
             return s.actor, s.actor_opt, s.target_actor, s.target_critic, jnp.zeros(())
 
-        pa, a_opt, ta, tc, a_loss = jax.lax.cond(s.step % cfg.update_every == 0, do_actor,
-                                                 skip, None)
+        pa, a_opt, ta, tc, a_loss = jax.lax.cond(t % cfg.update_every == 0, do_actor, skip,
+                                                 None)
         return s._replace(actor=pa, critic=pc, target_actor=ta, target_critic=tc,
                           actor_opt=a_opt, critic_opt=c_opt), c_loss, a_loss
 
-    def step(s: TD3State, spec):
+    def act(s: TD3State, spec):
+        """One env step of one spec, its transition stored; the env state is the stepped one
+        (the batched ``step`` resets it where the episode ended)."""
         key, k_rand, k_noise, k_env, k_upd, k_reset = jax.random.split(s.key, 6)
         a_pi = actor.apply(s.actor, s.obs)
         a_pi = jnp.clip(a_pi + cfg.std(s.step) * jax.random.normal(k_noise, a_pi.shape),
@@ -174,16 +190,25 @@ def make_td3(env: Env, cfg: TD3Config):
                         jnp.minimum(r.size + 1, cap), (i + 1) % cap)
         ep_ret = s.episode_return + ts.reward
         done = ts.terminated | ts.truncated
-        reset_state, reset_ts = env.reset(k_reset, spec)
-        env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), reset_state,
-                                           env_state)
-        obs = jnp.where(done, reset_ts.obs, ts.obs)
-        s = s._replace(replay=replay, env_state=env_state, obs=obs, key=key,
+        s = s._replace(replay=replay, env_state=env_state, obs=ts.obs, key=key,
                        episode_return=jnp.where(done, 0.0, ep_ret),
                        last_return=jnp.where(done, ep_ret, s.last_return))
+        return s, done, k_reset, k_upd
+
+    def step(s: TD3State, specs):
+        t = s.step[0]                       # every spec's count: one unbatched predicate
+        s, done, k_reset, k_upd = jax.vmap(act)(s, specs)
+
+        def with_reset(s):
+            env_state, ts = jax.vmap(env.reset)(k_reset, specs)
+            pick = lambda new, old: jax.vmap(jnp.where)(done, new, old)
+            return s._replace(env_state=jax.tree_util.tree_map(pick, env_state, s.env_state),
+                              obs=pick(ts.obs, s.obs))
+
+        s = jax.lax.cond(jnp.any(done), with_reset, lambda s: s, s)
         s, c_loss, a_loss = jax.lax.cond(
-            s.step >= cfg.seed_steps, lambda x: update(x, k_upd),
-            lambda x: (x, jnp.zeros(()), jnp.zeros(())), s)
+            t >= cfg.seed_steps, lambda x: jax.vmap(update, (0, 0, None))(x, k_upd, t),
+            lambda x: (x, jnp.zeros(done.shape), jnp.zeros(done.shape)), s)
         return s._replace(step=s.step + 1), {"critic_loss": c_loss, "actor_loss": a_loss,
                                              "last_return": s.last_return}
 
@@ -230,7 +255,7 @@ def train_experts(env: Env, specs, cfg: TD3Config, key, segments: int = 10, log=
     @jax.jit
     def segment(state):
         def body(s, _):
-            return jax.vmap(step)(s, specs)
+            return step(s, specs)
         state, m = jax.lax.scan(body, state, None, n)
         return state, jax.tree_util.tree_map(lambda x: x[-1], m)
 
