@@ -15,7 +15,7 @@
 # its small files are copied to results/cpu_hypogen_<column>/. (EXTRA="--flag=value ...",
 # DEST_ROOT and OUT: a tiny trial of this script elsewhere, not the evidence.)
 set -euo pipefail
-COMMIT=${COMMIT:-0189c94}   # the code of 2026-12-07 sixth session (b4ca1e3 = 0189c94 + a revert)
+COMMIT=${COMMIT:-3985c73}   # 2026-12-08: the TD3 step batched over specs (cheetah experts ~3x faster), paper cells in the report
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 TREE=${TREE:-/tmp/hypogen_columns_tree}
 OUT=${OUT:-/tmp/hypogen_columns}
